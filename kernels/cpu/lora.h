@@ -1,0 +1,81 @@
+// CPU LoRA kernels over the paged adapter layout: y += sum_i s_i * B_i (A_i x) per row segment.
+// BGMV (short segments, decode) streams each adapter's pages once through SIMD micro-kernels;
+// SGMV (long segments, prefill) runs the segment block as small GEMMs. See docs/kernels_lora.md.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace loraserve::kernels {
+
+// One (adapter, weight) pair applied to one LoRA target module, in the paged layout.
+// The adapter pool stores each rank-row of A (length in_dim) and each rank-column of B (stored
+// as a contiguous row of length out_dim, i.e. B transposed) somewhere in one big float pool;
+// the kernel gets per-rank offsets (in floats) into `pool`, so the pool can place rows in any
+// pages.
+struct LoraRef {
+  int rank;
+  float scale;            // request weight * (alpha/r, or alpha/sqrt(r) for rsLoRA)
+  const int64_t* a_rows;  // [rank] offsets of A's rows (each in_dim floats)
+  const int64_t* b_cols;  // [rank] offsets of B's columns (each out_dim floats, contiguous)
+};
+
+// Rows [row_begin, row_end) of x/y use refs [refs_begin, refs_end). No refs = base-only rows
+// (untouched unless out_scale is set). out_scale (optional, may be nullptr): per-output-feature
+// multiplier applied AFTER adding the deltas: y_row = (y_row + sum_refs delta) * out_scale; used
+// for DoRA. Segments must not overlap.
+struct LoraSegment {
+  int row_begin, row_end, refs_begin, refs_end;
+  const float* out_scale;
+};
+
+// y[r, :] += sum_{ref in segment(r)} ref.scale * B_ref (A_ref x[r, :]) for every row r in every
+// segment, then y[r, :] *= out_scale when the segment has one.
+// x: rows x in_dim with leading dimension ldx; y: rows x out_dim with leading dimension ldy.
+// Segments shorter than kSgmvMinRows take the BGMV path, longer ones the SGMV path. Uses the
+// OpenMP thread team (BGMV) and OpenBLAS threads (SGMV); AVX2+FMA when the CPU has it.
+void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
+               int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs);
+
+// The obviously-correct scalar version (double accumulation, no threads); the tests' oracle.
+void LoraApplyReference(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy,
+                        int in_dim, int out_dim, std::span<const LoraSegment> segments,
+                        std::span<const LoraRef> refs);
+
+// One adapter as dense row-major matrices, the layout of a PEFT checkpoint.
+struct DenseLora {
+  int rank;
+  float scale;
+  const float* a;  // rank x in_dim
+  const float* b;  // out_dim x rank
+};
+
+// The naive per-request loop the kernels are measured against: for every row, cblas_sgemv
+// v = A x, then cblas_sgemv y += scale * B v. row_adapter[r] indexes `adapters`, or is -1 for a
+// base-only row.
+void NaivePerRequestLora(const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
+                         int out_dim, std::span<const int> row_adapter,
+                         std::span<const DenseLora> adapters);
+
+// Segments with at least this many rows take the SGMV path (chosen from lora_bench's
+// BM_LoraPathCrossover, see docs/kernels_lora.md).
+inline constexpr int kSgmvMinRows = 64;
+
+namespace detail {
+
+// Test and benchmark hooks: force the portable micro-kernels, or move the BGMV/SGMV threshold.
+struct LoraApplyOptions {
+  bool allow_avx2 = true;
+  int sgmv_min_rows = kSgmvMinRows;
+};
+
+void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
+               int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs,
+               const LoraApplyOptions& options);
+
+// Whether LoraApply will use the AVX2+FMA micro-kernels on this CPU.
+bool CpuHasAvx2Fma();
+
+}  // namespace detail
+
+}  // namespace loraserve::kernels

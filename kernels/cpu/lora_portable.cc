@@ -1,0 +1,49 @@
+// Portable LoRA micro-kernels: plain loops the compiler can vectorise for the baseline ISA.
+// Used on CPUs without AVX2+FMA and by the tests, which check them against the reference.
+#include <cstdint>
+
+#include "kernels/cpu/lora_microkernels.h"
+
+namespace loraserve::kernels::lora_internal {
+namespace {
+
+// Eight partial sums per dot product so the loop vectorises without reassociation flags.
+constexpr int kLanes = 8;
+
+void Shrink(const float* const* a, int nk, const float* x, int64_t ldx, int nr, int n,
+            float scale, float* out, int64_t ldo) {
+  for (int r = 0; r < nr; ++r) {
+    const float* xr = x + r * ldx;
+    for (int k = 0; k < nk; ++k) {
+      const float* ak = a[k];
+      float lanes[kLanes] = {};
+      int i = 0;
+      for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) lanes[l] += ak[i + l] * xr[i + l];
+      float s = 0.0f;
+      for (int l = 0; l < kLanes; ++l) s += lanes[l];
+      for (; i < n; ++i) s += ak[i] * xr[i];
+      out[r * ldo + k] = scale * s;
+    }
+  }
+}
+
+void Expand(const float* const* b, int nk, const float* v, int64_t ldv, int nr, int j0, int j1,
+            const float* out_scale, float* y, int64_t ldy) {
+  for (int r = 0; r < nr; ++r) {
+    float* yr = y + r * ldy;
+    for (int k = 0; k < nk; ++k) {
+      const float vk = v[r * ldv + k];
+      const float* bk = b[k];
+      for (int j = j0; j < j1; ++j) yr[j] += vk * bk[j];
+    }
+    if (out_scale != nullptr)
+      for (int j = j0; j < j1; ++j) yr[j] *= out_scale[j];
+  }
+}
+
+}  // namespace
+
+MicroKernels PortableMicroKernels() { return {&Shrink, &Expand}; }
+
+}  // namespace loraserve::kernels::lora_internal

@@ -1,0 +1,250 @@
+// LoraApply against the scalar reference on random paged adapters: decode and prefill segments,
+// mixed ranks, weighted sets, DoRA out_scale, odd dimensions; AVX2 and portable micro-kernels,
+// and both sides of the BGMV/SGMV threshold.
+#include "kernels/cpu/lora.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace loraserve::kernels {
+namespace {
+
+struct SegmentSpec {
+  int rows;
+  std::vector<std::pair<int, float>> adapters;  // (adapter index, request weight)
+  bool dora = false;
+};
+
+// A pool whose rank rows sit in shuffled fixed-size cells, like the runtime's paged pool.
+struct Problem {
+  int in_dim = 0, out_dim = 0, rows = 0;
+  int64_t ldx = 0, ldy = 0;
+  std::vector<float> pool, x, y;
+  std::vector<int> ranks;
+  std::vector<std::vector<int64_t>> a_rows, b_cols;  // per adapter
+  std::vector<std::vector<float>> out_scales;        // per segment (empty = none)
+  std::vector<LoraRef> refs;
+  std::vector<LoraSegment> segments;
+};
+
+Problem MakeProblem(int in_dim, int out_dim, const std::vector<int>& ranks,
+                    const std::vector<SegmentSpec>& specs, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  Problem p;
+  p.in_dim = in_dim;
+  p.out_dim = out_dim;
+  p.ldx = in_dim + 3;  // leading dimensions wider than the rows
+  p.ldy = out_dim + 5;
+  p.ranks = ranks;
+  const int64_t cell = std::max(in_dim, out_dim) + 1;
+  const int cells = 2 * std::accumulate(ranks.begin(), ranks.end(), 0);
+  std::vector<int64_t> order(cells);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  p.pool.resize(cells * cell);
+  for (float& v : p.pool) v = uniform(rng);
+  int next = 0;
+  for (int rank : ranks) {
+    p.a_rows.emplace_back();
+    p.b_cols.emplace_back();
+    for (int k = 0; k < rank; ++k) {
+      p.a_rows.back().push_back(order[next++] * cell);
+      p.b_cols.back().push_back(order[next++] * cell);
+    }
+  }
+  for (const SegmentSpec& spec : specs) p.rows += spec.rows;
+  p.x.resize(p.rows * p.ldx);
+  p.y.resize(p.rows * p.ldy);
+  for (float& v : p.x) v = uniform(rng);
+  for (float& v : p.y) v = uniform(rng);
+  p.out_scales.resize(specs.size());
+  int row = 0;
+  for (size_t s = 0; s < specs.size(); ++s) {
+    const int refs_begin = static_cast<int>(p.refs.size());
+    for (auto [adapter, weight] : specs[s].adapters) {
+      const float alpha_over_r = 2.0f / ranks[adapter];
+      p.refs.push_back({ranks[adapter], weight * alpha_over_r, p.a_rows[adapter].data(),
+                        p.b_cols[adapter].data()});
+    }
+    if (specs[s].dora) {
+      p.out_scales[s].resize(out_dim);
+      for (float& v : p.out_scales[s]) v = 0.5f + std::abs(uniform(rng));
+    }
+    p.segments.push_back({row, row + specs[s].rows, refs_begin, static_cast<int>(p.refs.size()),
+                          specs[s].dora ? p.out_scales[s].data() : nullptr});
+    row += specs[s].rows;
+  }
+  return p;
+}
+
+std::vector<float> RunReference(const Problem& p) {
+  std::vector<float> y = p.y;
+  LoraApplyReference(p.pool.data(), p.x.data(), p.ldx, y.data(), p.ldy, p.in_dim, p.out_dim,
+                     p.segments, p.refs);
+  return y;
+}
+
+// Per row: max |got - want| <= 1e-5 * max |want|; padding between rows must be untouched.
+void ExpectRowsNear(const Problem& p, const std::vector<float>& got,
+                    const std::vector<float>& want) {
+  for (int r = 0; r < p.rows; ++r) {
+    float max_want = 0.0f, max_err = 0.0f;
+    for (int j = 0; j < p.out_dim; ++j) {
+      max_want = std::max(max_want, std::abs(want[r * p.ldy + j]));
+      max_err = std::max(max_err, std::abs(got[r * p.ldy + j] - want[r * p.ldy + j]));
+    }
+    EXPECT_LE(max_err, 1e-5f * max_want) << "row " << r;
+    for (int64_t j = p.out_dim; j < p.ldy; ++j)
+      EXPECT_EQ(got[r * p.ldy + j], p.y[r * p.ldy + j]) << "padding of row " << r;
+  }
+}
+
+struct Variant {
+  const char* name;
+  detail::LoraApplyOptions options;
+};
+
+class LoraApplyTest : public testing::TestWithParam<Variant> {
+ protected:
+  std::vector<float> Run(const Problem& p) {
+    std::vector<float> y = p.y;
+    detail::LoraApply(p.pool.data(), p.x.data(), p.ldx, y.data(), p.ldy, p.in_dim, p.out_dim,
+                      p.segments, p.refs, GetParam().options);
+    return y;
+  }
+  void ExpectMatchesReference(const Problem& p) { ExpectRowsNear(p, Run(p), RunReference(p)); }
+};
+
+TEST_P(LoraApplyTest, DecodeRowsWithMixedRanksWeightedSetsAndDora) {
+  const std::vector<int> ranks = {1, 4, 8, 16, 64, 3};
+  std::vector<SegmentSpec> specs;
+  for (int i = 0; i < 24; ++i) {
+    SegmentSpec spec{1, {{i % 6, 1.0f}}, i % 5 == 0};
+    if (i % 4 == 1) spec.adapters.push_back({(i + 2) % 6, -0.5f});  // weighted pair
+    if (i % 7 == 3) spec.adapters = {{0, 0.2f}, {2, 0.3f}, {4, 0.5f}};  // weighted triple
+    if (i % 9 == 8) spec.adapters.clear();                               // base-only
+    specs.push_back(spec);
+  }
+  ExpectMatchesReference(MakeProblem(101, 77, ranks, specs, 1));
+}
+
+TEST_P(LoraApplyTest, PrefillSegmentsWithWeightedSetsAndDora) {
+  const std::vector<int> ranks = {8, 16, 64, 5};
+  const std::vector<SegmentSpec> specs = {
+      {70, {{0, 1.0f}}},
+      {130, {{1, 0.7f}, {2, 0.3f}}, true},
+      {5, {{3, 1.0f}}},
+      {1, {{2, 1.0f}, {3, 1.0f}, {0, -1.0f}}, true},
+      {64, {{2, 1.0f}}, true},
+      {66, {}},
+  };
+  ExpectMatchesReference(MakeProblem(136, 200, ranks, specs, 2));
+}
+
+TEST_P(LoraApplyTest, OneAdapterAcrossManyRows) {
+  ExpectMatchesReference(MakeProblem(512, 384, {16}, {{63, {{0, 1.0f}}}}, 3));
+}
+
+TEST_P(LoraApplyTest, Rank1AndRank64) {
+  const std::vector<SegmentSpec> specs = {{1, {{0, 1.0f}}}, {3, {{1, 1.0f}}}, {9, {{0, 0.5f}}}};
+  ExpectMatchesReference(MakeProblem(64, 64, {1, 64}, specs, 4));
+}
+
+TEST_P(LoraApplyTest, DimensionsSmallerThanOneVector) {
+  const std::vector<SegmentSpec> specs = {{2, {{0, 1.0f}}, true}, {5, {{1, 1.0f}, {0, 2.0f}}}};
+  ExpectMatchesReference(MakeProblem(5, 3, {2, 7}, specs, 5));
+}
+
+TEST_P(LoraApplyTest, EmptySegmentListLeavesOutputBitIdentical) {
+  const Problem p = MakeProblem(40, 24, {4}, {{6, {{0, 1.0f}}}}, 6);
+  std::vector<float> y = p.y;
+  detail::LoraApply(p.pool.data(), p.x.data(), p.ldx, y.data(), p.ldy, p.in_dim, p.out_dim, {},
+                    p.refs, GetParam().options);
+  EXPECT_EQ(0, std::memcmp(y.data(), p.y.data(), y.size() * sizeof(float)));
+}
+
+TEST_P(LoraApplyTest, BaseOnlyRowsWithoutOutScaleStayBitIdentical) {
+  const std::vector<SegmentSpec> specs = {
+      {3, {{0, 1.0f}}}, {4, {}}, {1, {{1, 1.0f}}}, {80, {}}, {70, {{0, 1.0f}}}};
+  Problem p = MakeProblem(48, 40, {4, 16}, specs, 7);
+  p.segments.push_back({p.rows, p.rows, 0, 1, nullptr});  // an empty row range is ignored too
+  const std::vector<float> got = Run(p);
+  ExpectRowsNear(p, got, RunReference(p));
+  for (int seg : {1, 3}) {
+    const LoraSegment& s = p.segments[seg];
+    const size_t bytes = (s.row_end - s.row_begin) * p.ldy * sizeof(float);
+    EXPECT_EQ(0, std::memcmp(got.data() + s.row_begin * p.ldy, p.y.data() + s.row_begin * p.ldy,
+                             bytes))
+        << "segment " << seg;
+  }
+}
+
+TEST_P(LoraApplyTest, BaseOnlyRowsWithOutScaleAreScaledExactly) {
+  Problem p = MakeProblem(16, 33, {4}, {{2, {}, true}, {100, {}, true}}, 8);
+  const std::vector<float> got = Run(p);
+  EXPECT_EQ(got, RunReference(p));  // one float multiply per element: exact
+}
+
+const Variant kVariants[] = {
+    {"Avx2", {.allow_avx2 = true}},
+    {"Portable", {.allow_avx2 = false}},
+    {"Avx2BgmvOnly", {.allow_avx2 = true, .sgmv_min_rows = INT_MAX}},
+    {"PortableBgmvOnly", {.allow_avx2 = false, .sgmv_min_rows = INT_MAX}},
+    {"SgmvOnly", {.allow_avx2 = true, .sgmv_min_rows = 1}},
+};
+
+INSTANTIATE_TEST_SUITE_P(Paths, LoraApplyTest, testing::ValuesIn(kVariants),
+                         [](const testing::TestParamInfo<Variant>& info) {
+                           return std::string(info.param.name);
+                         });
+
+TEST(LoraApplyPublicTest, MatchesReference) {
+  const std::vector<SegmentSpec> specs = {{1, {{0, 1.0f}}}, {90, {{1, 1.0f}, {0, 0.5f}}, true}};
+  const Problem p = MakeProblem(256, 160, {16, 8}, specs, 9);
+  std::vector<float> y = p.y;
+  LoraApply(p.pool.data(), p.x.data(), p.ldx, y.data(), p.ldy, p.in_dim, p.out_dim, p.segments,
+            p.refs);
+  ExpectRowsNear(p, y, RunReference(p));
+}
+
+TEST(LoraApplyPublicTest, ReportsAvx2OnThisCpu) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+    GTEST_SKIP() << "this CPU has no AVX2+FMA; only the portable path runs here";
+  EXPECT_TRUE(detail::CpuHasAvx2Fma());
+}
+
+TEST(NaivePerRequestLoraTest, MatchesReferenceOnDenseCopies) {
+  const std::vector<int> ranks = {4, 16};
+  std::vector<SegmentSpec> specs;
+  for (int i = 0; i < 7; ++i) specs.push_back({1, {{i % 2, 1.0f}}});
+  specs.push_back({1, {}});
+  const Problem p = MakeProblem(72, 40, ranks, specs, 10);
+  std::vector<std::vector<float>> a(2), b(2);
+  std::vector<DenseLora> dense;
+  for (int ad = 0; ad < 2; ++ad) {
+    const int r = ranks[ad];
+    a[ad].resize(r * p.in_dim);
+    b[ad].resize(p.out_dim * r);
+    for (int k = 0; k < r; ++k) {
+      for (int i = 0; i < p.in_dim; ++i) a[ad][k * p.in_dim + i] = p.pool[p.a_rows[ad][k] + i];
+      for (int j = 0; j < p.out_dim; ++j) b[ad][j * r + k] = p.pool[p.b_cols[ad][k] + j];
+    }
+    dense.push_back({r, 2.0f / r, a[ad].data(), b[ad].data()});
+  }
+  std::vector<int> row_adapter = {0, 1, 0, 1, 0, 1, 0, -1};
+  std::vector<float> y = p.y;
+  NaivePerRequestLora(p.x.data(), p.ldx, y.data(), p.ldy, p.in_dim, p.out_dim, row_adapter, dense);
+  ExpectRowsNear(p, y, RunReference(p));
+}
+
+}  // namespace
+}  // namespace loraserve::kernels
