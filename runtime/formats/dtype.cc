@@ -1,0 +1,133 @@
+// Scalar dtype conversions; the bulk loops are simple enough for the compiler to vectorise.
+#include "runtime/formats/dtype.h"
+
+#include <cstring>
+
+namespace loraserve {
+
+std::optional<DType> ParseDType(std::string_view name) {
+  if (name == "F64") return DType::kF64;
+  if (name == "F32") return DType::kF32;
+  if (name == "F16") return DType::kF16;
+  if (name == "BF16") return DType::kBF16;
+  if (name == "I64") return DType::kI64;
+  if (name == "I32") return DType::kI32;
+  if (name == "I16") return DType::kI16;
+  if (name == "I8") return DType::kI8;
+  if (name == "U8") return DType::kU8;
+  if (name == "BOOL") return DType::kBool;
+  if (name == "F8_E4M3") return DType::kF8E4M3;
+  if (name == "F8_E5M2") return DType::kF8E5M2;
+  return std::nullopt;
+}
+
+const char* DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kF64: return "F64";
+    case DType::kF32: return "F32";
+    case DType::kF16: return "F16";
+    case DType::kBF16: return "BF16";
+    case DType::kI64: return "I64";
+    case DType::kI32: return "I32";
+    case DType::kI16: return "I16";
+    case DType::kI8: return "I8";
+    case DType::kU8: return "U8";
+    case DType::kBool: return "BOOL";
+    case DType::kF8E4M3: return "F8_E4M3";
+    case DType::kF8E5M2: return "F8_E5M2";
+  }
+  return "?";
+}
+
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kF64:
+    case DType::kI64: return 8;
+    case DType::kF32:
+    case DType::kI32: return 4;
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kI16: return 2;
+    default: return 1;
+  }
+}
+
+bool IsFloatDType(DType dtype) {
+  return dtype == DType::kF64 || dtype == DType::kF32 || dtype == DType::kF16 ||
+         dtype == DType::kBF16;
+}
+
+float Bf16ToFloat(uint16_t bits) {
+  const uint32_t word = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &word, sizeof(value));
+  return value;
+}
+
+uint16_t FloatToBf16(float value) {
+  uint32_t word;
+  std::memcpy(&word, &value, sizeof(word));
+  if ((word & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((word >> 16) | 0x40);
+  const uint32_t rounding = 0x7fffu + ((word >> 16) & 1u);
+  return static_cast<uint16_t>((word + rounding) >> 16);
+}
+
+float F16ToFloat(uint16_t bits) {
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
+  uint32_t exponent = (bits >> 10) & 0x1fu;
+  uint32_t mantissa = bits & 0x3ffu;
+  uint32_t word;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      word = sign;
+    } else {  // subnormal: renormalise
+      exponent = 127 - 15 + 1;
+      while ((mantissa & 0x400u) == 0) {
+        mantissa <<= 1;
+        --exponent;
+      }
+      mantissa &= 0x3ffu;
+      word = sign | (exponent << 23) | (mantissa << 13);
+    }
+  } else if (exponent == 31) {
+    word = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    word = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float value;
+  std::memcpy(&value, &word, sizeof(value));
+  return value;
+}
+
+void ToFloat(DType dtype, const uint8_t* src, size_t count, float* dst) {
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, count * sizeof(float));
+      return;
+    case DType::kF64:
+      for (size_t i = 0; i < count; ++i) {
+        double v;
+        std::memcpy(&v, src + i * 8, 8);
+        dst[i] = static_cast<float>(v);
+      }
+      return;
+    case DType::kBF16:
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t v;
+        std::memcpy(&v, src + i * 2, 2);
+        dst[i] = Bf16ToFloat(v);
+      }
+      return;
+    case DType::kF16:
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t v;
+        std::memcpy(&v, src + i * 2, 2);
+        dst[i] = F16ToFloat(v);
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+}  // namespace loraserve

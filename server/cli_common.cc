@@ -1,0 +1,26 @@
+#include "server/cli_common.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace loraserve::cli {
+
+absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& text,
+                                                 const std::string& field) {
+  std::vector<int32_t> ids;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id) || id < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": '", part, "' is not a non-negative integer token id"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+std::string JoinIds(const std::vector<int32_t>& ids) { return absl::StrJoin(ids, ","); }
+
+}  // namespace loraserve::cli
