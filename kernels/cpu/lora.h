@@ -1,6 +1,7 @@
 // CPU LoRA kernels over the paged adapter layout: y += sum_i s_i * B_i (A_i x) per row segment.
 // BGMV (short segments, decode) streams each adapter's pages once through SIMD micro-kernels;
-// SGMV (long segments, prefill) runs the segment block as small GEMMs. See docs/kernels_lora.md.
+// SGMV (long segments, prefill) shrinks whole row blocks in cache-sized depth blocks.
+// Design and measurements: docs/kernels_lora.md.
 #pragma once
 
 #include <cstdint>
@@ -32,8 +33,8 @@ struct LoraSegment {
 // y[r, :] += sum_{ref in segment(r)} ref.scale * B_ref (A_ref x[r, :]) for every row r in every
 // segment, then y[r, :] *= out_scale when the segment has one.
 // x: rows x in_dim with leading dimension ldx; y: rows x out_dim with leading dimension ldy.
-// Segments shorter than kSgmvMinRows take the BGMV path, longer ones the SGMV path. Uses the
-// OpenMP thread team (BGMV) and OpenBLAS threads (SGMV); AVX2+FMA when the CPU has it.
+// Segments shorter than kSgmvMinRows take the BGMV path, longer ones the SGMV path. Runs on the
+// OpenMP thread team (never OpenBLAS); AVX2+FMA when the CPU has it.
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs);
 

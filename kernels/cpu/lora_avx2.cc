@@ -13,8 +13,8 @@
 namespace loraserve::kernels::lora_internal {
 namespace {
 
-using ShrinkTileFn = void (*)(const float* const* a, const float* x, int64_t ldx, int n,
-                              float scale, float* out, int64_t ldo);
+using ShrinkTileFn = void (*)(const float* const* a, const float* x, int64_t ldx, int i0, int i1,
+                              float scale, bool accumulate, float* out, int64_t ldo);
 using ExpandTileFn = void (*)(const float* const* b, int nk, const float* v, int64_t ldv, int j,
                               const float* out_scale, float* y, int64_t ldy);
 
@@ -28,13 +28,13 @@ LORASERVE_AVX2 inline float HorizontalSum(__m256 v) {
 // NR x rows by NK rank rows of A: NR * NK independent accumulator chains (at most 8), each A
 // vector loaded once and reused for all NR rows.
 template <int NR, int NK>
-LORASERVE_AVX2 void ShrinkTile(const float* const* a, const float* x, int64_t ldx, int n,
-                               float scale, float* out, int64_t ldo) {
+LORASERVE_AVX2 void ShrinkTile(const float* const* a, const float* x, int64_t ldx, int i0, int i1,
+                               float scale, bool accumulate, float* out, int64_t ldo) {
   __m256 acc[NR][NK];
   for (int r = 0; r < NR; ++r)
     for (int k = 0; k < NK; ++k) acc[r][k] = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
+  int i = i0;
+  for (; i + 8 <= i1; i += 8) {
     __m256 av[NK];
     for (int k = 0; k < NK; ++k) av[k] = _mm256_loadu_ps(a[k] + i);
     for (int r = 0; r < NR; ++r) {
@@ -45,8 +45,8 @@ LORASERVE_AVX2 void ShrinkTile(const float* const* a, const float* x, int64_t ld
   for (int r = 0; r < NR; ++r) {
     for (int k = 0; k < NK; ++k) {
       float s = HorizontalSum(acc[r][k]);
-      for (int t = i; t < n; ++t) s += a[k][t] * x[r * ldx + t];
-      out[r * ldo + k] = scale * s;
+      for (int t = i; t < i1; ++t) s += a[k][t] * x[r * ldx + t];
+      out[r * ldo + k] = accumulate ? out[r * ldo + k] + scale * s : scale * s;
     }
   }
 }
@@ -114,14 +114,15 @@ ExpandTileFn ExpandTileFor(int nr, int nv) {
 }
 
 LORASERVE_AVX2 void Shrink(const float* const* a, int nk, const float* x, int64_t ldx, int nr,
-                           int n, float scale, float* out, int64_t ldo) {
-  // Callers pass a few rank rows at a time, so those A rows stay in L2 across the row tiles.
+                           int i0, int i1, float scale, bool accumulate, float* out, int64_t ldo) {
+  // Row tiles outer: the tile's x rows stay in L1 while every rank tile reads them.
   for (int r = 0; r < nr;) {
     const int tr = nr - r < 4 ? nr - r : 4;
     const int max_k = MaxShrinkRanks(tr);
     for (int k = 0; k < nk; k += max_k) {
       const int tk = nk - k < max_k ? nk - k : max_k;
-      ShrinkTileFor(tr, tk)(a + k, x + r * ldx, ldx, n, scale, out + r * ldo + k, ldo);
+      ShrinkTileFor(tr, tk)(a + k, x + r * ldx, ldx, i0, i1, scale, accumulate,
+                           out + r * ldo + k, ldo);
     }
     r += tr;
   }

@@ -7,9 +7,11 @@
 
 namespace loraserve::kernels::lora_internal {
 
-// Shrink: out[r * ldo + k] = scale * dot(a[k][0..n), x[r * ldx + 0..n)) for r < nr, k < nk.
+// Shrink over the input features [i0, i1), for r < nr and k < nk:
+//   out[r * ldo + k] (= or +=, per accumulate) scale * dot(a[k][i0..i1), x[r * ldx + i0..i1))
+// Blocking i lets a long segment keep its x and A tiles in L1 across rank and row tiles.
 using ShrinkFn = void (*)(const float* const* a, int nk, const float* x, int64_t ldx, int nr,
-                          int n, float scale, float* out, int64_t ldo);
+                          int i0, int i1, float scale, bool accumulate, float* out, int64_t ldo);
 
 // Expand: for r < nr and j in [j0, j1):
 //   y[r * ldy + j] = (y[r * ldy + j] + sum_{k < nk} v[r * ldv + k] * b[k][j]) * out_scale[j]

@@ -10,20 +10,20 @@ namespace {
 // Eight partial sums per dot product so the loop vectorises without reassociation flags.
 constexpr int kLanes = 8;
 
-void Shrink(const float* const* a, int nk, const float* x, int64_t ldx, int nr, int n,
-            float scale, float* out, int64_t ldo) {
+void Shrink(const float* const* a, int nk, const float* x, int64_t ldx, int nr, int i0, int i1,
+            float scale, bool accumulate, float* out, int64_t ldo) {
   for (int r = 0; r < nr; ++r) {
     const float* xr = x + r * ldx;
     for (int k = 0; k < nk; ++k) {
       const float* ak = a[k];
       float lanes[kLanes] = {};
-      int i = 0;
-      for (; i + kLanes <= n; i += kLanes)
+      int i = i0;
+      for (; i + kLanes <= i1; i += kLanes)
         for (int l = 0; l < kLanes; ++l) lanes[l] += ak[i + l] * xr[i + l];
       float s = 0.0f;
       for (int l = 0; l < kLanes; ++l) s += lanes[l];
-      for (; i < n; ++i) s += ak[i] * xr[i];
-      out[r * ldo + k] = scale * s;
+      for (; i < i1; ++i) s += ak[i] * xr[i];
+      out[r * ldo + k] = accumulate ? out[r * ldo + k] + scale * s : scale * s;
     }
   }
 }

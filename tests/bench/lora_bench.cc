@@ -1,0 +1,176 @@
+// LoRA decode on one 4096x4096 projection at rank 16: LoraApply against the naive per-request
+// loop (two GEMVs per row) and against the memory floor (bytes that must move / measured copy
+// bandwidth). Every timed call starts cold: adapter pages, dense copies, x and y are flushed
+// from all cache levels with clflushopt first (this machine's L3 would otherwise hold them all).
+#include <benchmark/benchmark.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/lora.h"
+#include "tests/bench/bandwidth.h"
+
+namespace loraserve::kernels {
+namespace {
+
+constexpr int kDim = 4096;
+constexpr int kRank = 16;
+constexpr int64_t kCacheLine = 64;
+
+__attribute__((target("clflushopt"))) void EvictWithClflushopt(const char* begin, const char* end) {
+  for (const char* p = begin; p < end; p += kCacheLine) _mm_clflushopt(const_cast<char*>(p));
+  _mm_mfence();
+}
+
+void EvictWithClflush(const char* begin, const char* end) {
+  for (const char* p = begin; p < end; p += kCacheLine) _mm_clflush(p);
+  _mm_mfence();
+}
+
+// Writes back and invalidates every line of `v` in every cache level.
+template <typename T>
+void Evict(const std::vector<T>& v) {
+  const auto first = reinterpret_cast<uintptr_t>(v.data()) & ~uintptr_t{kCacheLine - 1};
+  const char* begin = reinterpret_cast<const char*>(first);
+  const char* end = reinterpret_cast<const char*>(v.data() + v.size());
+  static const bool has_clflushopt = __builtin_cpu_supports("clflushopt");
+  has_clflushopt ? EvictWithClflushopt(begin, end) : EvictWithClflush(begin, end);
+}
+
+// `rows` decode rows assigned round-robin to `adapters` adapters, sorted into one segment per
+// distinct adapter as the scheduler emits them. The adapters' rank rows sit in shuffled 16 KiB
+// cells of one pool (the paged layout); the naive loop gets dense per-adapter copies.
+struct DecodeBatch {
+  DecodeBatch(int rows, int adapters) : rows(rows), distinct(std::min(rows, adapters)) {
+    std::mt19937 rng(rows * 131 + adapters);
+    std::uniform_real_distribution<float> small(-0.01f, 0.01f);
+    std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+    const int cells = 2 * kRank * distinct;
+    std::vector<int64_t> order(cells);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    pool.resize(static_cast<size_t>(cells) * kDim);
+    for (float& v : pool) v = small(rng);
+    offsets.resize(cells);
+    for (int c = 0; c < cells; ++c) offsets[c] = order[c] * kDim;
+    dense_a.resize(static_cast<size_t>(distinct) * kRank * kDim);
+    dense_b.resize(static_cast<size_t>(distinct) * kDim * kRank);
+    for (int a = 0; a < distinct; ++a) {
+      const int64_t* a_rows = &offsets[2 * kRank * a];
+      const int64_t* b_cols = a_rows + kRank;
+      refs.push_back({kRank, 2.0f, a_rows, b_cols});
+      float* da = &dense_a[static_cast<size_t>(a) * kRank * kDim];
+      float* db = &dense_b[static_cast<size_t>(a) * kDim * kRank];
+      for (int k = 0; k < kRank; ++k) {
+        std::copy_n(&pool[a_rows[k]], kDim, da + k * kDim);
+        for (int j = 0; j < kDim; ++j) db[j * kRank + k] = pool[b_cols[k] + j];
+      }
+      dense.push_back({kRank, 2.0f, da, db});
+    }
+    // Row r uses adapter r % distinct; sorted by adapter, adapter a owns a contiguous run.
+    int row = 0;
+    for (int a = 0; a < distinct; ++a) {
+      const int count = rows / distinct + (a < rows % distinct ? 1 : 0);
+      segments.push_back({row, row + count, a, a + 1, nullptr});
+      for (int i = 0; i < count; ++i) row_adapter.push_back(a);
+      row += count;
+    }
+    x.resize(static_cast<size_t>(rows) * kDim);
+    y.resize(static_cast<size_t>(rows) * kDim);
+    for (float& v : x) v = unit(rng);
+  }
+
+  void EvictAll() const {
+    Evict(pool);
+    Evict(dense_a);
+    Evict(dense_b);
+    Evict(x);
+    Evict(y);
+  }
+
+  // The floor's bytes: every distinct adapter's A and B once, x once, y once.
+  double FloorBytes() const {
+    return sizeof(float) * (2.0 * kRank * kDim * distinct + 2.0 * rows * kDim);
+  }
+
+  int rows, distinct;
+  std::vector<float> pool;
+  std::vector<int64_t> offsets;
+  std::vector<float> dense_a, dense_b, x, y;
+  std::vector<LoraRef> refs;
+  std::vector<LoraSegment> segments;
+  std::vector<DenseLora> dense;
+  std::vector<int> row_adapter;
+};
+
+template <typename F>
+double TimeCold(const DecodeBatch& batch, F&& f) {
+  batch.EvictAll();
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Args: rows, adapters. Manual time is LoraApply's; the naive loop runs cold in the same
+// iterations so speedup_vs_naive compares like with like.
+void BM_LoraDecode(benchmark::State& state) {
+  DecodeBatch b(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
+  const double bandwidth = bench::MeasureCopyBandwidthGBs() * 1e9;
+  double lora_seconds = 0.0, naive_seconds = 0.0;
+  for (auto _ : state) {
+    const double t = TimeCold(b, [&] {
+      LoraApply(b.pool.data(), b.x.data(), kDim, b.y.data(), kDim, kDim, kDim, b.segments, b.refs);
+    });
+    state.SetIterationTime(t);
+    lora_seconds += t;
+    naive_seconds += TimeCold(b, [&] {
+      NaivePerRequestLora(b.x.data(), kDim, b.y.data(), kDim, kDim, kDim, b.row_adapter, b.dense);
+    });
+    benchmark::DoNotOptimize(b.y.data());
+  }
+  const double iterations = static_cast<double>(state.iterations());
+  const double floor_seconds = b.FloorBytes() / bandwidth;
+  state.counters["distinct"] = b.distinct;
+  state.counters["floor_us"] = floor_seconds * 1e6;
+  state.counters["naive_us"] = naive_seconds / iterations * 1e6;
+  state.counters["floor_ratio"] = lora_seconds / iterations / floor_seconds;
+  state.counters["speedup_vs_naive"] = naive_seconds / lora_seconds;
+  state.counters["GBps"] = b.FloorBytes() * iterations / lora_seconds / 1e9;
+  state.counters["copy_GBps"] = bandwidth / 1e9;
+}
+BENCHMARK(BM_LoraDecode)
+    ->ArgNames({"rows", "adapters"})
+    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64}, {1, 8, 64}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// Args: rows, sgmv (0: force BGMV, 1: force SGMV). One adapter, cold: where the gather + GEMM of
+// SGMV starts to beat streaming the pages through the BGMV micro-kernels (sets kSgmvMinRows).
+void BM_LoraPathCrossover(benchmark::State& state) {
+  DecodeBatch b(static_cast<int>(state.range(0)), 1);
+  const detail::LoraApplyOptions options{.sgmv_min_rows = state.range(1) != 0 ? 1 : INT_MAX};
+  for (auto _ : state) {
+    state.SetIterationTime(TimeCold(b, [&] {
+      detail::LoraApply(b.pool.data(), b.x.data(), kDim, b.y.data(), kDim, kDim, kDim,
+                        b.segments, b.refs, options);
+    }));
+    benchmark::DoNotOptimize(b.y.data());
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(4.0 * b.rows * kRank * kDim,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_LoraPathCrossover)
+    ->ArgNames({"rows", "sgmv"})
+    ->ArgsProduct({{16, 32, 64, 128, 256, 512}, {0, 1}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace loraserve::kernels
+
+BENCHMARK_MAIN();
