@@ -1,0 +1,58 @@
+// config.json parsing: defaults as in transformers, clear errors naming the missing field.
+#include "runtime/formats/model_config.h"
+
+#include <gtest/gtest.h>
+
+namespace loraserve {
+namespace {
+
+constexpr const char* kLlama = R"({"model_type":"llama","vocab_size":100,"hidden_size":64,
+  "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+  "original_max_position_embeddings":8192},"eos_token_id":[1,2]})";
+
+TEST(ModelConfig, ParsesLlamaWithDefaults) {
+  auto c = ModelConfig::FromJson(kLlama, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_EQ(c->kv_dim(), 32);
+  ASSERT_TRUE(c->rope_scaling.has_value());
+  EXPECT_EQ(c->rope_scaling->kind, RopeScaling::Kind::kLlama3);
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int>{1, 2}));
+  EXPECT_FALSE(c->qkv_bias);
+  EXPECT_EQ(c->Dims(Module::kDown).in, 128);
+  EXPECT_EQ(c->Dims(Module::kK).out, 32);
+}
+
+TEST(ModelConfig, Qwen2HasQkvBiasOnly) {
+  auto c = ModelConfig::FromJson(R"({"model_type":"qwen2","vocab_size":10,"hidden_size":8,
+    "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2})", "c");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->HasBias(Module::kQ));
+  EXPECT_FALSE(c->HasBias(Module::kO));
+  EXPECT_EQ(c->num_kv_heads, 2);
+}
+
+TEST(ModelConfig, MissingFieldIsNamed) {
+  auto c = ModelConfig::FromJson(R"({"model_type":"llama","vocab_size":10,"hidden_size":8,
+    "num_hidden_layers":1,"num_attention_heads":2})", "config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("\"intermediate_size\""), std::string::npos);
+  EXPECT_NE(std::string(c.status().message()).find("config.json"), std::string::npos);
+}
+
+TEST(ModelConfig, RejectsUnsupportedArchitectureAndRope) {
+  EXPECT_FALSE(ModelConfig::FromJson(R"({"model_type":"gpt2"})", "c").ok());
+  auto yarn = ModelConfig::FromJson(R"({"model_type":"llama","vocab_size":10,"hidden_size":8,
+    "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+    "rope_scaling":{"rope_type":"yarn","factor":2.0}})", "c");
+  ASSERT_FALSE(yarn.ok());
+  EXPECT_NE(std::string(yarn.status().message()).find("yarn"), std::string::npos);
+  EXPECT_FALSE(ModelConfig::FromJson("not json", "c").ok());
+  EXPECT_FALSE(ModelConfig::FromJson(R"({"model_type":"llama","vocab_size":10,"hidden_size":8,
+    "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":3,
+    "num_key_value_heads":2})", "c").ok());
+}
+
+}  // namespace
+}  // namespace loraserve
