@@ -22,7 +22,7 @@ namespace loraserve {
 namespace {
 
 constexpr absl::string_view kPrefix = "base_model.model.";
-constexpr absl::string_view kBaseHint = " (was this adapter trained for a different base model?)";
+constexpr absl::string_view kBaseHint = " was this adapter trained for a different base model?";
 
 enum class Part { kA, kB, kMagnitude };
 
@@ -91,8 +91,8 @@ class AdapterParser {
   }
 
  private:
-  static absl::Status Error(std::string message) {
-    return absl::InvalidArgumentError(std::move(message));
+  absl::Status Error(absl::string_view message) const {
+    return absl::InvalidArgumentError(absl::StrCat("adapter '", id_, "': ", message));
   }
   absl::Status TensorError(const TensorView& tensor, absl::string_view what) const {
     return Error(absl::StrCat(weights_.label(), ": tensor '", tensor.name, "' ", what));
@@ -165,16 +165,16 @@ class AdapterParser {
       return TensorError(tensor, absl::StrCat("targets module '", pieces[4],
                                               "', which is not a linear module of a "
                                               "Llama-family layer (supported: ",
-                                              absl::StrJoin(kModuleNames, ", "), ")", kBaseHint));
+                                              absl::StrJoin(kModuleNames, ", "), ");", kBaseHint));
     }
     if (pieces[3] != ModuleParent(*module)) {
       return TensorError(tensor, absl::StrCat("puts ", pieces[4], " under '", pieces[3],
                                               "', but in this base model it lives under '",
-                                              ModuleParent(*module), "'", kBaseHint));
+                                              ModuleParent(*module), "';", kBaseHint));
     }
     if (layer >= base_.num_layers) {
       return TensorError(tensor, absl::StrCat("is for layer ", layer, " but the base model has ",
-                                              base_.num_layers, " layers", kBaseHint));
+                                              base_.num_layers, " layers;", kBaseHint));
     }
     if (!config_.TargetsModule(std::string_view(key.data(), key.size()))) {
       return TensorError(tensor, absl::StrCat("belongs to module '", key,
@@ -200,7 +200,7 @@ class AdapterParser {
     }
     if (!std::equal(tensor.shape.begin(), tensor.shape.end(), expected.begin(), expected.end())) {
       return TensorError(tensor, absl::StrCat("has shape ", ShapeString(tensor.shape),
-                                              ", expected ", what, " = ", ShapeString(expected)));
+                                              ", expected ", ShapeString(expected), " ", what));
     }
     return absl::OkStatus();
   }
@@ -235,21 +235,23 @@ class AdapterParser {
     }
     const std::array<int64_t, 2> a_shape = {hyper.rank, dims.in};
     const std::array<int64_t, 2> b_shape = {dims.out, hyper.rank};
-    const std::string rank_note =
-        absl::StrCat(" (r=", hyper.rank, " from adapter_config.json r/rank_pattern, in_features=",
-                     dims.in, " and out_features=", dims.out, " from the base model",
-                     kBaseHint, ")");
-    if (absl::Status s = CheckShape(*slot.a, a_shape, absl::StrCat("[r, in]", rank_note));
+    const std::string where = absl::StrCat(
+        "(r=", hyper.rank, " from adapter_config.json r/rank_pattern; in_features=", dims.in,
+        ", out_features=", dims.out, " from the base model);");
+    if (absl::Status s =
+            CheckShape(*slot.a, a_shape, absl::StrCat("= [r, in] ", where, kBaseHint));
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = CheckShape(*slot.b, b_shape, absl::StrCat("[out, r]", rank_note));
+    if (absl::Status s =
+            CheckShape(*slot.b, b_shape, absl::StrCat("= [out, r] ", where, kBaseHint));
         !s.ok()) {
       return s;
     }
     if (slot.magnitude != nullptr) {
       const std::array<int64_t, 1> m_shape = {dims.out};
-      if (absl::Status s = CheckShape(*slot.magnitude, m_shape, absl::StrCat("[out]", kBaseHint));
+      if (absl::Status s = CheckShape(*slot.magnitude, m_shape,
+                                      absl::StrCat("= [out_features];", kBaseHint));
           !s.ok()) {
         return s;
       }
