@@ -22,7 +22,7 @@ using lora_internal::MicroKernels;
 constexpr int kBgmvTaskRanks = 4;
 constexpr int kBgmvTaskRows = 16;
 constexpr int kSgmvTaskRows = 32;
-constexpr int kSgmvDepth = 512;  // 4 x rows + 8 A rows of 2 KB: well inside L1
+constexpr int kSgmvDepth = 1024;  // a 4-row x tile + a few A rows of 4 KB: inside L1
 constexpr int kExpandTaskRows = 64;
 constexpr int kExpandTaskFeatures = 256;
 

@@ -31,18 +31,25 @@ template <int NR, int NK>
 LORASERVE_AVX2 void ShrinkTile(const float* const* a, const float* x, int64_t ldx, int i0, int i1,
                                float scale, bool accumulate, float* out, int64_t ldo) {
   __m256 acc[NR][NK];
+  #pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
+    #pragma GCC unroll 8
     for (int k = 0; k < NK; ++k) acc[r][k] = _mm256_setzero_ps();
   int i = i0;
   for (; i + 8 <= i1; i += 8) {
     __m256 av[NK];
+    #pragma GCC unroll 8
     for (int k = 0; k < NK; ++k) av[k] = _mm256_loadu_ps(a[k] + i);
+    #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * ldx + i);
+      #pragma GCC unroll 8
       for (int k = 0; k < NK; ++k) acc[r][k] = _mm256_fmadd_ps(av[k], xv, acc[r][k]);
     }
   }
+  #pragma GCC unroll 8
   for (int r = 0; r < NR; ++r) {
+    #pragma GCC unroll 8
     for (int k = 0; k < NK; ++k) {
       float s = HorizontalSum(acc[r][k]);
       for (int t = i; t < i1; ++t) s += a[k][t] * x[r * ldx + t];
@@ -56,23 +63,32 @@ template <int NR, int NV>
 LORASERVE_AVX2 void ExpandTile(const float* const* b, int nk, const float* v, int64_t ldv, int j,
                                const float* out_scale, float* y, int64_t ldy) {
   __m256 acc[NR][NV];
+  #pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
+    #pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_loadu_ps(y + r * ldy + j + 8 * u);
   for (int k = 0; k < nk; ++k) {
     __m256 bv[NV];
+    #pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) bv[u] = _mm256_loadu_ps(b[k] + j + 8 * u);
+    #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       const __m256 s = _mm256_broadcast_ss(v + r * ldv + k);
+      #pragma GCC unroll 8
       for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(s, bv[u], acc[r][u]);
     }
   }
   if (out_scale != nullptr) {
+    #pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) {
       const __m256 o = _mm256_loadu_ps(out_scale + j + 8 * u);
+      #pragma GCC unroll 8
       for (int r = 0; r < NR; ++r) acc[r][u] = _mm256_mul_ps(acc[r][u], o);
     }
   }
+  #pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
+    #pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) _mm256_storeu_ps(y + r * ldy + j + 8 * u, acc[r][u]);
 }
 
