@@ -135,22 +135,22 @@ absl::StatusOr<StoredAdapter> VerifyEntry(const std::string& dir, const std::str
   entry.id = id;
   entry.path = dir;
   if (manifest.value("adapter_id", "") != id) {
-    return absl::DataLossError(absl::StrCat("manifest names adapter '",
-                                            manifest.value("adapter_id", ""), "'"));
+    return absl::DataLossError(
+        absl::StrCat("manifest names adapter '", manifest.value("adapter_id", ""), "'"));
   }
   entry.created_unix = manifest.value("created_unix", int64_t{0});
   std::set<std::string> listed;
   for (const json& file : manifest["files"]) {
     if (!file.is_object() || !file.contains("name") || !file["name"].is_string() ||
-        !file.contains("size") || !file["size"].is_number_unsigned() ||
-        !file.contains("sha256") || !file["sha256"].is_string()) {
+        !file.contains("size") || !file["size"].is_number_unsigned() || !file.contains("sha256") ||
+        !file["sha256"].is_string()) {
       return absl::DataLossError("manifest has a malformed file record");
     }
     StoredFile record{file["name"].get<std::string>(), file["size"].get<uint64_t>(),
                       file["sha256"].get<std::string>()};
     if (!IsAcceptedFile(record.name) || !listed.insert(record.name).second) {
-      return absl::DataLossError(absl::StrCat("manifest lists unexpected file '", record.name,
-                                              "'"));
+      return absl::DataLossError(
+          absl::StrCat("manifest lists unexpected file '", record.name, "'"));
     }
     const std::string path = absl::StrCat(dir, "/", record.name);
     struct stat st;
@@ -281,7 +281,8 @@ absl::Status AdapterStore::Scan() {
     const std::string dir = absl::StrCat(root_, "/", sub);
     for (const fs::directory_entry& leftover : fs::directory_iterator(dir, ec)) {
       Log(absl::StrCat("adapter store: removing interrupted ",
-                       std::string_view(sub) == kTmpDir ? "put" : "delete", " leftover ", leftover.path().string()));
+                       std::string_view(sub) == kTmpDir ? "put" : "delete", " leftover ",
+                       leftover.path().string()));
       fs::remove_all(leftover.path(), ec);
     }
   }
@@ -290,8 +291,9 @@ absl::Status AdapterStore::Scan() {
     const std::string name = item.path().filename().string();
     if (!name.empty() && name[0] != '.') names.push_back(name);
   }
-  if (ec) return absl::InternalError(absl::StrCat("adapter store: cannot list ", root_, ": ",
-                                                  ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("adapter store: cannot list ", root_, ": ", ec.message()));
   for (const std::string& name : names) {
     const std::string path = absl::StrCat(root_, "/", name);
     if (!ValidateAdapterId(name).ok() || !fs::is_directory(path, ec)) {
@@ -370,8 +372,8 @@ absl::StatusOr<StoredAdapter> AdapterStore::Put(std::string_view id_view,
   if (entry.ok()) {
     const std::string target = absl::StrCat(root_, "/", id);
     if (RenameNoReplace(staged, target) != 0) {
-      entry = errno == EEXIST ? absl::AlreadyExistsError(absl::StrCat(
-                                    "adapter store: ", target, " already exists on disk"))
+      entry = errno == EEXIST ? absl::AlreadyExistsError(absl::StrCat("adapter store: ", target,
+                                                                      " already exists on disk"))
                               : IoError("rename", staged);
     } else {
       entry->path = target;
@@ -434,10 +436,10 @@ absl::StatusOr<StoredAdapter> AdapterStore::Stage(const std::string& id, const s
             [](const StoredFile& x, const StoredFile& y) { return x.name < y.name; });
   if (options.expected_sha256.has_value() &&
       absl::AsciiStrToLower(*options.expected_sha256) != entry.adapter_sha256) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sha256 mismatch for ", kAdapterWeightsFile, ": expected ", *options.expected_sha256,
-        ", received content hashes to ", entry.adapter_sha256,
-        " (the upload is truncated or corrupt; retry it)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sha256 mismatch for ", kAdapterWeightsFile, ": expected ",
+                     *options.expected_sha256, ", received content hashes to ",
+                     entry.adapter_sha256, " (the upload is truncated or corrupt; retry it)"));
   }
   if (options.validator) {
     if (absl::Status s = options.validator(staged); !s.ok()) return s;

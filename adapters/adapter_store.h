@@ -70,8 +70,7 @@ class AdapterStore {
 
   // Copies adapter_config.json, adapter_model.safetensors and README.md (if present) from a
   // PEFT folder; other files there (training state) are not copied.
-  absl::StatusOr<StoredAdapter> PutFromDirectory(std::string_view id,
-                                                 const std::string& source_dir,
+  absl::StatusOr<StoredAdapter> PutFromDirectory(std::string_view id, const std::string& source_dir,
                                                  const PutOptions& options = {});
   // An upload: file name -> content. Only the names above are accepted.
   absl::StatusOr<StoredAdapter> PutFromFiles(std::string_view id,
@@ -106,7 +105,7 @@ class AdapterStore {
   mutable std::mutex mutex_;
   std::map<std::string, StoredAdapter, std::less<>> entries_;
   std::set<std::string, std::less<>> staging_;  // ids with a put in flight
-  std::atomic<uint64_t> next_unique_{0};  // staging and trash names
+  std::atomic<uint64_t> next_unique_{0};        // staging and trash names
 };
 
 }  // namespace loraserve

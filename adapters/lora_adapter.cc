@@ -58,7 +58,8 @@ class AdapterParser {
       for (int m = 0; m < kNumModules; ++m) {
         const ModuleSlot& slot = slots_[layer][m];
         if (slot.a == nullptr && slot.b == nullptr && slot.magnitude == nullptr) continue;
-        absl::StatusOr<LoraModuleWeights> weights = CheckModule(layer, static_cast<Module>(m), slot);
+        absl::StatusOr<LoraModuleWeights> weights =
+            CheckModule(layer, static_cast<Module>(m), slot);
         if (!weights.ok()) return weights.status();
         adapter.max_rank = std::max(adapter.max_rank, weights->rank);
         for (const TensorView* tensor : {slot.a, slot.b, slot.magnitude}) {
@@ -76,8 +77,8 @@ class AdapterParser {
     // Checked before any conversion so an oversized upload never allocates its fp32 copy.
     if (adapter.weight_bytes > limits_.max_bytes) {
       return Error(absl::StrCat(weights_.label(), ": the adapter needs ", adapter.weight_bytes,
-                                " bytes as fp32, above this server's limit of ",
-                                limits_.max_bytes, " bytes per adapter"));
+                                " bytes as fp32, above this server's limit of ", limits_.max_bytes,
+                                " bytes per adapter"));
     }
     for (int layer = 0; layer < base_.num_layers; ++layer) {
       for (int m = 0; m < kNumModules; ++m) {
@@ -105,7 +106,8 @@ class AdapterParser {
                          "is a LoRA on the token embeddings; only the linear modules of the "
                          "decoder layers (q/k/v/o/gate/up/down_proj) are supported");
     }
-    if (absl::StartsWith(rest, "lm_head.lora_") || absl::StartsWith(rest, "model.embed_tokens.lora_")) {
+    if (absl::StartsWith(rest, "lm_head.lora_") ||
+        absl::StartsWith(rest, "model.embed_tokens.lora_")) {
       return TensorError(tensor,
                          "is a LoRA on lm_head/embed_tokens; only the linear modules of the "
                          "decoder layers (q/k/v/o/gate/up/down_proj) are supported");
@@ -125,10 +127,10 @@ class AdapterParser {
       }
     }
     if (absl::EndsWith(rest, ".bias")) {
-      return TensorError(tensor, absl::StrCat("is a bias tensor (adapter_config.json has bias=\"",
-                                              config_.bias,
-                                              "\"); trained biases are not supported, retrain "
-                                              "with bias=\"none\""));
+      return TensorError(
+          tensor, absl::StrCat("is a bias tensor (adapter_config.json has bias=\"", config_.bias,
+                               "\"); trained biases are not supported, retrain "
+                               "with bias=\"none\""));
     }
     return TensorError(tensor,
                        "is not a LoRA tensor of a decoder-layer linear module (expected names "
@@ -160,7 +162,8 @@ class AdapterParser {
         layer < 0) {
       return Unsupported(tensor, rest);
     }
-    const std::optional<Module> module = ModuleFromName(std::string_view(pieces[4].data(), pieces[4].size()));
+    const std::optional<Module> module =
+        ModuleFromName(std::string_view(pieces[4].data(), pieces[4].size()));
     if (!module.has_value()) {
       return TensorError(tensor, absl::StrCat("targets module '", pieces[4],
                                               "', which is not a linear module of a "
@@ -228,18 +231,16 @@ class AdapterParser {
     const PeftModuleHyper hyper = config_.HyperFor(key);
     const ModuleDims dims = base_.Dims(module);
     if (hyper.rank > limits_.max_rank) {
-      return TensorError(*slot.a, absl::StrCat("has rank ", hyper.rank,
-                                               ", above this server's maximum LoRA rank ",
-                                               limits_.max_rank,
-                                               " (raise the rank limit or use a smaller r)"));
+      return TensorError(
+          *slot.a, absl::StrCat("has rank ", hyper.rank, ", above this server's maximum LoRA rank ",
+                                limits_.max_rank, " (raise the rank limit or use a smaller r)"));
     }
     const std::array<int64_t, 2> a_shape = {hyper.rank, dims.in};
     const std::array<int64_t, 2> b_shape = {dims.out, hyper.rank};
     const std::string where = absl::StrCat(
         "(r=", hyper.rank, " from adapter_config.json r/rank_pattern; in_features=", dims.in,
         ", out_features=", dims.out, " from the base model);");
-    if (absl::Status s =
-            CheckShape(*slot.a, a_shape, absl::StrCat("= [r, in] ", where, kBaseHint));
+    if (absl::Status s = CheckShape(*slot.a, a_shape, absl::StrCat("= [r, in] ", where, kBaseHint));
         !s.ok()) {
       return s;
     }
@@ -250,8 +251,8 @@ class AdapterParser {
     }
     if (slot.magnitude != nullptr) {
       const std::array<int64_t, 1> m_shape = {dims.out};
-      if (absl::Status s = CheckShape(*slot.magnitude, m_shape,
-                                      absl::StrCat("= [out_features];", kBaseHint));
+      if (absl::Status s =
+              CheckShape(*slot.magnitude, m_shape, absl::StrCat("= [out_features];", kBaseHint));
           !s.ok()) {
         return s;
       }
@@ -272,10 +273,10 @@ class AdapterParser {
       }
       for (size_t i = 0; i < out->size(); ++i) {
         if (!std::isfinite((*out)[i])) {
-          return TensorError(*tensor, absl::StrCat("contains a non-finite value (",
-                                                   (*out)[i], ") at element ", i,
-                                                   "; the adapter is corrupt or diverged in "
-                                                   "training"));
+          return TensorError(
+              *tensor, absl::StrCat("contains a non-finite value (", (*out)[i], ") at element ", i,
+                                    "; the adapter is corrupt or diverged in "
+                                    "training"));
         }
       }
     }
@@ -302,10 +303,9 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
 
 absl::StatusOr<LoraAdapter> ParsePeftAdapter(std::string_view id, std::string_view config_json,
                                              const SafetensorsFile& weights,
-                                             const ModelConfig& base,
-                                             const AdapterLimits& limits) {
-  absl::StatusOr<PeftConfig> config =
-      ParsePeftConfig(config_json, absl::StrCat("adapter '", std::string(id), "': ", kAdapterConfigFile));
+                                             const ModelConfig& base, const AdapterLimits& limits) {
+  absl::StatusOr<PeftConfig> config = ParsePeftConfig(
+      config_json, absl::StrCat("adapter '", std::string(id), "': ", kAdapterConfigFile));
   if (!config.ok()) return config.status();
   return AdapterParser(id, *config, weights, base, limits).Parse();
 }

@@ -24,8 +24,8 @@ struct LoraModuleWeights {
   int rank = 0;
   // alpha / r, or alpha / sqrt(r) with rsLoRA, from this module's rank/alpha patterns.
   float scaling = 0;
-  std::vector<float> a;  // rank x in, row-major (PEFT lora_A.weight)
-  std::vector<float> b;  // out x rank, row-major (PEFT lora_B.weight)
+  std::vector<float> a;               // rank x in, row-major (PEFT lora_A.weight)
+  std::vector<float> b;               // out x rank, row-major (PEFT lora_B.weight)
   std::vector<float> dora_magnitude;  // [out] lora_magnitude_vector; empty unless DoRA
 };
 
@@ -49,8 +49,7 @@ struct AdapterLimits {
 // Validates and converts. Every failure is InvalidArgument naming the field or tensor.
 absl::StatusOr<LoraAdapter> ParsePeftAdapter(std::string_view id, std::string_view config_json,
                                              const SafetensorsFile& weights,
-                                             const ModelConfig& base,
-                                             const AdapterLimits& limits);
+                                             const ModelConfig& base, const AdapterLimits& limits);
 
 // Reads `dir`/adapter_config.json and `dir`/adapter_model.safetensors and fills `sha256`.
 absl::StatusOr<LoraAdapter> LoadPeftAdapter(std::string_view id, const std::string& dir,

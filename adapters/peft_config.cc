@@ -22,11 +22,20 @@ using json = nlohmann::ordered_json;
 
 // Options that never change the forward pass of a loaded adapter (training-time settings and
 // bookkeeping); any value is accepted.
-const std::set<std::string, std::less<>> kInertOptions = {
-    "base_model_name_or_path", "revision",       "inference_mode", "lora_dropout",
-    "auto_mapping",            "megatron_core",  "loftq_config",   "runtime_config",
-    "eva_config",              "corda_config",   "qalora_group_size", "ensure_weight_tying",
-    "peft_version",            "task_type"};
+const std::set<std::string, std::less<>> kInertOptions = {"base_model_name_or_path",
+                                                          "revision",
+                                                          "inference_mode",
+                                                          "lora_dropout",
+                                                          "auto_mapping",
+                                                          "megatron_core",
+                                                          "loftq_config",
+                                                          "runtime_config",
+                                                          "eva_config",
+                                                          "corda_config",
+                                                          "qalora_group_size",
+                                                          "ensure_weight_tying",
+                                                          "peft_version",
+                                                          "task_type"};
 
 // A value an unknown option may hold without changing semantics: PEFT's defaults are all of
 // this shape (None, False, [], {}, "").
@@ -71,7 +80,8 @@ class ConfigParser {
     };
 
     const json* peft_type = take("peft_type");
-    if (peft_type == nullptr || !peft_type->is_string() || peft_type->get<std::string>() != "LORA") {
+    if (peft_type == nullptr || !peft_type->is_string() ||
+        peft_type->get<std::string>() != "LORA") {
       return Error("peft_type",
                    absl::StrCat("is ", peft_type == nullptr ? "missing" : peft_type->dump(),
                                 "; only LoRA adapters (\"LORA\") are supported"));
@@ -89,8 +99,8 @@ class ConfigParser {
       c.lora_alpha = v->get<double>();
     }
     if (absl::Status s = ParseTargets(take("target_modules"), c); !s.ok()) return s;
-    for (auto [field, out] : {std::pair{"use_rslora", &c.use_rslora},
-                              std::pair{"use_dora", &c.use_dora}}) {
+    for (auto [field, out] :
+         {std::pair{"use_rslora", &c.use_rslora}, std::pair{"use_dora", &c.use_dora}}) {
       const json* v = take(field);
       if (v == nullptr || v->is_null()) continue;
       if (!v->is_boolean()) return Error(field, absl::StrCat("must be a boolean, got ", v->dump()));
@@ -108,8 +118,8 @@ class ConfigParser {
     if (const json* v = take("bias"); v != nullptr && !v->is_null()) {
       if (!v->is_string() || (v->get<std::string>() != "none" && v->get<std::string>() != "all" &&
                               v->get<std::string>() != "lora_only")) {
-        return Error("bias", absl::StrCat("must be \"none\", \"all\" or \"lora_only\", got ",
-                                          v->dump()));
+        return Error("bias",
+                     absl::StrCat("must be \"none\", \"all\" or \"lora_only\", got ", v->dump()));
       }
       c.bias = v->get<std::string>();
     }
@@ -218,8 +228,8 @@ class ConfigParser {
                                          integer ? "a positive integer" : "a finite number",
                                          ", got ", value.dump()));
       }
-      absl::StatusOr<std::regex> re = CompileRegex(absl::StrCat(".*\\.", it.key(), "$"), label_,
-                                                   field);
+      absl::StatusOr<std::regex> re =
+          CompileRegex(absl::StrCat(".*\\.", it.key(), "$"), label_, field);
       if (!re.ok()) return re.status();
       out.push_back({it.key(), *std::move(re), value.get<double>()});
     }
@@ -344,8 +354,8 @@ double PeftConfig::ScalingFor(const PeftModuleHyper& hyper) const {
 absl::StatusOr<PeftConfig> ParsePeftConfig(std::string_view json_text, std::string_view label) {
   json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(label), ": not a JSON object (expected a PEFT adapter_config.json)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(label), ": not a JSON object (expected a PEFT adapter_config.json)"));
   }
   return ConfigParser(root, std::string(label)).Parse();
 }

@@ -38,7 +38,7 @@ struct PeftConfig {
   // In file order: PEFT takes the first matching key over rank_pattern then alpha_pattern.
   std::vector<PeftPatternEntry> rank_pattern;
   std::vector<PeftPatternEntry> alpha_pattern;
-  std::string bias = "none";  // "none", "all" or "lora_only"
+  std::string bias = "none";                            // "none", "all" or "lora_only"
   std::optional<std::vector<int>> layers_to_transform;  // nullopt or empty: every layer
   std::vector<std::string> layers_pattern;
   std::vector<std::string> modules_to_save;

@@ -80,10 +80,9 @@ TEST(AdapterStoreCrashTest, KilledPutLeavesAllOrNothing) {
     ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
 
     std::vector<std::string> log;
-    auto store = AdapterStore::Open(root.path(), {.verify_hashes_on_open = true,
-                                                  .log = [&](std::string_view line) {
-                                                    log.emplace_back(line);
-                                                  }});
+    auto store = AdapterStore::Open(
+        root.path(), {.verify_hashes_on_open = true,
+                      .log = [&](std::string_view line) { log.emplace_back(line); }});
     ASSERT_TRUE(store.ok()) << store.status();
     if (!log.empty()) ++interrupted;  // the scan removed a staging leftover
     auto entry = (*store)->Get(id);

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "adapters/lora_adapter.h"
 #include "absl/strings/ascii.h"
+#include "adapters/lora_adapter.h"
 #include "adapters/sha256.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -124,9 +124,9 @@ TEST_F(AdapterStoreTest, RejectsDuplicateId) {
 
 TEST_F(AdapterStoreTest, RejectsBadIds) {
   auto store = OpenStore();
-  for (const std::string& id : {std::string("../x"), std::string(""), std::string(".hidden"),
-                                std::string("a/b"), std::string("-lead"), std::string("sp ace"),
-                                std::string(129, 'a')}) {
+  for (const std::string& id :
+       {std::string("../x"), std::string(""), std::string(".hidden"), std::string("a/b"),
+        std::string("-lead"), std::string("sp ace"), std::string(129, 'a')}) {
     auto put = store->PutFromFiles(id, AdapterFiles());
     EXPECT_EQ(put.status().code(), absl::StatusCode::kInvalidArgument) << id;
     EXPECT_THAT(std::string(put.status().message()), HasSubstr("adapter_id")) << id;
@@ -143,8 +143,7 @@ TEST_F(AdapterStoreTest, RejectsUnexpectedUploadFiles) {
   EXPECT_EQ(store->PutFromFiles("a", files).status().code(), absl::StatusCode::kInvalidArgument);
   auto partial = AdapterFiles();
   partial.erase("adapter_model.safetensors");
-  EXPECT_EQ(store->PutFromFiles("a", partial).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->PutFromFiles("a", partial).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(store->List().empty());
 }
 
@@ -255,9 +254,9 @@ TEST_F(AdapterStoreTest, ScanRemovesLeftoversAndQuarantinesDamage) {
   }
   EXPECT_EQ(quarantined.size(), 5u);
   for (const char* id : {"flipped", "truncated", "no-manifest", "extra-file", "not-a-dir"}) {
-    EXPECT_TRUE(std::any_of(quarantined.begin(), quarantined.end(),
-                            [&](const std::string& q) { return q.starts_with(std::string(id) + "."); }))
-        << id;
+    EXPECT_TRUE(std::any_of(quarantined.begin(), quarantined.end(), [&](const std::string& q) {
+      return q.starts_with(std::string(id) + ".");
+    })) << id;
     EXPECT_TRUE(std::any_of(log_.begin(), log_.end(), [&](const std::string& line) {
       return line.find(std::string("quarantined '") + id + "'") != std::string::npos;
     })) << id;

@@ -60,7 +60,8 @@ inline std::string SafetensorsBytes(const std::vector<TestTensor>& tensors) {
         ADD_FAILURE() << "unsupported test dtype " << t.dtype;
       }
     }
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
+    header[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
   }
   std::string head = header.dump();
   while (head.size() % 8 != 0) head.push_back(' ');
@@ -105,8 +106,8 @@ inline std::string LoraConfigJson(const nlohmann::json& overrides = nlohmann::js
 }
 
 inline std::string ModuleKey(int layer, Module module) {
-  return "base_model.model.model.layers." + std::to_string(layer) + "." +
-         ModuleParent(module) + "." + kModuleNames[static_cast<int>(module)];
+  return "base_model.model.model.layers." + std::to_string(layer) + "." + ModuleParent(module) +
+         "." + kModuleNames[static_cast<int>(module)];
 }
 
 // Deterministic, distinct values: element i of tensor `salt` is salt + i / 1024.
@@ -122,12 +123,18 @@ inline void AddModule(std::vector<TestTensor>& tensors, const ModelConfig& base,
   const ModuleDims dims = base.Dims(module);
   const float salt = static_cast<float>(layer * 10 + static_cast<int>(module));
   const std::string key = ModuleKey(layer, module);
-  tensors.push_back({key + ".lora_A.weight", "F32", {rank, dims.in},
+  tensors.push_back({key + ".lora_A.weight",
+                     "F32",
+                     {rank, dims.in},
                      Ramp(static_cast<size_t>(rank) * dims.in, salt)});
-  tensors.push_back({key + ".lora_B.weight", "F32", {dims.out, rank},
+  tensors.push_back({key + ".lora_B.weight",
+                     "F32",
+                     {dims.out, rank},
                      Ramp(static_cast<size_t>(dims.out) * rank, -salt)});
   if (dora) {
-    tensors.push_back({key + ".lora_magnitude_vector", "F32", {dims.out},
+    tensors.push_back({key + ".lora_magnitude_vector",
+                       "F32",
+                       {dims.out},
                        Ramp(static_cast<size_t>(dims.out), 1.0f + salt)});
   }
 }
@@ -136,7 +143,8 @@ inline void AddModule(std::vector<TestTensor>& tensors, const ModelConfig& base,
 class TempDir {
  public:
   TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "loraserve_test_XXXXXX").string();
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "loraserve_test_XXXXXX").string();
     path_ = ::mkdtemp(pattern.data());
   }
   ~TempDir() {

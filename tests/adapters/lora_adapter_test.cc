@@ -207,8 +207,8 @@ TEST(LoraAdapterRejects, FanInFanOut) {
 
 TEST(LoraAdapterRejects, ModulesToSaveWithTensors) {
   std::vector<TestTensor> tensors = QvTensors();
-  tensors.push_back({"base_model.model.lm_head.weight", "F32", {32, 16},
-                     std::vector<float>(32 * 16, 0.0f)});
+  tensors.push_back(
+      {"base_model.model.lm_head.weight", "F32", {32, 16}, std::vector<float>(32 * 16, 0.0f)});
   ExpectRejected(Parse({{"modules_to_save", {"lm_head"}}}, tensors),
                  {"base_model.model.lm_head.weight", "modules_to_save", "lm_head"});
 }
@@ -241,8 +241,10 @@ TEST(LoraAdapterRejects, LayerBeyondBaseModel) {
 
 TEST(LoraAdapterRejects, UnknownModule) {
   std::vector<TestTensor> tensors = QvTensors();
-  tensors.push_back({"base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight", "F32",
-                     {4, 16}, std::vector<float>(64, 0.0f)});
+  tensors.push_back({"base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight",
+                     "F32",
+                     {4, 16},
+                     std::vector<float>(64, 0.0f)});
   ExpectRejected(Parse({}, tensors), {"qkv_proj.lora_A.weight", "not a linear module"});
 }
 
@@ -256,9 +258,8 @@ TEST(LoraAdapterRejects, AShapeDoesNotMatchBase) {
   std::vector<TestTensor> tensors = QvTensors();
   tensors[0].shape = {4, 8};  // in_features 8, base has 16
   tensors[0].values.resize(32);
-  ExpectRejected(Parse({}, tensors),
-                 {"layers.0.self_attn.q_proj.lora_A.weight", "[4, 8]", "[4, 16]",
-                  "different base model"});
+  ExpectRejected(Parse({}, tensors), {"layers.0.self_attn.q_proj.lora_A.weight", "[4, 8]",
+                                      "[4, 16]", "different base model"});
 }
 
 TEST(LoraAdapterRejects, BShapeDoesNotMatchBase) {
@@ -354,21 +355,21 @@ TEST(LoraAdapterRejects, LayerNotInLayersToTransform) {
 
 TEST(LoraAdapterRejects, EmbeddingLora) {
   std::vector<TestTensor> tensors = QvTensors();
-  tensors.push_back({"base_model.model.model.embed_tokens.lora_embedding_A", "F32", {4, 32},
+  tensors.push_back({"base_model.model.model.embed_tokens.lora_embedding_A",
+                     "F32",
+                     {4, 32},
                      std::vector<float>(128, 0.0f)});
   ExpectRejected(Parse({}, tensors), {"embed_tokens.lora_embedding_A", "embeddings"});
 }
 
 TEST(LoraAdapterRejects, LmHeadLora) {
   std::vector<TestTensor> tensors = QvTensors();
-  tensors.push_back({"base_model.model.lm_head.lora_A.weight", "F32", {4, 16},
-                     std::vector<float>(64, 0.0f)});
+  tensors.push_back(
+      {"base_model.model.lm_head.lora_A.weight", "F32", {4, 16}, std::vector<float>(64, 0.0f)});
   ExpectRejected(Parse({}, tensors), {"lm_head.lora_A.weight", "lm_head"});
 }
 
-TEST(LoraAdapterRejects, NoLoraTensors) {
-  ExpectRejected(Parse({}, {}), {"no LoRA tensors"});
-}
+TEST(LoraAdapterRejects, NoLoraTensors) { ExpectRejected(Parse({}, {}), {"no LoRA tensors"}); }
 
 }  // namespace
 }  // namespace loraserve

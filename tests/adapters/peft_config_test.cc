@@ -34,11 +34,10 @@ std::vector<std::string> Targeted(const PeftConfig& config) {
 }
 
 TEST(PeftConfigTest, RegexTargetIsFullMatch) {
-  EXPECT_THAT(Targeted(ParseOk({{"target_modules", R"(.*\.(q|v)_proj)"}})),
-              ::testing::ElementsAre("model.layers.0.self_attn.q_proj",
-                                     "model.layers.0.self_attn.v_proj",
-                                     "model.layers.1.self_attn.q_proj",
-                                     "model.layers.1.self_attn.v_proj"));
+  EXPECT_THAT(
+      Targeted(ParseOk({{"target_modules", R"(.*\.(q|v)_proj)"}})),
+      ::testing::ElementsAre("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                             "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"));
   // A bare name is not a full match of a module path.
   EXPECT_THAT(Targeted(ParseOk({{"target_modules", "q_proj"}})), ::testing::IsEmpty());
 }
@@ -63,10 +62,10 @@ TEST(PeftConfigTest, LayersToTransform) {
 }
 
 TEST(PeftConfigTest, ExactKeyBypassesLayerFilter) {
-  EXPECT_THAT(Targeted(ParseOk({{"target_modules", {"model.layers.0.self_attn.q_proj", "v_proj"}},
-                                {"layers_to_transform", {1}}})),
-              ::testing::ElementsAre("model.layers.0.self_attn.q_proj",
-                                     "model.layers.1.self_attn.v_proj"));
+  EXPECT_THAT(
+      Targeted(ParseOk({{"target_modules", {"model.layers.0.self_attn.q_proj", "v_proj"}},
+                        {"layers_to_transform", {1}}})),
+      ::testing::ElementsAre("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj"));
 }
 
 TEST(PeftConfigTest, AllLinearTargetsEveryModule) {
@@ -74,9 +73,9 @@ TEST(PeftConfigTest, AllLinearTargetsEveryModule) {
 }
 
 TEST(PeftConfigTest, AlphaPatternPerModule) {
-  const PeftConfig config = ParseOk(
-      {{"target_modules", {"q_proj", "o_proj"}},
-       {"alpha_pattern", {{"layers.1.self_attn.q_proj", 32}, {"o_proj", 4}}}});
+  const PeftConfig config =
+      ParseOk({{"target_modules", {"q_proj", "o_proj"}},
+               {"alpha_pattern", {{"layers.1.self_attn.q_proj", 32}, {"o_proj", 4}}}});
   auto scaling = [&](const std::string& key) { return config.ScalingFor(config.HyperFor(key)); };
   EXPECT_DOUBLE_EQ(scaling("model.layers.0.self_attn.q_proj"), 2.0);
   EXPECT_DOUBLE_EQ(scaling("model.layers.0.self_attn.o_proj"), 1.0);
@@ -87,10 +86,9 @@ TEST(PeftConfigTest, AlphaPatternPerModule) {
 // PEFT picks the first matching key over rank_pattern then alpha_pattern and looks that key up
 // in both maps, so a broader rank_pattern key hides a narrower alpha_pattern key.
 TEST(PeftConfigTest, FirstMatchingPatternKeyWinsAsInPeft) {
-  const PeftConfig config =
-      ParseOk({{"target_modules", {"q_proj"}},
-               {"rank_pattern", {{"q_proj", 2}}},
-               {"alpha_pattern", {{"layers.1.self_attn.q_proj", 32}}}});
+  const PeftConfig config = ParseOk({{"target_modules", {"q_proj"}},
+                                     {"rank_pattern", {{"q_proj", 2}}},
+                                     {"alpha_pattern", {{"layers.1.self_attn.q_proj", 32}}}});
   for (const char* key : {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"}) {
     const PeftModuleHyper hyper = config.HyperFor(key);
     EXPECT_EQ(hyper.rank, 2) << key;
@@ -99,15 +97,17 @@ TEST(PeftConfigTest, FirstMatchingPatternKeyWinsAsInPeft) {
 }
 
 TEST(PeftConfigTest, RsLoraScaling) {
-  const PeftConfig config = ParseOk({{"target_modules", {"q_proj"}}, {"r", 16},
-                                     {"lora_alpha", 8}, {"use_rslora", true}});
+  const PeftConfig config =
+      ParseOk({{"target_modules", {"q_proj"}}, {"r", 16}, {"lora_alpha", 8}, {"use_rslora", true}});
   EXPECT_DOUBLE_EQ(config.ScalingFor(config.HyperFor("model.layers.0.self_attn.q_proj")), 2.0);
 }
 
 TEST(PeftConfigTest, KeepsDescriptiveFields) {
-  const PeftConfig config = ParseOk({{"target_modules", {"q_proj"}}, {"task_type", "CAUSAL_LM"},
+  const PeftConfig config = ParseOk({{"target_modules", {"q_proj"}},
+                                     {"task_type", "CAUSAL_LM"},
                                      {"base_model_name_or_path", "meta-llama/Llama-3.2-1B"},
-                                     {"use_dora", true}, {"bias", "none"}});
+                                     {"use_dora", true},
+                                     {"bias", "none"}});
   EXPECT_EQ(config.task_type, "CAUSAL_LM");
   EXPECT_EQ(config.base_model_name_or_path, "meta-llama/Llama-3.2-1B");
   EXPECT_TRUE(config.use_dora);
