@@ -85,8 +85,8 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
       }
       if (sgmv) {
         for (int r = 0; r < rows; r += kSgmvTaskRows)
-          shrink_tasks.push_back(
-              {plan, p.k_total, lr.rank, lr.scale, r, std::min(rows, r + kSgmvTaskRows), kSgmvDepth});
+          shrink_tasks.push_back({plan, p.k_total, lr.rank, lr.scale, r,
+                                  std::min(rows, r + kSgmvTaskRows), kSgmvDepth});
       } else {
         for (int k = 0; k < lr.rank; k += kBgmvTaskRanks)
           for (int r = 0; r < rows; r += kBgmvTaskRows)

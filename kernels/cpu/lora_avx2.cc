@@ -31,25 +31,25 @@ template <int NR, int NK>
 LORASERVE_AVX2 void ShrinkTile(const float* const* a, const float* x, int64_t ldx, int i0, int i1,
                                float scale, bool accumulate, float* out, int64_t ldo) {
   __m256 acc[NR][NK];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int k = 0; k < NK; ++k) acc[r][k] = _mm256_setzero_ps();
   int i = i0;
   for (; i + 8 <= i1; i += 8) {
     __m256 av[NK];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int k = 0; k < NK; ++k) av[k] = _mm256_loadu_ps(a[k] + i);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * ldx + i);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int k = 0; k < NK; ++k) acc[r][k] = _mm256_fmadd_ps(av[k], xv, acc[r][k]);
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r) {
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int k = 0; k < NK; ++k) {
       float s = HorizontalSum(acc[r][k]);
       for (int t = i; t < i1; ++t) s += a[k][t] * x[r * ldx + t];
@@ -63,32 +63,32 @@ template <int NR, int NV>
 LORASERVE_AVX2 void ExpandTile(const float* const* b, int nk, const float* v, int64_t ldv, int j,
                                const float* out_scale, float* y, int64_t ldy) {
   __m256 acc[NR][NV];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_loadu_ps(y + r * ldy + j + 8 * u);
   for (int k = 0; k < nk; ++k) {
     __m256 bv[NV];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) bv[u] = _mm256_loadu_ps(b[k] + j + 8 * u);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       const __m256 s = _mm256_broadcast_ss(v + r * ldv + k);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(s, bv[u], acc[r][u]);
     }
   }
   if (out_scale != nullptr) {
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) {
       const __m256 o = _mm256_loadu_ps(out_scale + j + 8 * u);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int r = 0; r < NR; ++r) acc[r][u] = _mm256_mul_ps(acc[r][u], o);
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int u = 0; u < NV; ++u) _mm256_storeu_ps(y + r * ldy + j + 8 * u, acc[r][u]);
 }
 
@@ -110,10 +110,14 @@ constexpr int MaxShrinkRanks(int nr) { return nr == 1 ? 8 : nr == 2 ? 4 : 2; }
 
 ShrinkTileFn ShrinkTileFor(int nr, int nk) {
   switch (nr) {
-    case 1: return PickShrinkTile<1>(nk, std::make_index_sequence<MaxShrinkRanks(1)>{});
-    case 2: return PickShrinkTile<2>(nk, std::make_index_sequence<MaxShrinkRanks(2)>{});
-    case 3: return PickShrinkTile<3>(nk, std::make_index_sequence<MaxShrinkRanks(3)>{});
-    default: return PickShrinkTile<4>(nk, std::make_index_sequence<MaxShrinkRanks(4)>{});
+    case 1:
+      return PickShrinkTile<1>(nk, std::make_index_sequence<MaxShrinkRanks(1)>{});
+    case 2:
+      return PickShrinkTile<2>(nk, std::make_index_sequence<MaxShrinkRanks(2)>{});
+    case 3:
+      return PickShrinkTile<3>(nk, std::make_index_sequence<MaxShrinkRanks(3)>{});
+    default:
+      return PickShrinkTile<4>(nk, std::make_index_sequence<MaxShrinkRanks(4)>{});
   }
 }
 
@@ -122,10 +126,14 @@ constexpr int MaxExpandVectors(int nr) { return nr <= 2 ? 4 : 2; }
 
 ExpandTileFn ExpandTileFor(int nr, int nv) {
   switch (nr) {
-    case 1: return PickExpandTile<1>(nv, std::make_index_sequence<MaxExpandVectors(1)>{});
-    case 2: return PickExpandTile<2>(nv, std::make_index_sequence<MaxExpandVectors(2)>{});
-    case 3: return PickExpandTile<3>(nv, std::make_index_sequence<MaxExpandVectors(3)>{});
-    default: return PickExpandTile<4>(nv, std::make_index_sequence<MaxExpandVectors(4)>{});
+    case 1:
+      return PickExpandTile<1>(nv, std::make_index_sequence<MaxExpandVectors(1)>{});
+    case 2:
+      return PickExpandTile<2>(nv, std::make_index_sequence<MaxExpandVectors(2)>{});
+    case 3:
+      return PickExpandTile<3>(nv, std::make_index_sequence<MaxExpandVectors(3)>{});
+    default:
+      return PickExpandTile<4>(nv, std::make_index_sequence<MaxExpandVectors(4)>{});
   }
 }
 
@@ -137,8 +145,8 @@ LORASERVE_AVX2 void Shrink(const float* const* a, int nk, const float* x, int64_
     const int max_k = MaxShrinkRanks(tr);
     for (int k = 0; k < nk; k += max_k) {
       const int tk = nk - k < max_k ? nk - k : max_k;
-      ShrinkTileFor(tr, tk)(a + k, x + r * ldx, ldx, i0, i1, scale, accumulate,
-                           out + r * ldo + k, ldo);
+      ShrinkTileFor(tr, tk)(a + k, x + r * ldx, ldx, i0, i1, scale, accumulate, out + r * ldo + k,
+                            ldo);
     }
     r += tr;
   }

@@ -1,7 +1,7 @@
 // LoRA decode on one 4096x4096 projection at rank 16: LoraApply against the naive per-request
 // loop (two GEMVs per row) and against the memory floor (bytes that must move / copy bandwidth
-// measured in this binary). Every timed call starts cold: adapter pages, dense copies, x and y are flushed
-// from all cache levels with clflushopt first (this machine's L3 would otherwise hold them all).
+// measured in this binary). Every timed call starts cold: adapter pages, dense copies, x and y
+// are flushed from all cache levels with clflushopt first (a 300 MiB L3 would hold them all).
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 
@@ -109,6 +109,13 @@ struct DecodeBatch {
   std::vector<int> row_adapter;
 };
 
+// The median of per-iteration times: the two cores are shared, and one descheduled OpenMP thread
+// stalls a whole call for a scheduler tick, which would dominate a mean.
+double Median(std::vector<double> samples) {
+  std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
+  return samples[samples.size() / 2];
+}
+
 template <typename F>
 double TimeCold(const DecodeBatch& batch, F&& f) {
   batch.EvictAll();
@@ -127,17 +134,18 @@ std::map<std::pair<int64_t, int64_t>, double>& LoraSecondsByShape() {
 void BM_LoraDecode(benchmark::State& state) {
   DecodeBatch b(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
   const double bandwidth = bench::MeasureCopyBandwidthGBs() * 1e9;
-  double seconds = 0.0;
+  std::vector<double> samples;
   for (auto _ : state) {
     const double t = TimeCold(b, [&] {
       LoraApply(b.pool.data(), b.x.data(), kDim, b.y.data(), kDim, kDim, kDim, b.segments, b.refs);
     });
     state.SetIterationTime(t);
-    seconds += t;
+    samples.push_back(t);
     benchmark::DoNotOptimize(b.y.data());
   }
-  seconds /= static_cast<double>(state.iterations());
+  const double seconds = Median(samples);
   LoraSecondsByShape()[{state.range(0), state.range(1)}] = seconds;
+  state.counters["median_us"] = seconds * 1e6;
   const double floor_seconds = b.FloorBytes() / bandwidth;
   state.counters["distinct"] = b.distinct;
   state.counters["floor_us"] = floor_seconds * 1e6;
@@ -157,34 +165,39 @@ BENCHMARK(BM_LoraDecode)
 // interleaving the two would measure that fight rather than either kernel.
 void BM_NaiveDecode(benchmark::State& state) {
   DecodeBatch b(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
-  double seconds = 0.0;
+  std::vector<double> samples;
   for (auto _ : state) {
     const double t = TimeCold(b, [&] {
       NaivePerRequestLora(b.x.data(), kDim, b.y.data(), kDim, kDim, kDim, b.row_adapter, b.dense);
     });
     state.SetIterationTime(t);
-    seconds += t;
+    samples.push_back(t);
     benchmark::DoNotOptimize(b.y.data());
   }
-  seconds /= static_cast<double>(state.iterations());
+  const double seconds = Median(samples);
+  state.counters["median_us"] = seconds * 1e6;
   const auto lora = LoraSecondsByShape().find({state.range(0), state.range(1)});
-  if (lora != LoraSecondsByShape().end()) state.counters["speedup_vs_naive"] = seconds / lora->second;
+  if (lora != LoraSecondsByShape().end())
+    state.counters["speedup_vs_naive"] = seconds / lora->second;
 }
 
-// Args: rows, sgmv (0: force BGMV, 1: force SGMV). One adapter, cold: where the gather + GEMM of
-// SGMV starts to beat streaming the pages through the BGMV micro-kernels (sets kSgmvMinRows).
+// Args: rows, sgmv (0: force BGMV, 1: force SGMV). One adapter, cold: where SGMV's row-block,
+// depth-blocked shrink starts to beat BGMV's rank-split one (sets kSgmvMinRows).
 void BM_LoraPathCrossover(benchmark::State& state) {
   DecodeBatch b(static_cast<int>(state.range(0)), 1);
   const detail::LoraApplyOptions options{.sgmv_min_rows = state.range(1) != 0 ? 1 : INT_MAX};
+  std::vector<double> samples;
   for (auto _ : state) {
-    state.SetIterationTime(TimeCold(b, [&] {
-      detail::LoraApply(b.pool.data(), b.x.data(), kDim, b.y.data(), kDim, kDim, kDim,
-                        b.segments, b.refs, options);
+    samples.push_back(TimeCold(b, [&] {
+      detail::LoraApply(b.pool.data(), b.x.data(), kDim, b.y.data(), kDim, kDim, kDim, b.segments,
+                        b.refs, options);
     }));
+    state.SetIterationTime(samples.back());
     benchmark::DoNotOptimize(b.y.data());
   }
-  state.counters["GFLOPs"] = benchmark::Counter(4.0 * b.rows * kRank * kDim,
-                                                benchmark::Counter::kIsIterationInvariantRate);
+  const double seconds = Median(samples);
+  state.counters["median_us"] = seconds * 1e6;
+  state.counters["GFLOPs"] = 4.0 * b.rows * kRank * kDim / seconds / 1e9;
 }
 BENCHMARK(BM_LoraPathCrossover)
     ->ArgNames({"rows", "sgmv"})

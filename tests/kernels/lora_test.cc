@@ -129,9 +129,9 @@ TEST_P(LoraApplyTest, DecodeRowsWithMixedRanksWeightedSetsAndDora) {
   std::vector<SegmentSpec> specs;
   for (int i = 0; i < 24; ++i) {
     SegmentSpec spec{1, {{i % 6, 1.0f}}, i % 5 == 0};
-    if (i % 4 == 1) spec.adapters.push_back({(i + 2) % 6, -0.5f});  // weighted pair
+    if (i % 4 == 1) spec.adapters.push_back({(i + 2) % 6, -0.5f});      // weighted pair
     if (i % 7 == 3) spec.adapters = {{0, 0.2f}, {2, 0.3f}, {4, 0.5f}};  // weighted triple
-    if (i % 9 == 8) spec.adapters.clear();                               // base-only
+    if (i % 9 == 8) spec.adapters.clear();                              // base-only
     specs.push_back(spec);
   }
   ExpectMatchesReference(MakeProblem(101, 77, ranks, specs, 1));
@@ -140,12 +140,9 @@ TEST_P(LoraApplyTest, DecodeRowsWithMixedRanksWeightedSetsAndDora) {
 TEST_P(LoraApplyTest, PrefillSegmentsWithWeightedSetsAndDora) {
   const std::vector<int> ranks = {8, 16, 64, 5};
   const std::vector<SegmentSpec> specs = {
-      {70, {{0, 1.0f}}},
-      {130, {{1, 0.7f}, {2, 0.3f}}, true},
-      {5, {{3, 1.0f}}},
-      {1, {{2, 1.0f}, {3, 1.0f}, {0, -1.0f}}, true},
-      {64, {{2, 1.0f}}, true},
-      {66, {}},
+      {70, {{0, 1.0f}}},       {130, {{1, 0.7f}, {2, 0.3f}}, true},
+      {5, {{3, 1.0f}}},        {1, {{2, 1.0f}, {3, 1.0f}, {0, -1.0f}}, true},
+      {64, {{2, 1.0f}}, true}, {66, {}},
   };
   ExpectMatchesReference(MakeProblem(136, 200, ranks, specs, 2));
 }
@@ -182,8 +179,8 @@ TEST_P(LoraApplyTest, BaseOnlyRowsWithoutOutScaleStayBitIdentical) {
   for (int seg : {1, 3}) {
     const LoraSegment& s = p.segments[seg];
     const size_t bytes = (s.row_end - s.row_begin) * p.ldy * sizeof(float);
-    EXPECT_EQ(0, std::memcmp(got.data() + s.row_begin * p.ldy, p.y.data() + s.row_begin * p.ldy,
-                             bytes))
+    EXPECT_EQ(
+        0, std::memcmp(got.data() + s.row_begin * p.ldy, p.y.data() + s.row_begin * p.ldy, bytes))
         << "segment " << seg;
   }
 }
