@@ -10,9 +10,11 @@
 namespace loraserve::tokenizer::jinja {
 namespace {
 
-// Index of the closing delimiter `close` starting at `pos`, skipping quoted strings.
+// Index of the closing delimiter `close` starting at `pos`, skipping quoted strings and
+// bracketed expressions (so "{{ {'a': {'b': 1}} }}" closes at the last "}}").
 size_t FindTagEnd(std::string_view src, size_t pos, std::string_view close) {
   char quote = 0;
+  int depth = 0;
   for (size_t i = pos; i < src.size(); ++i) {
     const char c = src[i];
     if (quote) {
@@ -23,8 +25,12 @@ size_t FindTagEnd(std::string_view src, size_t pos, std::string_view close) {
       }
     } else if (c == '\'' || c == '"') {
       quote = c;
-    } else if (src.substr(i, close.size()) == close) {
+    } else if (depth == 0 && src.substr(i, close.size()) == close) {
       return i;
+    } else if (c == '{' || c == '(' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ')' || c == ']') && depth > 0) {
+      --depth;
     }
   }
   return std::string_view::npos;

@@ -24,16 +24,21 @@ struct Tables {
   std::unordered_map<char32_t, std::pair<char32_t, char32_t>> decomposition;
   std::unordered_map<uint64_t, char32_t> composition;
   std::unordered_map<char32_t, uint8_t> combining_class;
-  // Set for BMP code points that may change under NFD or NFC (decomposable, non-starter, or
-  // able to combine with a preceding character); clear bits are provably stable.
-  std::bitset<0x10000> unstable;
+  // BMP code points that may change the text under NFD (decomposable or non-starter) and under
+  // NFC (non-starter, able to combine with a preceding character, or never kept composed);
+  // text without such code points is already normalized.
+  std::bitset<0x10000> nfd_unstable;
+  std::bitset<0x10000> nfc_unstable;
 
   Tables() {
     using namespace unicode_data;
     for (size_t i = 0; i + 2 < kCombiningClassRangesSize; i += 3) {
       for (char32_t cp = kCombiningClassRanges[i]; cp <= kCombiningClassRanges[i + 1]; ++cp) {
         combining_class[cp] = static_cast<uint8_t>(kCombiningClassRanges[i + 2]);
-        if (cp < 0x10000) unstable.set(cp);
+        if (cp < 0x10000) {
+          nfd_unstable.set(cp);
+          nfc_unstable.set(cp);
+        }
       }
     }
     std::vector<char32_t> excluded(kCompositionExclusions,
@@ -42,16 +47,17 @@ struct Tables {
       const char32_t cp = kDecompositions[i], first = kDecompositions[i + 1],
                      second = kDecompositions[i + 2];
       decomposition[cp] = {first, second};
-      if (cp < 0x10000) unstable.set(cp);
+      if (cp < 0x10000) nfd_unstable.set(cp);
       if (second != 0 && !std::binary_search(excluded.begin(), excluded.end(), cp)) {
         composition[(uint64_t{first} << 32) | second] = cp;
-        if (second < 0x10000) unstable.set(second);
+        if (second < 0x10000) nfc_unstable.set(second);
+      } else if (cp < 0x10000) {
+        nfc_unstable.set(cp);  // singleton or excluded: NFC replaces it
       }
     }
-    for (char32_t cp = kSBase; cp < kSBase + kSCount; ++cp) unstable.set(cp);
-    for (char32_t cp = kLBase; cp < kLBase + kLCount; ++cp) unstable.set(cp);
-    for (char32_t cp = kVBase; cp < kVBase + kVCount; ++cp) unstable.set(cp);
-    for (char32_t cp = kTBase; cp < kTBase + kTCount; ++cp) unstable.set(cp);
+    for (char32_t cp = kSBase; cp < kSBase + kSCount; ++cp) nfd_unstable.set(cp);
+    for (char32_t cp = kVBase; cp < kVBase + kVCount; ++cp) nfc_unstable.set(cp);
+    for (char32_t cp = kTBase; cp < kTBase + kTCount; ++cp) nfc_unstable.set(cp);
   }
 
   uint8_t CombiningClass(char32_t cp) const {
@@ -65,14 +71,17 @@ const Tables& GetTables() {
   return *tables;
 }
 
-bool IsStable(const Tables& t, std::string_view text) {
+// `skip_below` is a lead byte below which every code point is stable for the form (0x80 for
+// NFD; 0xCC, i.e. below U+0300, for NFC).
+bool IsStable(const Tables& t, const std::bitset<0x10000>& unstable, unsigned char skip_below,
+              std::string_view text) {
   for (size_t i = 0; i < text.size();) {
-    if (static_cast<unsigned char>(text[i]) < 0xCC) {  // below U+0300: nothing to do
+    if (static_cast<unsigned char>(text[i]) < skip_below) {
       ++i;
       continue;
     }
     const char32_t cp = DecodeUtf8(text, &i);
-    if (cp < 0x10000 ? t.unstable.test(cp)
+    if (cp < 0x10000 ? unstable.test(cp)
                      : (t.decomposition.count(cp) || t.combining_class.count(cp))) {
       return false;
     }
@@ -140,13 +149,13 @@ std::string Encode(const std::vector<char32_t>& cps) {
 
 std::string ToNfd(std::string_view text) {
   const Tables& t = GetTables();
-  if (IsStable(t, text)) return std::string(text);
+  if (IsStable(t, t.nfd_unstable, 0x80, text)) return std::string(text);
   return Encode(Decompose(t, text));
 }
 
 std::string ToNfc(std::string_view text) {
   const Tables& t = GetTables();
-  if (IsStable(t, text)) return std::string(text);
+  if (IsStable(t, t.nfc_unstable, 0xCC, text)) return std::string(text);
   std::vector<char32_t> cps = Decompose(t, text);
   if (cps.empty()) return {};
   // Canonical composition (the UAX #15 sample algorithm): a character combines with the last
