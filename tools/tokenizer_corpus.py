@@ -7,6 +7,7 @@ spaces/tabs/newlines, code, long numbers, text containing special-token strings,
 characters and the empty string. Same output on every run (seeded random.Random).
 
     python3 tools/tokenizer_corpus.py [--count N] > corpus.jsonl   # one JSON string per line
+    python3 tools/tokenizer_corpus.py --bench-text > bench.jsonl      # ~1 MB of documents
 """
 import argparse
 import json
@@ -140,11 +141,32 @@ def generate(count=3200, seed=20240611):
     return corpus
 
 
+def bench_documents(total_bytes=1 << 20, seed=99):
+    """Mixed documents for the encode benchmark: mostly English prose, plus code, other
+    languages and emoji/number-heavy text, until `total_bytes` of UTF-8."""
+    rng = random.Random(seed)
+    makers = [
+        *[lambda: "\n\n".join(prose(rng, rng.randint(40, 120)) for _ in range(3))] * 6,
+        lambda: "\n".join(rng.choice(CODE) for _ in range(8)),
+        lambda: "".join(rng.choice(CJK) for _ in range(30)),
+        lambda: " ".join(rng.choice(OTHER_SCRIPTS + ACCENTED) for _ in range(40)),
+        lambda: " ".join(mixed(rng) for _ in range(10)),
+    ]
+    documents, size = [], 0
+    while size < total_bytes:
+        doc = rng.choice(makers)()
+        documents.append(doc)
+        size += len(doc.encode())
+    return documents
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3200)
+    parser.add_argument("--bench-text", action="store_true",
+                        help="print the ~1 MB benchmark documents instead of the corpus")
     args = parser.parse_args()
-    for text in generate(args.count):
+    for text in bench_documents() if args.bench_text else generate(args.count):
         print(json.dumps(text))
 
 
