@@ -1,0 +1,227 @@
+#include "server/adapter_manager.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace loraserve::server {
+namespace {
+
+ManagedAdapter FromInfo(const AdapterInfo& info, const std::string& sha256, bool stored) {
+  return ManagedAdapter{info, sha256, stored};
+}
+
+}  // namespace
+
+AdapterManager::AdapterManager(Engine* engine, AdapterStore* store, ModelConfig base,
+                               AdapterManagerOptions options)
+    : engine_(engine), store_(store), base_(std::move(base)), options_(std::move(options)) {}
+
+absl::Status AdapterManager::CheckNew(const std::string& id) const {
+  if (absl::Status s = ValidateAdapterId(id); !s.ok()) return s;
+  if (sha256_.contains(id) || pending_.contains(id)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("adapter '", id, "' already exists: unload it first or pick another id"));
+  }
+  return absl::OkStatus();
+}
+
+void AdapterManager::RegisterStored(const std::function<void(const std::string&)>& log) {
+  if (store_ == nullptr) return;
+  for (const StoredAdapter& entry : store_->List()) {
+    auto adapter = LoadPeftAdapter(entry.id, entry.path, base_, options_.limits);
+    absl::Status status = adapter.status();
+    if (status.ok()) {
+      status = engine_->RegisterAdapter(std::make_shared<const LoraAdapter>(*std::move(adapter)));
+    }
+    if (!status.ok()) {
+      log(absl::StrCat("stored adapter '", entry.id, "' skipped: ", status.message()));
+      continue;
+    }
+    std::lock_guard lock(mutex_);
+    sha256_[entry.id] = entry.adapter_sha256;
+    stored_.insert(entry.id);
+  }
+}
+
+absl::Status AdapterManager::RegisterDirectory(
+    const std::string& dir, const std::function<void(const std::string&)>& log) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--adapter-dir ", dir, " cannot be listed: ", ec.message()));
+  }
+  std::vector<std::filesystem::path> folders;
+  for (const auto& entry : it) {
+    if (entry.is_directory()) folders.push_back(entry.path());
+  }
+  std::sort(folders.begin(), folders.end());
+  for (const auto& folder : folders) {
+    const std::string id = folder.filename().string();
+    {
+      std::lock_guard lock(mutex_);
+      if (absl::Status s = CheckNew(id); !s.ok()) {
+        log(absl::StrCat("adapter folder ", folder.string(), " skipped: ", s.message()));
+        continue;
+      }
+    }
+    auto adapter = LoadPeftAdapter(id, folder.string(), base_, options_.limits);
+    absl::Status status = adapter.status();
+    std::string sha;
+    if (status.ok()) {
+      sha = adapter->sha256;
+      status = engine_->RegisterAdapter(std::make_shared<const LoraAdapter>(*std::move(adapter)));
+    }
+    if (!status.ok()) {
+      log(absl::StrCat("adapter folder ", folder.string(), " skipped: ", status.message()));
+      continue;
+    }
+    std::lock_guard lock(mutex_);
+    sha256_[id] = sha;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
+    const std::string& id,
+    const std::function<absl::StatusOr<StoredAdapter>(const PutOptions&)>& put,
+    const std::string& expected_sha256) {
+  {
+    std::lock_guard lock(mutex_);
+    if (absl::Status s = CheckNew(id); !s.ok()) return s;
+    pending_.insert(id);
+  }
+  // The validator parses the staged files against the base model; its result is kept so the
+  // published adapter is not parsed twice.
+  std::shared_ptr<const LoraAdapter> parsed;
+  PutOptions put_options;
+  if (!expected_sha256.empty()) put_options.expected_sha256 = expected_sha256;
+  put_options.validator = [&](const std::string& staged_dir) -> absl::Status {
+    auto adapter = LoadPeftAdapter(id, staged_dir, base_, options_.limits);
+    if (!adapter.ok()) return adapter.status();
+    parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
+    return absl::OkStatus();
+  };
+  auto stored = put(put_options);
+  absl::Status status = stored.status();
+  if (status.ok()) {
+    status = engine_->RegisterAdapter(parsed);
+    if (!status.ok() && store_ != nullptr) {
+      // Keep the store and the engine in step: an adapter the engine refused is not kept.
+      (void)store_->Delete(id);
+    }
+  }
+  std::lock_guard lock(mutex_);
+  pending_.erase(id);
+  if (!status.ok()) return status;
+  sha256_[id] = stored->adapter_sha256;
+  if (store_ != nullptr) stored_.insert(id);
+  for (const AdapterInfo& info : engine_->ListAdapters()) {
+    if (info.id == id) return FromInfo(info, stored->adapter_sha256, store_ != nullptr);
+  }
+  return absl::InternalError(absl::StrCat("adapter '", id, "' vanished after registration"));
+}
+
+absl::StatusOr<ManagedAdapter> AdapterManager::Upload(
+    const std::string& id, const std::map<std::string, std::string>& files,
+    const std::string& expected_sha256) {
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError("uploads need an adapter store: start with --store DIR");
+  }
+  size_t total = 0;
+  for (const auto& [name, bytes] : files) total += bytes.size();
+  if (total > options_.max_upload_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("upload of ", total, " bytes exceeds the ",
+                                                     options_.max_upload_bytes,
+                                                     "-byte limit (--max-upload-bytes)"));
+  }
+  return StoreAndRegister(
+      id, [&](const PutOptions& put) { return store_->PutFromFiles(id, files, put); },
+      expected_sha256);
+}
+
+absl::StatusOr<ManagedAdapter> AdapterManager::LoadFromPath(const std::string& id,
+                                                            const std::string& path) {
+  if (options_.load_root.empty()) {
+    return absl::PermissionDeniedError(
+        "LoadAdapter is disabled: start the server with --load-root DIR");
+  }
+  if (path.empty()) return absl::InvalidArgumentError("path: must not be empty");
+  std::error_code ec;
+  const auto root = std::filesystem::canonical(options_.load_root, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--load-root ", options_.load_root, ": ", ec.message()));
+  }
+  const auto target = std::filesystem::canonical(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("path: ", path, ": ", ec.message()));
+  const auto relative = target.lexically_relative(root);
+  if (relative.empty() || *relative.begin() == "..") {
+    return absl::PermissionDeniedError(
+        absl::StrCat("path: ", path, " is outside the allowed root ", root.string()));
+  }
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError("LoadAdapter needs an adapter store: start with --store");
+  }
+  return StoreAndRegister(
+      id,
+      [&](const PutOptions& put) { return store_->PutFromDirectory(id, target.string(), put); },
+      "");
+}
+
+absl::StatusOr<int> AdapterManager::Unload(const std::string& id, bool keep_in_store) {
+  std::lock_guard lock(mutex_);
+  if (!sha256_.contains(id)) {
+    return absl::NotFoundError(absl::StrCat("adapter '", id, "' is not registered"));
+  }
+  int in_flight = 0;
+  for (const AdapterInfo& info : engine_->ListAdapters()) {
+    if (info.id == id) in_flight = info.in_flight;
+  }
+  if (absl::Status s = engine_->UnregisterAdapter(id); !s.ok()) return s;
+  sha256_.erase(id);
+  if (stored_.erase(id) > 0 && !keep_in_store) {
+    if (absl::Status s = store_->Delete(id); !s.ok()) return s;
+  }
+  return in_flight;
+}
+
+absl::StatusOr<ManagedAdapter> AdapterManager::Pin(const std::string& id, bool pinned) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!sha256_.contains(id)) {
+      return absl::NotFoundError(absl::StrCat("adapter '", id, "' is not registered"));
+    }
+  }
+  if (absl::Status s = engine_->PinAdapter(id, pinned); !s.ok()) return s;
+  return Get(id);
+}
+
+std::vector<ManagedAdapter> AdapterManager::List() const {
+  std::vector<AdapterInfo> infos = engine_->ListAdapters();
+  std::sort(infos.begin(), infos.end(),
+            [](const AdapterInfo& a, const AdapterInfo& b) { return a.id < b.id; });
+  std::lock_guard lock(mutex_);
+  std::vector<ManagedAdapter> out;
+  for (const AdapterInfo& info : infos) {
+    auto it = sha256_.find(info.id);
+    if (it == sha256_.end()) continue;  // mid-registration or mid-unload
+    out.push_back(FromInfo(info, it->second, stored_.contains(info.id)));
+  }
+  return out;
+}
+
+absl::StatusOr<ManagedAdapter> AdapterManager::Get(const std::string& id) const {
+  for (ManagedAdapter& adapter : List()) {
+    if (adapter.info.id == id) return std::move(adapter);
+  }
+  return absl::NotFoundError(absl::StrCat("adapter '", id, "' is not registered"));
+}
+
+int AdapterManager::registered() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<int>(sha256_.size());
+}
+
+}  // namespace loraserve::server

@@ -1,0 +1,84 @@
+// The server's view of adapters: the crash-safe store on disk and the engine's registry kept
+// in step. Every new adapter is validated against the base model before it is published to the
+// store, so a rejected upload leaves both the store and the adapter list unchanged.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "adapters/adapter_store.h"
+#include "adapters/lora_adapter.h"
+#include "runtime/engine.h"
+
+namespace loraserve::server {
+
+struct AdapterManagerOptions {
+  AdapterLimits limits;
+  // Total bytes of one upload (all files); larger uploads are RESOURCE_EXHAUSTED.
+  size_t max_upload_bytes = 256ull << 20;
+  // LoadAdapter paths must resolve under this folder; empty disables LoadAdapter.
+  std::string load_root;
+};
+
+struct ManagedAdapter {
+  AdapterInfo info;
+  std::string sha256;
+  bool stored = false;  // in the store (else registered from --adapter-dir only)
+};
+
+class AdapterManager {
+ public:
+  // `store` may be null (no --store): uploads are then FAILED_PRECONDITION.
+  AdapterManager(Engine* engine, AdapterStore* store, ModelConfig base,
+                 AdapterManagerOptions options);
+
+  // Registers every adapter in the store; entries that fail validation are logged through
+  // `log` and skipped (they stay on disk).
+  void RegisterStored(const std::function<void(const std::string&)>& log);
+  // Registers every subfolder of `dir` (id = folder name) without storing it.
+  absl::Status RegisterDirectory(const std::string& dir,
+                                 const std::function<void(const std::string&)>& log);
+
+  // Validates, stores and registers an uploaded PEFT adapter (file name -> bytes).
+  absl::StatusOr<ManagedAdapter> Upload(const std::string& id,
+                                        const std::map<std::string, std::string>& files,
+                                        const std::string& expected_sha256);
+  // The same from a server-side folder under options.load_root.
+  absl::StatusOr<ManagedAdapter> LoadFromPath(const std::string& id, const std::string& path);
+  // Unregisters (new requests NOT_FOUND at once) and, unless `keep_in_store`, deletes it from
+  // the store. Returns the requests still using it.
+  absl::StatusOr<int> Unload(const std::string& id, bool keep_in_store);
+  absl::StatusOr<ManagedAdapter> Pin(const std::string& id, bool pinned);
+
+  std::vector<ManagedAdapter> List() const;
+  absl::StatusOr<ManagedAdapter> Get(const std::string& id) const;
+  int registered() const;
+  const AdapterManagerOptions& options() const { return options_; }
+
+ private:
+  absl::Status CheckNew(const std::string& id) const;
+  absl::StatusOr<ManagedAdapter> StoreAndRegister(
+      const std::string& id,
+      const std::function<absl::StatusOr<StoredAdapter>(const PutOptions&)>& put,
+      const std::string& expected_sha256);
+
+  Engine* const engine_;
+  AdapterStore* const store_;
+  const ModelConfig base_;
+  const AdapterManagerOptions options_;
+
+  // Guards sha256_ and stored_ and serialises register/unregister so the engine's registry
+  // and the store change together.
+  mutable std::mutex mutex_;
+  std::map<std::string, std::string> sha256_;  // every registered adapter
+  std::set<std::string> stored_;               // the registered adapters that are in the store
+  std::set<std::string> pending_;              // ids with an upload or load in flight
+};
+
+}  // namespace loraserve::server

@@ -1,0 +1,295 @@
+#include "server/admin_service.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
+
+namespace loraserve::server {
+namespace {
+
+// Runs `body` after the admin checks and finishes the call with its status.
+template <typename Body>
+grpc::ServerUnaryReactor* RunAdmin(grpc::CallbackServerContext* context, ServingState* state,
+                                   const BearerAuth* auth, Body body) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = auth->Check(*context);
+  if (status.ok()) {
+    auto core = state->Ready();
+    status = core.ok() ? body(**core) : core.status();
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+v1::AdapterState ToProtoState(AdapterInfo::State state) {
+  switch (state) {
+    case AdapterInfo::State::kHost:
+      return v1::ADAPTER_STATE_HOST;
+    case AdapterInfo::State::kResident:
+      return v1::ADAPTER_STATE_RESIDENT;
+  }
+  return v1::ADAPTER_STATE_UNSPECIFIED;
+}
+
+v1::MergeMode ToProtoMergeMode(MergeMode mode) {
+  switch (mode) {
+    case MergeMode::kAuto:
+      return v1::MERGE_MODE_AUTO;
+    case MergeMode::kNever:
+      return v1::MERGE_MODE_NEVER;
+    case MergeMode::kForced:
+      return v1::MERGE_MODE_FORCED;
+  }
+  return v1::MERGE_MODE_UNSPECIFIED;
+}
+
+// Collects an upload: the header, then file chunks in order. Processing happens once the client
+// half-closes; any protocol error finishes the call at once and drops what was received.
+class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest> {
+ public:
+  UploadCall(ServingState* state, v1::AdapterStatus* response)
+      : state_(state), response_(response) {}
+
+  void Start(grpc::CallbackServerContext* context, const BearerAuth* auth) {
+    absl::Status status = auth->Check(*context);
+    if (status.ok()) {
+      auto core = state_->Ready();
+      if (core.ok()) {
+        core_ = *core;
+      } else {
+        status = core.status();
+      }
+    }
+    if (!status.ok()) return Reject(status);
+    StartRead(&message_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return Complete();  // the client half-closed: all chunks are in
+    absl::Status status = Absorb();
+    if (!status.ok()) return Reject(status);
+    message_.Clear();
+    StartRead(&message_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Absorb() {
+    if (message_.has_header()) {
+      if (header_.has_value()) {
+        return absl::InvalidArgumentError("header: sent twice; send it once, first");
+      }
+      header_ = message_.header();
+      if (header_->format() != v1::ADAPTER_FORMAT_UNSPECIFIED &&
+          header_->format() != v1::ADAPTER_FORMAT_PEFT) {
+        return absl::InvalidArgumentError("header.format: only ADAPTER_FORMAT_PEFT is supported");
+      }
+      if (absl::Status s = ValidateAdapterId(header_->adapter_id()); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("header.", s.message()));
+      }
+      if (header_->total_bytes() > Limit()) return TooLarge(header_->total_bytes());
+      return absl::OkStatus();
+    }
+    if (!header_.has_value()) {
+      return absl::InvalidArgumentError("header: the first message of an upload must be the header");
+    }
+    if (!message_.has_chunk()) return absl::InvalidArgumentError("message: empty upload message");
+    const v1::FileChunk& chunk = message_.chunk();
+    if (chunk.file_name().empty()) {
+      return absl::InvalidArgumentError("chunk.file_name: must not be empty");
+    }
+    std::string& file = files_[chunk.file_name()];
+    if (chunk.offset() != file.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk.offset: ", chunk.offset(), " for ",
+                                                     chunk.file_name(), " but ", file.size(),
+                                                     " bytes were received; send chunks in order"));
+    }
+    received_ += chunk.data().size();
+    if (received_ > Limit()) return TooLarge(received_);
+    file.append(chunk.data());
+    return absl::OkStatus();
+  }
+
+  size_t Limit() const { return core_->adapters->options().max_upload_bytes; }
+  absl::Status TooLarge(uint64_t bytes) const {
+    return absl::ResourceExhaustedError(absl::StrCat("upload of ", bytes, " bytes exceeds the ",
+                                                     Limit(), "-byte limit (--max-upload-bytes)"));
+  }
+
+  void Complete() {
+    if (!header_.has_value()) {
+      return Reject(absl::InvalidArgumentError("header: the upload had no header"));
+    }
+    auto adapter =
+        core_->adapters->Upload(header_->adapter_id(), files_, header_->sha256());
+    if (!adapter.ok()) return Reject(adapter.status());
+    ToProto(*adapter, response_);
+    state_->metrics().RecordUpload(true);
+    Finish(grpc::Status::OK);
+  }
+
+  void Reject(const absl::Status& status) {
+    if (core_ != nullptr) state_->metrics().RecordUpload(false);
+    Finish(ToGrpcStatus(status));
+  }
+
+  ServingState* const state_;
+  v1::AdapterStatus* const response_;
+  ServingCore* core_ = nullptr;
+  // Reactions of one call are serialised by gRPC (one read at a time), so no lock is needed.
+  v1::UploadAdapterRequest message_;
+  std::optional<v1::UploadHeader> header_;
+  std::map<std::string, std::string> files_;
+  uint64_t received_ = 0;
+};
+
+}  // namespace
+
+void ToProto(const ManagedAdapter& adapter, v1::AdapterStatus* out) {
+  const AdapterInfo& info = adapter.info;
+  out->set_id(info.id);
+  out->set_state(ToProtoState(info.state));
+  out->set_pinned(info.pinned);
+  out->set_rank(info.max_rank);
+  out->set_alpha(info.alpha);
+  for (const std::string& m : info.target_modules) out->add_target_modules(m);
+  out->set_bytes(info.bytes);
+  out->set_in_flight(info.in_flight);
+  const auto since_epoch = info.last_used.time_since_epoch();
+  out->set_last_used_unix(
+      since_epoch.count() <= 0
+          ? 0
+          : std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count());
+  out->set_sha256(adapter.sha256);
+}
+
+grpc::ServerReadReactor<v1::UploadAdapterRequest>* AdminService::UploadAdapter(
+    grpc::CallbackServerContext* context, v1::AdapterStatus* response) {
+  auto* call = new UploadCall(state_, response);
+  call->Start(context, auth_);
+  return call;
+}
+
+grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext* context,
+                                                    const v1::LoadAdapterRequest* request,
+                                                    v1::AdapterStatus* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
+    auto adapter = core.adapters->LoadFromPath(request->adapter_id(), request->path());
+    if (!adapter.ok()) return adapter.status();
+    ToProto(*adapter, response);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContext* context,
+                                                      const v1::UnloadAdapterRequest* request,
+                                                      v1::UnloadAdapterResponse* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
+    if (request->adapter_id().empty()) {
+      return absl::InvalidArgumentError("adapter_id: must not be empty");
+    }
+    auto in_flight = core.adapters->Unload(request->adapter_id(), request->keep_in_store());
+    if (!in_flight.ok()) return in_flight.status();
+    response->set_in_flight(*in_flight);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext* context,
+                                                     const v1::ListAdaptersRequest*,
+                                                     v1::ListAdaptersResponse* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
+    for (const ManagedAdapter& adapter : core.adapters->List()) {
+      ToProto(adapter, response->add_adapters());
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::PinAdapter(grpc::CallbackServerContext* context,
+                                                   const v1::PinAdapterRequest* request,
+                                                   v1::AdapterStatus* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
+    if (request->adapter_id().empty()) {
+      return absl::InvalidArgumentError("adapter_id: must not be empty");
+    }
+    auto adapter = core.adapters->Pin(request->adapter_id(), request->pinned());
+    if (!adapter.ok()) return adapter.status();
+    ToProto(*adapter, response);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::FuseAdapters(grpc::CallbackServerContext* context,
+                                                     const v1::FuseAdaptersRequest* request,
+                                                     v1::AdapterStatus*) {
+  // Offline fusion (linear/cat/TIES/DARE + SVD) lives in adapters/ once written; until then the
+  // RPC exists so clients can be built against the final API.
+  return RunAdmin(context, state_, auth_, [&](ServingCore&) -> absl::Status {
+    return absl::UnimplementedError(
+        "FuseAdapters: offline fusion is not implemented yet; use a request-time mix instead");
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::SetMergeMode(grpc::CallbackServerContext* context,
+                                                     const v1::SetMergeModeRequest* request,
+                                                     v1::SetMergeModeResponse* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
+    MergeMode mode;
+    switch (request->mode()) {
+      case v1::MERGE_MODE_AUTO:
+        mode = MergeMode::kAuto;
+        break;
+      case v1::MERGE_MODE_NEVER:
+        mode = MergeMode::kNever;
+        break;
+      case v1::MERGE_MODE_FORCED:
+        mode = MergeMode::kForced;
+        if (request->adapter_id().empty()) {
+          return absl::InvalidArgumentError("adapter_id: MERGE_MODE_FORCED needs an adapter");
+        }
+        break;
+      default:
+        return absl::InvalidArgumentError("mode: set AUTO, NEVER or FORCED");
+    }
+    if (absl::Status s = core.engine->SetMergeMode(mode, request->adapter_id()); !s.ok()) {
+      return s;
+    }
+    response->set_mode(request->mode());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* context,
+                                                 const v1::GetStatsRequest*,
+                                                 v1::Stats* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
+    const EngineStats stats = core.engine->Stats();
+    state_->metrics().RecordAdapterLoads(stats.adapter_load_seconds);
+    response->set_waiting(stats.waiting);
+    response->set_running(stats.running);
+    response->set_pool_pages_total(stats.pool_pages_total);
+    response->set_kv_pages_used(stats.kv_pages_used);
+    response->set_adapter_pages_used(stats.adapter_pages_used);
+    response->set_kv_usage(stats.kv_usage);
+    response->set_adapters_resident(stats.adapters_resident);
+    response->set_adapter_loads(stats.adapter_loads);
+    response->set_adapter_evictions(stats.adapter_evictions);
+    response->set_adapter_hits(stats.adapter_hits);
+    response->set_adapter_misses(stats.adapter_misses);
+    response->set_preemptions(stats.preemptions);
+    response->set_generated_tokens(stats.generated_tokens);
+    response->set_steps(stats.steps);
+    response->set_merge_mode(ToProtoMergeMode(stats.merge_mode));
+    response->set_merged_adapter(stats.merged_adapter);
+    response->set_merge_switches(stats.merge_switches);
+    response->set_seconds_merged(stats.seconds_merged);
+    response->set_seconds_unmerged(stats.seconds_unmerged);
+    for (const auto& id : stats.running_adapters) response->add_running_adapters(id);
+    for (const auto& id : stats.waiting_adapters) response->add_waiting_adapters(id);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace loraserve::server

@@ -1,0 +1,80 @@
+// The whole serving process minus flag parsing: binds the gRPC port (health NOT_SERVING), loads
+// the model, opens the adapter store, starts the engine, registers stored and --adapter-dir
+// adapters, then reports SERVING. Shutdown drains in-flight requests within a deadline.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/statusor.h"
+#include "adapters/adapter_store.h"
+#include "runtime/engine.h"
+#include "server/adapter_manager.h"
+#include "server/admin_service.h"
+#include "server/bearer_auth.h"
+#include "server/inference_service.h"
+#include "server/metrics_http.h"
+#include "server/serving_state.h"
+
+namespace loraserve::server {
+
+struct ServerOptions {
+  std::string model_dir;
+  std::string listen = "127.0.0.1:50051";      // port 0 = pick one (see LoraServer::port)
+  std::string metrics_listen = "127.0.0.1:9400";  // empty = no /metrics
+  std::string store_dir;     // empty = no store: uploads and LoadAdapter are unavailable
+  std::string adapter_dir;   // every subfolder registered at start (not stored)
+  std::string admin_token;   // empty = the admin API answers PERMISSION_DENIED
+  std::string inference_token;  // empty = inference needs no token
+  std::string tls_cert, tls_key, tls_client_ca;  // PEM files; cert+key enable TLS
+  int max_message_bytes = 64 << 20;
+  int default_max_tokens = 16;
+  EngineOptions engine;
+  AdapterManagerOptions adapters;
+  // Receives log lines (start-up events, skipped adapters); defaults to spdlog.
+  std::function<void(const std::string&)> log;
+};
+
+class LoraServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<LoraServer>> Start(ServerOptions options);
+  ~LoraServer();  // Shutdown(0) unless already shut down
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  Engine* engine() { return engine_.get(); }
+  ServingState& state() { return state_; }
+
+  // Health NOT_SERVING, new requests UNAVAILABLE, in-flight ones get up to `drain` to finish
+  // (the rest are cancelled), then the listeners close. True when everything finished in time.
+  // Idempotent.
+  bool Shutdown(std::chrono::steady_clock::duration drain);
+
+ private:
+  explicit LoraServer(ServerOptions options);
+  absl::Status StartGrpc();
+  absl::Status LoadModel();
+  void SetHealth(bool serving);
+
+  ServerOptions options_;
+  ServingState state_;
+  BearerAuth admin_auth_;
+  BearerAuth inference_auth_;
+  InferenceService inference_service_;
+  AdminService admin_service_;
+
+  std::unique_ptr<AdapterStore> store_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<AdapterManager> adapters_;
+  std::unique_ptr<Engine> engine_;
+  ServingCore core_;
+  std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<MetricsHttpServer> metrics_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace loraserve::server
