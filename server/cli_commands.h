@@ -10,5 +10,7 @@ namespace loraserve::cli {
 void AddGenerateCommand(CLI::App& app, int* exit_code);
 void AddTokenizeCommand(CLI::App& app, int* exit_code);
 void AddLogitsCommand(CLI::App& app, int* exit_code);
+void AddServeCommand(CLI::App& app, int* exit_code);     // cli_serve.cc
+void AddAdaptersCommand(CLI::App& app, int* exit_code);  // cli_adapters.cc: admin client
 
 }  // namespace loraserve::cli

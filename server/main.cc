@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   loraserve::cli::AddGenerateCommand(app, &exit_code);
   loraserve::cli::AddTokenizeCommand(app, &exit_code);
   loraserve::cli::AddLogitsCommand(app, &exit_code);
+  loraserve::cli::AddServeCommand(app, &exit_code);
+  loraserve::cli::AddAdaptersCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

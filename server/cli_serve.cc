@@ -1,0 +1,153 @@
+// `loraserve serve`: the gRPC server. Parses flags into ServerOptions, starts LoraServer, and
+// waits for SIGTERM/SIGINT, then drains in-flight requests within --drain-seconds.
+#include <signal.h>
+
+#include <iostream>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/bearer_auth.h"
+#include "server/cli_commands.h"
+#include "server/log_setup.h"
+#include "server/lora_server.h"
+
+namespace loraserve::cli {
+
+void AddServeCommand(CLI::App& app, int* exit_code) {
+  struct Flags {
+    server::ServerOptions server;
+    std::string admin_token_file, inference_token_file;
+    std::string merge_mode = "auto";
+    double drain_seconds = 30;
+    std::string log_format = "text", log_level = "info";
+    int64_t max_upload_bytes = 256ll << 20;
+  };
+  auto flags = std::make_shared<Flags>();
+  server::ServerOptions& o = flags->server;
+  CLI::App* cmd = app.add_subcommand("serve", "Serve the gRPC inference and admin APIs");
+  cmd->add_option("--model", o.model_dir, "Hugging Face model folder (config.json, *.safetensors, "
+                                          "tokenizer.json)")
+      ->required();
+  cmd->add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0 = pick one)")
+      ->capture_default_str();
+  cmd->add_option("--metrics-listen", o.metrics_listen,
+                  "Prometheus /metrics HTTP address HOST:PORT; empty = off")
+      ->capture_default_str();
+  cmd->add_option("--store", o.store_dir,
+                  "Adapter store folder (uploads are kept here, crash-safe); its adapters are "
+                  "registered at start. Empty = no uploads");
+  cmd->add_option("--adapter-dir", o.adapter_dir,
+                  "Folder whose every subfolder is a PEFT adapter registered at start (id = "
+                  "subfolder name; not copied into the store)");
+  cmd->add_option("--load-root", o.adapters.load_root,
+                  "LoadAdapter may only read folders under this one; empty = LoadAdapter off");
+  cmd->add_option("--admin-token", o.admin_token,
+                  "Bearer token of the admin API (else env LORASERVE_ADMIN_TOKEN, else "
+                  "--admin-token-file); without one the admin API is disabled");
+  cmd->add_option("--admin-token-file", flags->admin_token_file,
+                  "File whose first line is the admin token");
+  cmd->add_option("--inference-token", o.inference_token,
+                  "Bearer token of the inference API (else env LORASERVE_INFERENCE_TOKEN, else "
+                  "--inference-token-file); none = open");
+  cmd->add_option("--inference-token-file", flags->inference_token_file,
+                  "File whose first line is the inference token");
+  cmd->add_option("--tls-cert", o.tls_cert, "Server certificate chain (PEM); enables TLS");
+  cmd->add_option("--tls-key", o.tls_key, "Server private key (PEM)");
+  cmd->add_option("--tls-client-ca", o.tls_client_ca,
+                  "CA bundle (PEM) for mutual TLS: clients must present a certificate it signed");
+  cmd->add_option("--max-message-bytes", o.max_message_bytes,
+                  "Largest gRPC message received or sent")
+      ->capture_default_str();
+  cmd->add_option("--max-upload-bytes", flags->max_upload_bytes,
+                  "Largest adapter upload (all files together)")
+      ->capture_default_str();
+  cmd->add_option("--max-lora-rank", o.adapters.limits.max_rank,
+                  "Adapters with a larger rank are rejected")
+      ->capture_default_str();
+  cmd->add_option("--pool-bytes", o.engine.pool_bytes,
+                  "Bytes of the unified pool shared by KV blocks and adapter pages")
+      ->capture_default_str();
+  cmd->add_option("--pool-pages", o.engine.pool_pages, "Pool size in pages; 0 = from --pool-bytes")
+      ->capture_default_str();
+  cmd->add_option("--kv-block-size", o.engine.kv_block_size, "Tokens per KV block")
+      ->capture_default_str();
+  cmd->add_option("--max-batch-tokens", o.engine.max_batch_tokens,
+                  "Token budget of one engine step (prefill chunks + decodes)")
+      ->capture_default_str();
+  cmd->add_option("--max-running", o.engine.max_running, "Most requests in the running batch")
+      ->capture_default_str();
+  cmd->add_option("--max-waiting", o.engine.max_waiting,
+                  "Most queued requests; more are RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  cmd->add_option("--max-lora", o.engine.max_adapters_resident,
+                  "Most adapters resident in the adapter pool at once")
+      ->capture_default_str();
+  cmd->add_option("--merge-mode", flags->merge_mode,
+                  "auto: merge single-adapter traffic into the base weights; never: do not")
+      ->check(CLI::IsMember({"auto", "never"}))
+      ->capture_default_str();
+  cmd->add_option("--merge-window-seconds", o.engine.merge_window_seconds,
+                  "Single-adapter traffic this long before merging (auto mode)")
+      ->capture_default_str();
+  cmd->add_option("--default-max-tokens", o.default_max_tokens,
+                  "max_tokens of requests that leave it 0")
+      ->capture_default_str();
+  cmd->add_option("--drain-seconds", flags->drain_seconds,
+                  "On SIGTERM/SIGINT, time in-flight requests get to finish")
+      ->capture_default_str();
+  cmd->add_option("--log-format", flags->log_format, "text or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+
+  cmd->callback([flags, exit_code] {
+    auto fail = [&](const absl::Status& s) {
+      spdlog::error("{}", std::string(s.message()));
+      *exit_code = 1;
+    };
+    if (absl::Status s = server::SetupLogging(flags->log_format, flags->log_level); !s.ok()) {
+      std::cerr << "error: " << s.message() << "\n";
+      *exit_code = 2;
+      return;
+    }
+    server::ServerOptions options = flags->server;
+    auto admin = server::ResolveToken(options.admin_token, "LORASERVE_ADMIN_TOKEN",
+                                      flags->admin_token_file);
+    if (!admin.ok()) return fail(admin.status());
+    options.admin_token = *admin;
+    auto inference = server::ResolveToken(options.inference_token, "LORASERVE_INFERENCE_TOKEN",
+                                          flags->inference_token_file);
+    if (!inference.ok()) return fail(inference.status());
+    options.inference_token = *inference;
+    if (options.admin_token.empty()) {
+      spdlog::warn("no admin token: the admin API answers PERMISSION_DENIED");
+    }
+    options.adapters.max_upload_bytes = static_cast<size_t>(flags->max_upload_bytes);
+    options.engine.merge_mode = flags->merge_mode == "never" ? MergeMode::kNever : MergeMode::kAuto;
+
+    // Signals are taken synchronously by this thread; every thread started from here inherits
+    // the blocked mask, so SIGTERM never interrupts a worker.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    auto server = server::LoraServer::Start(options);
+    if (!server.ok()) return fail(server.status());
+    spdlog::info("listening on port {} (metrics on port {})", (*server)->port(),
+                 (*server)->metrics_port());
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    spdlog::info("signal {}: draining for up to {} s", signal_number, flags->drain_seconds);
+    const bool drained = (*server)->Shutdown(
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::duration<double>(flags->drain_seconds)));
+    spdlog::info(drained ? "drained: every request finished" : "drain deadline passed: the "
+                                                                "remaining requests were cancelled");
+  });
+}
+
+}  // namespace loraserve::cli
