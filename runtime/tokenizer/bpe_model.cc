@@ -3,6 +3,7 @@
 #include "runtime/tokenizer/bpe_model.h"
 
 #include <cstdio>
+#include <mutex>
 #include <queue>
 #include <utility>
 
@@ -130,7 +131,7 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* ids) const 
   }
   const bool cacheable = word.size() <= kMaxCachedWordBytes;
   if (cacheable) {
-    absl::ReaderMutexLock lock(&cache_mutex_);
+    std::shared_lock lock(cache_mutex_);
     auto it = cache_.find(word);
     if (it != cache_.end()) {
       ids->insert(ids->end(), it->second.begin(), it->second.end());
@@ -140,7 +141,7 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* ids) const 
   const size_t start = ids->size();
   MergeWord(word, ids);
   if (cacheable) {
-    absl::MutexLock lock(&cache_mutex_);
+    std::unique_lock lock(cache_mutex_);
     if (cache_.size() < kCacheCapacity) {
       cache_.emplace(std::string(word), std::vector<int32_t>(ids->begin() + start, ids->end()));
     }

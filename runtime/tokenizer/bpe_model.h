@@ -5,14 +5,13 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 
 namespace loraserve::tokenizer {
@@ -64,8 +63,8 @@ class BpeModel {
 
   static constexpr size_t kCacheCapacity = 200000;
   static constexpr size_t kMaxCachedWordBytes = 256;
-  mutable absl::Mutex cache_mutex_;
-  mutable StringMap<std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mutex_);
+  mutable std::shared_mutex cache_mutex_;  // guards cache_
+  mutable StringMap<std::vector<int32_t>> cache_;
 };
 
 }  // namespace loraserve::tokenizer

@@ -187,10 +187,11 @@ std::string Value::Repr() const {
 }
 
 std::string Value::ToJson(int indent, int depth) const {
-  const std::string newline =
-      indent > 0 ? "\n" + std::string(static_cast<size_t>(indent) * (depth + 1), ' ') : "";
-  const std::string close =
-      indent > 0 ? "\n" + std::string(static_cast<size_t>(indent) * depth, ' ') : "";
+  std::string newline, close;
+  if (indent > 0) {
+    newline.append(1, '\n').append(static_cast<size_t>(indent) * (depth + 1), ' ');
+    close.append(1, '\n').append(static_cast<size_t>(indent) * depth, ' ');
+  }
   const std::string item_separator = indent > 0 ? "," : ", ";
   switch (kind_) {
     case Kind::kUndefined:

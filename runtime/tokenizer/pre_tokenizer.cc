@@ -3,6 +3,7 @@
 // to a neighbour.
 #include "runtime/tokenizer/pre_tokenizer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,7 @@ struct Span {
 void SplitAlong(std::string_view text, const std::vector<std::pair<size_t, size_t>>& matches,
                 SplitBehavior behavior, bool invert, std::vector<std::string>* out) {
   std::vector<Span> spans;
+  spans.reserve(matches.size() * 2 + 1);
   size_t prev = 0;
   for (const auto& [start, end] : matches) {
     if (prev != start) spans.push_back({prev, start, invert});
@@ -32,52 +34,49 @@ void SplitAlong(std::string_view text, const std::vector<std::pair<size_t, size_
   }
   if (prev != text.size()) spans.push_back({prev, text.size(), invert});
 
-  std::vector<Span> merged;  // is_match now means "remove"
-  switch (behavior) {
-    case SplitBehavior::kIsolated:
-      for (Span s : spans) merged.push_back({s.start, s.end, false});
-      break;
-    case SplitBehavior::kRemoved:
-      merged = spans;
-      break;
-    case SplitBehavior::kContiguous:
-      for (size_t i = 0; i < spans.size(); ++i) {
-        if (i > 0 && spans[i].is_match && spans[i - 1].is_match) {
-          merged.back().end = spans[i].end;
+  // Each kept piece is a [start, end) range; glued spans extend the last range.
+  std::vector<std::pair<size_t, size_t>> pieces;
+  pieces.reserve(spans.size());
+  const size_t n = spans.size();
+  for (size_t k = 0; k < n; ++k) {
+    // MergedWithNext walks right to left so a match glues onto the span after it.
+    const Span& s = behavior == SplitBehavior::kMergedWithNext ? spans[n - 1 - k] : spans[k];
+    const Span* before = k == 0 ? nullptr
+                         : behavior == SplitBehavior::kMergedWithNext ? &spans[n - k]
+                                                                      : &spans[k - 1];
+    switch (behavior) {
+      case SplitBehavior::kIsolated:
+        pieces.emplace_back(s.start, s.end);
+        break;
+      case SplitBehavior::kRemoved:
+        if (!s.is_match) pieces.emplace_back(s.start, s.end);
+        break;
+      case SplitBehavior::kContiguous:
+        if (s.is_match && before != nullptr && before->is_match) {
+          pieces.back().second = s.end;
         } else {
-          merged.push_back({spans[i].start, spans[i].end, false});
+          pieces.emplace_back(s.start, s.end);
         }
-      }
-      break;
-    case SplitBehavior::kMergedWithPrevious: {
-      bool previous_match = false;
-      for (Span s : spans) {
-        if (s.is_match && !previous_match && !merged.empty()) {
-          merged.back().end = s.end;
+        break;
+      case SplitBehavior::kMergedWithPrevious:
+        if (s.is_match && before != nullptr && !before->is_match) {
+          pieces.back().second = s.end;
         } else {
-          merged.push_back({s.start, s.end, false});
+          pieces.emplace_back(s.start, s.end);
         }
-        previous_match = s.is_match;
-      }
-      break;
-    }
-    case SplitBehavior::kMergedWithNext: {
-      bool previous_match = false;
-      std::vector<Span> reversed;
-      for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
-        if (it->is_match && !previous_match && !reversed.empty()) {
-          reversed.back().start = it->start;
+        break;
+      case SplitBehavior::kMergedWithNext:
+        if (s.is_match && before != nullptr && !before->is_match) {
+          pieces.back().first = s.start;
         } else {
-          reversed.push_back({it->start, it->end, false});
+          pieces.emplace_back(s.start, s.end);
         }
-        previous_match = it->is_match;
-      }
-      merged.assign(reversed.rbegin(), reversed.rend());
-      break;
+        break;
     }
   }
-  for (const Span& s : merged) {
-    if (!s.is_match && s.end > s.start) out->emplace_back(text.substr(s.start, s.end - s.start));
+  if (behavior == SplitBehavior::kMergedWithNext) std::reverse(pieces.begin(), pieces.end());
+  for (const auto& [start, end] : pieces) {
+    if (end > start) out->emplace_back(text.substr(start, end - start));
   }
 }
 
@@ -124,7 +123,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
     std::vector<std::string> split;
     split.reserve(pieces->size());
     for (std::string& piece : *pieces) {
-      if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(0, " ");
+      if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(piece.begin(), ' ');
       if (split_) {
         SplitAlong(piece, split_->FindAll(piece), SplitBehavior::kIsolated, false, &split);
       } else if (!piece.empty()) {
