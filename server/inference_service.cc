@@ -70,8 +70,13 @@ class EngineCall {
       state_->metrics().RecordFinished(adapter_label_, result);
       OnFinish(result);
     };
+    state_->CallStarted();
     auto id = engine_->Submit(std::move(built->request), std::move(callbacks));
-    if (!id.ok()) return id.status();
+    if (!id.ok()) {
+      state_->CallFinished();
+      return id.status();
+    }
+    submitted_ = true;
     bool cancel_now;
     {
       std::lock_guard lock(mutex_);
@@ -92,8 +97,10 @@ class EngineCall {
     if (id.has_value()) engine_->Cancel(*id);
   }
 
+  // Called right before Finish: the call's last act.
   void RecordStatus(const grpc::Status& status) {
     state_->metrics().RecordRequest(adapter_label_, GrpcCodeName(status.error_code()));
+    if (submitted_) state_->CallFinished();
   }
 
   virtual void OnToken(const TokenEvent& event) = 0;
@@ -107,6 +114,7 @@ class EngineCall {
   std::string adapter_label_;
   std::vector<int32_t> prompt_ids_;
   bool return_prompt_ids_ = false;
+  bool submitted_ = false;  // counted in ServingState's active calls
   std::optional<Clock::time_point> last_token_;  // engine thread only
 
   // Guards id_, cancelled_ and the subclasses' state marked "guarded by mutex_".

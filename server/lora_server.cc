@@ -163,11 +163,15 @@ bool LoraServer::Shutdown(std::chrono::steady_clock::duration drain) {
   shut_down_ = true;
   state_.SetDraining();
   if (grpc_ != nullptr) SetHealth(false);
+  const auto deadline = std::chrono::steady_clock::now() + drain;
   bool drained = true;
   if (engine_ != nullptr) drained = engine_->Drain(drain);
+  // Every engine request has finished (or was cancelled); give the calls until the deadline
+  // to write their last messages, and at least a second for the cancelled ones to finish.
+  drained = state_.WaitForCalls(std::max(deadline, std::chrono::steady_clock::now() +
+                                                       std::chrono::seconds(1))) &&
+            drained;
   if (grpc_ != nullptr) {
-    // Every engine request has finished, so every reactor has finished or is finishing; the
-    // short deadline only bounds calls stuck on a slow client.
     grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     grpc_->Wait();
   }

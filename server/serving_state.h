@@ -4,6 +4,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -39,10 +42,28 @@ class ServingState {
   void SetDraining() { draining_.store(true); }
   ServingMetrics& metrics() { return metrics_; }
 
+  // Generate calls between submission and their last write; Shutdown waits for them so a
+  // drained request's final messages still reach the client.
+  void CallStarted() {
+    std::lock_guard lock(calls_mutex_);
+    ++active_calls_;
+  }
+  void CallFinished() {
+    std::lock_guard lock(calls_mutex_);
+    if (--active_calls_ == 0) calls_idle_.notify_all();
+  }
+  bool WaitForCalls(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(calls_mutex_);
+    return calls_idle_.wait_until(lock, deadline, [this] { return active_calls_ == 0; });
+  }
+
  private:
   std::atomic<ServingCore*> core_{nullptr};  // owned by the server, outlives the services
   std::atomic<bool> draining_{false};
   ServingMetrics metrics_;
+  std::mutex calls_mutex_;  // guards active_calls_
+  std::condition_variable calls_idle_;
+  int active_calls_ = 0;
 };
 
 }  // namespace loraserve::server

@@ -89,6 +89,7 @@ class ServerFixture : public ::testing::Test {
     options.adapters.load_root = load_root_.path();
     options.admin_token = kAdminToken;
     options.engine.pool_bytes = 64ll << 20;
+    options.adapters.max_upload_bytes = 1 << 20;
     options.log = [](const std::string&) {};
     Configure(options);
     auto server = server::LoraServer::Start(options);

@@ -1,0 +1,78 @@
+#include "server/cli_adapters_local.h"
+
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/adapter_set.h"
+
+namespace loraserve::cli {
+namespace {
+
+absl::StatusOr<std::pair<std::string, float>> ParseSpec(const std::string& spec) {
+  const size_t at = spec.rfind('@');
+  if (at == std::string::npos) return std::make_pair(spec, 1.0f);
+  float weight = 0;
+  if (!absl::SimpleAtof(spec.substr(at + 1), &weight)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--adapter: weight in '", spec, "' is not a number"));
+  }
+  return std::make_pair(spec.substr(0, at), weight);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LocalAdapters>> LocalAdapters::Load(
+    const LlamaModel& model, const std::vector<std::string>& specs) {
+  auto out = std::unique_ptr<LocalAdapters>(new LocalAdapters());
+  for (const std::string& spec : specs) {
+    auto parsed = ParseSpec(spec);
+    if (!parsed.ok()) return parsed.status();
+    const std::string& path = parsed->first;
+    if (out->adapters_.count(path)) continue;
+    std::string id = std::filesystem::path(path).lexically_normal().filename().string();
+    if (id.empty()) id = path;
+    auto adapter = LoadPeftAdapter(id, path, model.config(), AdapterLimits{});
+    if (!adapter.ok()) return adapter.status();
+    // Ids must be unique inside the pool; paths are.
+    auto shared = std::make_shared<LoraAdapter>(std::move(*adapter));
+    shared->id = path;
+    out->adapters_[path] = std::move(shared);
+  }
+  if (out->adapters_.empty()) return out;
+  const auto base = [&model](int layer, Module module) -> const std::vector<float>& {
+    return model.Weight(layer, module);
+  };
+  const int64_t page_floats = model.KvLayout(16).page_floats();
+  PagePool probe_pages(page_floats, 0);
+  AdapterPool probe(&probe_pages, model.config(), base);
+  int64_t needed = 0;
+  for (const auto& [path, adapter] : out->adapters_) needed += probe.PagesNeeded(*adapter);
+  out->pages_ = std::make_unique<PagePool>(page_floats, static_cast<int32_t>(needed));
+  out->pool_ = std::make_unique<AdapterPool>(out->pages_.get(), model.config(), base);
+  for (const auto& [path, adapter] : out->adapters_) {
+    auto resident = out->pool_->Acquire(path, adapter);
+    if (!resident.ok()) return resident.status();
+    out->resident_[path] = *resident;
+  }
+  return out;
+}
+
+absl::StatusOr<AdapterSetView> LocalAdapters::Set(const std::vector<std::string>& specs) const {
+  WeightedAdapters adapters;
+  AdapterSetView view;
+  for (const std::string& spec : specs) {
+    auto parsed = ParseSpec(spec);
+    if (!parsed.ok()) return parsed.status();
+    auto it = adapters_.find(parsed->first);
+    if (it == adapters_.end()) {
+      return absl::NotFoundError(absl::StrCat("adapter '", parsed->first, "' was not loaded"));
+    }
+    adapters.emplace_back(it->second, parsed->second);
+    view.emplace_back(resident_.at(parsed->first), parsed->second);
+  }
+  if (auto s = ValidateAdapterSet(adapters); !s.ok()) return s;
+  return view;
+}
+
+}  // namespace loraserve::cli
