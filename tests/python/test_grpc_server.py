@@ -83,8 +83,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_factory, tmp_path_factory):
-    model = model_factory("grpc_model", "--seed", "1")
+def model(tmp_path_factory):
+    # In a subprocess: torch and grpcio in one process abort at thread creation.
+    out = str(tmp_path_factory.mktemp("grpc_model"))
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_model.py"), "--out", out,
+                    "--seed", "1"], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
     adapter = str(tmp_path_factory.mktemp("adapter"))
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_adapter.py"), "--model",
                     model, "--out", adapter, "--seed", "3", "--rank", "4", "--b-std", "0.3"],
@@ -212,9 +220,8 @@ def test_metrics_pass_promtool(stubs, server):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_sigterm_drains_and_exits_cleanly(model_factory):
+def test_sigterm_drains_and_exits_cleanly(model):
     import json
-    model = model_factory("grpc_model", "--seed", "1")
     port = free_port()
     proc = subprocess.Popen([loraserve_bin(), "serve", "--model", model, "--listen",
                              f"127.0.0.1:{port}", "--metrics-listen", "", "--log-format", "json",
