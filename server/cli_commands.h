@@ -13,4 +13,9 @@ void AddLogitsCommand(CLI::App& app, int* exit_code);
 void AddServeCommand(CLI::App& app, int* exit_code);     // cli_serve.cc
 void AddAdaptersCommand(CLI::App& app, int* exit_code);  // cli_adapters.cc: admin client
 
+// cli_generate_remote.cc: `generate --server ADDR`. Call after generate's own options exist;
+// RunRemoteGenerate returns true when it handled the command (remote run or a flag error).
+void AddRemoteGenerateOptions(CLI::App* generate);
+bool RunRemoteGenerate(const CLI::App& generate, int* exit_code);
+
 }  // namespace loraserve::cli
