@@ -67,6 +67,47 @@ absl::StatusOr<std::vector<float>> ScorePrompt(const LlamaModel& model,
   return logits;
 }
 
+absl::StatusOr<std::vector<float>> ScoreBatch(const LlamaModel& model,
+                                              const std::vector<std::vector<int32_t>>& prompts,
+                                              const std::vector<AdapterSetView>& sets,
+                                              const float* adapter_pool) {
+  if (sets.size() != prompts.size()) {
+    return absl::InvalidArgumentError("ScoreBatch: one adapter set per prompt");
+  }
+  const int block_size = 16;
+  const auto layout = model.KvLayout(block_size);
+  int total_pages = 0;
+  for (const auto& prompt : prompts) {
+    if (auto s = CheckPrompt(model, prompt, 0); !s.ok()) return s;
+    total_pages += (static_cast<int>(prompt.size()) + block_size - 1) / block_size;
+  }
+  PagePool pool(layout.page_floats(), total_pages);
+  BatchPlan plan;
+  plan.adapter_pool = adapter_pool;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int n = static_cast<int>(prompts[i].size());
+    auto pages = Pages(pool, n, block_size);
+    if (!pages.ok()) return pages.status();
+    SequencePlan seq;
+    seq.token_begin = plan.num_tokens();
+    for (int p = 0; p < n; ++p) {
+      plan.token_ids.push_back(prompts[i][p]);
+      plan.positions.push_back(p);
+    }
+    seq.token_end = plan.num_tokens();
+    seq.block_table = *pages;
+    if (!sets[i].empty()) {
+      seq.adapter_set = static_cast<int>(plan.adapter_sets.size());
+      plan.adapter_sets.push_back(sets[i]);
+    }
+    plan.logit_rows.push_back(seq.token_end - 1);
+    plan.seqs.push_back(std::move(seq));
+  }
+  std::vector<float> logits(prompts.size() * model.config().vocab_size);
+  if (auto s = model.Forward(plan, pool.data(), layout, logits.data()); !s.ok()) return s;
+  return logits;
+}
+
 absl::StatusOr<std::vector<int32_t>> GenerateSingle(const LlamaModel& model,
                                                     std::span<const int32_t> prompt,
                                                     const GenerateOptions& options,

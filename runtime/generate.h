@@ -24,6 +24,13 @@ absl::StatusOr<std::vector<float>> ScorePrompt(const LlamaModel& model,
                                                bool all_positions,
                                                const AdapterContext& adapters = {});
 
+// One forward pass over several prompts at once, each with its own adapter set (a mixed
+// batch); returns each prompt's last-position logits, [prompts x vocab].
+absl::StatusOr<std::vector<float>> ScoreBatch(const LlamaModel& model,
+                                              const std::vector<std::vector<int32_t>>& prompts,
+                                              const std::vector<AdapterSetView>& sets,
+                                              const float* adapter_pool);
+
 struct GenerateOptions {
   int max_tokens = 16;
   SamplingParams sampling;

@@ -1,24 +1,60 @@
-// `loraserve logits`: scores a prompt in-process and writes raw little-endian float32 logits,
-// the hook the Python parity tests use to compare against transformers and PEFT.
-#include <cstdio>
+// `loraserve logits`: scores prompts in-process and writes raw little-endian float32 logits,
+// the hook the Python parity tests use to compare against transformers and PEFT. With
+// --batch-file, every line is one request and all of them run in ONE forward pass.
 #include <fstream>
 #include <iostream>
 
+#include "nlohmann/json.hpp"
 #include "runtime/generate.h"
+#include "server/cli_adapters_local.h"
 #include "server/cli_commands.h"
 #include "server/cli_common.h"
 
 namespace loraserve::cli {
+namespace {
+
+struct BatchLine {
+  std::vector<int32_t> prompt;
+  std::vector<std::string> adapters;  // PATH@WEIGHT specs
+};
+
+// Lines: {"prompt_ids": [..], "adapters": ["path@0.5", ...]}
+absl::StatusOr<std::vector<BatchLine>> ReadBatch(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("--batch-file: cannot open " + path);
+  std::vector<BatchLine> lines;
+  std::string text;
+  while (std::getline(in, text)) {
+    if (text.empty()) continue;
+    auto json = nlohmann::json::parse(text, nullptr, false);
+    if (json.is_discarded() || !json.contains("prompt_ids")) {
+      return absl::InvalidArgumentError("--batch-file: line " + std::to_string(lines.size() + 1) +
+                                        " is not {\"prompt_ids\": [...]}");
+    }
+    BatchLine line;
+    line.prompt = json["prompt_ids"].get<std::vector<int32_t>>();
+    if (json.contains("adapters")) line.adapters = json["adapters"].get<std::vector<std::string>>();
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
+}  // namespace
 
 void AddLogitsCommand(CLI::App& app, int* exit_code) {
   struct Options {
-    std::string model, prompt_ids, out;
+    std::vector<std::string> adapters;
+    std::string model, prompt_ids, batch_file, out;
     bool all_positions = false;
   };
   auto options = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand("logits", "Write next-token logits for a prompt (float32)");
+  CLI::App* cmd = app.add_subcommand("logits", "Write next-token logits for prompts (float32)");
   cmd->add_option("--model", options->model, "Hugging Face model folder")->required();
-  cmd->add_option("--prompt-ids", options->prompt_ids, "Comma-separated token ids")->required();
+  cmd->add_option("--adapter", options->adapters,
+                  "PEFT adapter folder, optionally PATH@WEIGHT; repeat for a weighted set");
+  cmd->add_option("--prompt-ids", options->prompt_ids, "Comma-separated token ids");
+  cmd->add_option("--batch-file", options->batch_file,
+                  "JSON lines {\"prompt_ids\":[..],\"adapters\":[\"PATH@W\",..]} run as one batch");
   cmd->add_option("--out", options->out, "Output file: rows x vocab float32")->required();
   cmd->add_flag("--all-positions", options->all_positions, "Logits for every prompt position");
   cmd->callback([options, exit_code] {
@@ -26,11 +62,36 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
       std::cerr << "error: " << s.message() << "\n";
       *exit_code = 1;
     };
-    auto prompt = ParseIdList(options->prompt_ids, "--prompt-ids");
-    if (!prompt.ok()) return fail(prompt.status());
     auto model = LlamaModel::Load(options->model);
     if (!model.ok()) return fail(model.status());
-    auto logits = ScorePrompt(**model, *prompt, options->all_positions);
+    absl::StatusOr<std::vector<float>> logits;
+    if (!options->batch_file.empty()) {
+      auto batch = ReadBatch(options->batch_file);
+      if (!batch.ok()) return fail(batch.status());
+      std::vector<std::string> all_specs;
+      for (const BatchLine& line : *batch) {
+        all_specs.insert(all_specs.end(), line.adapters.begin(), line.adapters.end());
+      }
+      auto adapters = LocalAdapters::Load(**model, all_specs);
+      if (!adapters.ok()) return fail(adapters.status());
+      std::vector<std::vector<int32_t>> prompts;
+      std::vector<AdapterSetView> sets;
+      for (const BatchLine& line : *batch) {
+        auto set = (*adapters)->Set(line.adapters);
+        if (!set.ok()) return fail(set.status());
+        prompts.push_back(line.prompt);
+        sets.push_back(std::move(*set));
+      }
+      logits = ScoreBatch(**model, prompts, sets, (*adapters)->pool());
+    } else {
+      auto prompt = ParseIdList(options->prompt_ids, "--prompt-ids");
+      if (!prompt.ok()) return fail(prompt.status());
+      auto adapters = LocalAdapters::Load(**model, options->adapters);
+      if (!adapters.ok()) return fail(adapters.status());
+      auto set = (*adapters)->Set(options->adapters);
+      if (!set.ok()) return fail(set.status());
+      logits = ScorePrompt(**model, *prompt, options->all_positions, {&*set, (*adapters)->pool()});
+    }
     if (!logits.ok()) return fail(logits.status());
     std::ofstream out(options->out, std::ios::binary);
     out.write(reinterpret_cast<const char*>(logits->data()),

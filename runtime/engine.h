@@ -1,0 +1,150 @@
+// The serving engine: a single step loop over continuous batches. Submit and Cancel are
+// thread-safe and never wait for a forward pass; results stream back through callbacks that
+// run on the step-loop thread (keep them short: copy and hand off).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "adapters/lora_adapter.h"
+#include "runtime/llama_model.h"
+#include "runtime/sampler.h"
+
+namespace loraserve {
+
+class Tokenizer;
+
+struct AdapterRef {
+  std::string id;
+  float weight = 1.0f;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt_ids;
+  std::vector<AdapterRef> adapters;  // empty = base model; several = weighted fusion
+  int max_tokens = 16;
+  SamplingParams sampling;
+  std::vector<std::string> stop_strings;  // needs EngineOptions::tokenizer
+  bool ignore_eos = false;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+};
+
+enum class FinishReason { kLength, kStop, kCancelled, kDeadline, kError };
+const char* FinishReasonName(FinishReason reason);
+
+struct TokenEvent {
+  int32_t token = 0;  // -1: no new token, only held-back text flushed at the end
+  std::string text;  // newly complete UTF-8 text (empty without a tokenizer)
+};
+
+struct RequestResult {
+  std::vector<int32_t> tokens;
+  std::string text;
+  FinishReason finish_reason = FinishReason::kLength;
+  absl::Status status;  // non-OK only with kError
+  int prompt_tokens = 0;
+  double queued_seconds = 0;       // submit -> first scheduled
+  double first_token_seconds = 0;  // submit -> first token
+  double total_seconds = 0;
+};
+
+struct RequestCallbacks {
+  std::function<void(const TokenEvent&)> on_token;       // may be empty
+  std::function<void(const RequestResult&)> on_finish;   // called exactly once
+};
+
+enum class MergeMode { kAuto, kNever, kForced };
+const char* MergeModeName(MergeMode mode);
+
+struct EngineOptions {
+  int kv_block_size = 16;
+  int64_t pool_pages = 0;       // 0 = derive from pool_bytes
+  int64_t pool_bytes = 1ll << 30;  // shared by KV blocks and adapter pages
+  int max_batch_tokens = 512;   // per-step token budget (chunked prefill + decode)
+  int max_running = 64;
+  int max_waiting = 1024;       // Submit rejects with RESOURCE_EXHAUSTED beyond this
+  int max_adapters_resident = 128;
+  MergeMode merge_mode = MergeMode::kAuto;
+  double merge_window_seconds = 2.0;  // single-adapter traffic this long before merging
+  const Tokenizer* tokenizer = nullptr;  // for stop strings and streamed text
+};
+
+struct AdapterInfo {
+  std::string id;
+  enum class State { kHost, kResident } state = State::kHost;
+  bool pinned = false;
+  int max_rank = 0;
+  double alpha = 0;
+  std::vector<std::string> target_modules;
+  size_t bytes = 0;
+  int in_flight = 0;
+  std::chrono::system_clock::time_point last_used;
+};
+
+struct EngineStats {
+  int waiting = 0;
+  int running = 0;
+  int64_t pool_pages_total = 0;
+  int64_t kv_pages_used = 0;
+  int64_t adapter_pages_used = 0;
+  double kv_usage = 0;  // KV pages / pages that KV could use, 0..1
+  int adapters_resident = 0;
+  int64_t adapter_loads = 0;
+  int64_t adapter_evictions = 0;
+  int64_t adapter_hits = 0;
+  int64_t adapter_misses = 0;
+  int64_t preemptions = 0;
+  int64_t generated_tokens = 0;
+  int64_t steps = 0;
+  MergeMode merge_mode = MergeMode::kAuto;
+  std::string merged_adapter;  // empty when the base weights are pristine
+  int64_t merge_switches = 0;
+  double seconds_merged = 0;
+  double seconds_unmerged = 0;
+  std::vector<std::string> running_adapters;
+  std::vector<std::string> waiting_adapters;
+  std::vector<double> adapter_load_seconds;  // drained by each call (for histograms)
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<LlamaModel> model,
+                                                        EngineOptions options);
+  ~Engine();  // stops the loop; unfinished requests finish as kCancelled
+
+  const ModelConfig& model_config() const;
+
+  // Validates and queues. INVALID_ARGUMENT (names the field), NOT_FOUND (unknown adapter),
+  // RESOURCE_EXHAUSTED (queue full or prompt beyond the context), UNAVAILABLE (draining).
+  absl::StatusOr<uint64_t> Submit(GenerationRequest request, RequestCallbacks callbacks);
+  // Frees the request's KV blocks and adapter references at the next step. Unknown id: no-op.
+  void Cancel(uint64_t request_id);
+
+  // Adapters known to the engine (host cache). Unregister makes new requests NOT_FOUND at once;
+  // in-flight requests keep their reference and finish.
+  absl::Status RegisterAdapter(std::shared_ptr<const LoraAdapter> adapter);
+  absl::Status UnregisterAdapter(const std::string& id);
+  absl::Status PinAdapter(const std::string& id, bool pinned);
+  std::vector<AdapterInfo> ListAdapters() const;
+  absl::Status SetMergeMode(MergeMode mode, const std::string& adapter_id);
+
+  // Stops admitting (Submit -> UNAVAILABLE) and waits up to `deadline` for in-flight requests;
+  // the rest are cancelled. Returns true when everything finished in time.
+  bool Drain(std::chrono::steady_clock::duration deadline);
+
+  EngineStats Stats() const;
+
+ private:
+  class Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace loraserve

@@ -1,0 +1,71 @@
+// A tiny generated Hugging Face model shared by runtime tests: tools/gen_model.py writes it
+// once per test binary run (through the project's virtualenv), and random LoRA adapters are
+// built in memory against its config.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "adapters/lora_adapter.h"
+#include "runtime/llama_model.h"
+
+namespace loraserve::testing {
+
+inline std::string GeneratedModelDir(const std::string& name, const std::string& flags) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("loraserve_test_" + name)).string();
+  if (!std::filesystem::exists(dir + "/config.json")) {
+    const std::string source = LORASERVE_SOURCE_DIR;
+    const std::string cmd = source + "/.venv/bin/python " + source + "/tools/gen_model.py --out " +
+                            dir + " " + flags + " > /dev/null";
+    if (std::system(cmd.c_str()) != 0) {
+      ADD_FAILURE() << "model generation failed: " << cmd;
+    }
+  }
+  return dir;
+}
+
+inline std::unique_ptr<LlamaModel> LoadTinyModel() {
+  auto model = LlamaModel::Load(GeneratedModelDir("tiny_llama", "--seed 3 --layers 2"));
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? std::move(*model) : nullptr;
+}
+
+// A random LoRA adapter on the given modules (all layers), B nonzero.
+inline std::shared_ptr<LoraAdapter> RandomAdapter(const ModelConfig& config, const std::string& id,
+                                                  int rank, uint32_t seed,
+                                                  std::vector<Module> modules = {Module::kQ,
+                                                                                 Module::kV,
+                                                                                 Module::kDown}) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.1f);
+  auto adapter = std::make_shared<LoraAdapter>();
+  adapter->id = id;
+  adapter->num_layers = config.num_layers;
+  adapter->max_rank = rank;
+  adapter->config.r = rank;
+  adapter->config.lora_alpha = 2.0 * rank;
+  adapter->modules.resize(config.num_layers);
+  for (int l = 0; l < config.num_layers; ++l) {
+    for (Module m : modules) {
+      const ModuleDims dims = config.Dims(m);
+      LoraModuleWeights w;
+      w.rank = rank;
+      w.scaling = 2.0f;
+      w.a.resize(static_cast<size_t>(rank) * dims.in);
+      w.b.resize(static_cast<size_t>(dims.out) * rank);
+      for (float& v : w.a) v = normal(rng);
+      for (float& v : w.b) v = normal(rng);
+      adapter->weight_bytes += (w.a.size() + w.b.size()) * sizeof(float);
+      adapter->modules[l][static_cast<int>(m)] = std::move(w);
+    }
+  }
+  return adapter;
+}
+
+}  // namespace loraserve::testing
