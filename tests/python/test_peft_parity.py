@@ -8,6 +8,8 @@
 - weighted sets vs add_weighted_adapter(combination_type="cat"), exactly the weighted sum.
 Acceptance: max |ours - ref| / max |ref| <= 1e-4 per row.
 """
+import contextlib
+import functools
 import json
 import os
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForCausalLM
 
 import gen_adapter
@@ -97,6 +100,24 @@ def set_name(req):
     return "__".join(f"{n}_w{str(w).replace('.', 'p').replace('-', 'm')}" for n, w in req)
 
 
+@contextlib.contextmanager
+def adapter_names_injected(peft_model, names):
+    """PEFT's `adapter_names=` forward, on torch 1.13.
+
+    PEFT injects adapter_names into every LoRA layer's forward through
+    register_forward_pre_hook(with_kwargs=True), which needs torch >= 2.0. Binding the same
+    keyword on each layer's forward reaches the same code path (LoraLayer._mixed_batch_forward).
+    """
+    layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.forward = functools.partial(type(layer).forward, layer, adapter_names=names)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
 class PeftReference:
     """One PeftModel holding every adapter plus the cat-combined weighted sets."""
 
@@ -131,8 +152,8 @@ class PeftReference:
             ids[i, : len(p)] = torch.tensor(p)
             mask[i, : len(p)] = 1
         names = [set_name(r) if len(r) != 1 else r[0][0] for r in reqs]
-        with torch.no_grad():
-            logits = self.peft(ids, attention_mask=mask, adapter_names=names).logits
+        with torch.no_grad(), adapter_names_injected(self.peft, names):
+            logits = self.peft(ids, attention_mask=mask).logits
         return np.stack([logits[i, len(p) - 1].numpy() for i, p in enumerate(prompts)])
 
 
