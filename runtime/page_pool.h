@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -18,9 +19,9 @@ class PagePool {
   int32_t num_pages() const { return static_cast<int32_t>(in_use_.size()); }
   int32_t free_pages() const { return static_cast<int32_t>(free_list_.size()); }
   int32_t used_pages() const { return num_pages() - free_pages(); }
-  float* data() { return storage_.data(); }
-  const float* data() const { return storage_.data(); }
-  float* page(int32_t id) { return storage_.data() + id * page_floats_; }
+  float* data() { return storage_.get(); }
+  const float* data() const { return storage_.get(); }
+  float* page(int32_t id) { return storage_.get() + id * page_floats_; }
 
   // All-or-nothing: n page ids, or nullopt when fewer than n are free.
   std::optional<std::vector<int32_t>> Allocate(int32_t n);
@@ -28,7 +29,9 @@ class PagePool {
 
  private:
   int64_t page_floats_;
-  std::vector<float> storage_;
+  // Left uninitialised: the OS commits pages on first touch, so a large pool costs nothing
+  // until KV blocks or adapters are written into it.
+  std::unique_ptr<float[]> storage_;
   std::vector<int32_t> free_list_;  // LIFO keeps recently used pages warm in cache
   std::vector<bool> in_use_;
 };

@@ -2,7 +2,11 @@
 // they are sampled).
 #include <iostream>
 
+#include <filesystem>
+
 #include "runtime/generate.h"
+#include "runtime/tokenizer/incremental_detokenizer.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "server/cli_commands.h"
 #include "server/cli_adapters_local.h"
 #include "server/cli_common.h"
@@ -12,7 +16,7 @@ namespace loraserve::cli {
 void AddGenerateCommand(CLI::App& app, int* exit_code) {
   struct Options {
     std::vector<std::string> adapters;
-    std::string model, prompt_ids;
+    std::string model, prompt_ids, chat, system;
     int max_tokens = 32;
     float temperature = 0.0f, top_p = 1.0f;
     int top_k = 0;
@@ -25,8 +29,10 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--model", options->model, "Hugging Face model folder")->required();
   cmd->add_option("--adapter", options->adapters,
                   "PEFT adapter folder, optionally PATH@WEIGHT; repeat for a weighted set");
-  cmd->add_option("--prompt-ids", options->prompt_ids, "Prompt as comma-separated token ids")
-      ->required();
+  cmd->add_option("--prompt-ids", options->prompt_ids, "Prompt as comma-separated token ids");
+  cmd->add_option("--chat", options->chat,
+                  "A user message, rendered with the model's chat template");
+  cmd->add_option("--system", options->system, "System message for --chat");
   cmd->add_option("--max-tokens", options->max_tokens, "Tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", options->temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", options->top_k, "0 = off")->capture_default_str();
@@ -41,7 +47,35 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
       std::cerr << "error: " << s.message() << "\n";
       *exit_code = 1;
     };
-    auto prompt = ParseIdList(options->prompt_ids, "--prompt-ids");
+    const std::string text = cmd->get_option("--prompt")->as<std::string>();
+    if (options->model.empty()) return fail(absl::InvalidArgumentError("--model is required"));
+    if (static_cast<int>(!options->prompt_ids.empty()) + static_cast<int>(!text.empty()) +
+            static_cast<int>(!options->chat.empty()) != 1) {
+      return fail(absl::InvalidArgumentError(
+          "give exactly one of --prompt-ids, --prompt or --chat"));
+    }
+    std::unique_ptr<Tokenizer> tokenizer;
+    if (std::filesystem::exists(std::filesystem::path(options->model) / "tokenizer.json")) {
+      auto loaded = Tokenizer::FromFile(options->model);
+      if (!loaded.ok()) return fail(loaded.status());
+      tokenizer = std::move(*loaded);
+    }
+    absl::StatusOr<std::vector<int32_t>> prompt;
+    if (!options->prompt_ids.empty()) {
+      prompt = ParseIdList(options->prompt_ids, "--prompt-ids");
+    } else if (tokenizer == nullptr) {
+      prompt = absl::InvalidArgumentError("--prompt/--chat need tokenizer.json in --model");
+    } else if (!text.empty()) {
+      prompt = tokenizer->Encode(text, /*add_special_tokens=*/true);
+    } else {
+      std::vector<ChatMessage> messages;
+      if (!options->system.empty()) messages.push_back({"system", options->system});
+      messages.push_back({"user", options->chat});
+      auto rendered = tokenizer->ApplyChatTemplate(messages, /*add_generation_prompt=*/true);
+      if (!rendered.ok()) return fail(rendered.status());
+      // Templates spell out their special tokens, as transformers' apply_chat_template does.
+      prompt = tokenizer->Encode(*rendered, /*add_special_tokens=*/false);
+    }
     if (!prompt.ok()) return fail(prompt.status());
     auto model = LlamaModel::Load(options->model);
     if (!model.ok()) return fail(model.status());
@@ -52,9 +86,21 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
     GenerateOptions gen;
     gen.max_tokens = options->max_tokens;
     gen.sampling = {options->temperature, options->top_k, options->top_p, options->seed};
-    if (!options->ignore_eos) gen.stop_token_ids = (*model)->config().eos_token_ids;
-    auto tokens = GenerateSingle(**model, *prompt, gen, {&*set, (*adapters)->pool()});
+    if (!options->ignore_eos) {
+      gen.stop_token_ids = (*model)->config().eos_token_ids;
+      if (tokenizer) {
+        for (int32_t id : tokenizer->eos_ids()) gen.stop_token_ids.push_back(id);
+      }
+    }
+    std::optional<IncrementalDetokenizer> detokenizer;
+    if (tokenizer) detokenizer.emplace(*tokenizer, /*skip_special_tokens=*/true);
+    auto tokens = GenerateSingle(**model, *prompt, gen, {&*set, (*adapters)->pool()},
+                                 [&](int32_t token) {
+                                   if (detokenizer) std::cout << detokenizer->Push(token) << std::flush;
+                                   return true;
+                                 });
     if (!tokens.ok()) return fail(tokens.status());
+    if (detokenizer) std::cout << detokenizer->Flush() << "\n";
     if (options->print_ids) std::cout << JoinIds(*tokens) << "\n";
   });
 }

@@ -41,7 +41,7 @@ void AddRemoteGenerateOptions(CLI::App* cmd) {
   cmd->add_option("--server", flags->client.server,
                   "Send the request to a running server HOST:PORT instead of running in-process");
   AddClientFlags(cmd, &flags->client, /*server_option=*/false);
-  cmd->add_option("--prompt", flags->prompt, "Prompt text (with --server; needs tokenizer.json)");
+  cmd->add_option("--prompt", flags->prompt, "Prompt text (encoded with the model's tokenizer)");
   cmd->add_option("--stop", flags->stop, "Stop string (with --server; repeat)");
   cmd->add_flag("!--no-stream", flags->stream, "Use unary Generate instead of GenerateStream");
   // Either path supplies the model and prompt, so neither flag is required on its own.
@@ -57,9 +57,7 @@ bool RunRemoteGenerate(const CLI::App& cmd, int* exit_code) {
     return true;
   };
   if (flags.client.server.empty()) {
-    if (Flag<std::string>(cmd, "--model").empty()) return fail("--model (or --server) is required");
-    if (Flag<std::string>(cmd, "--prompt-ids").empty()) return fail("--prompt-ids is required");
-    return false;  // the in-process path runs
+    return false;  // the in-process path runs (and checks its own flags)
   }
   v1::GenerateRequest request;
   const std::string prompt_ids = Flag<std::string>(cmd, "--prompt-ids");
