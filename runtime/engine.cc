@@ -399,6 +399,10 @@ bool Engine::Impl::AcquireAdapters(RequestState& r) {
   std::vector<const ResidentLora*> resident;
   for (size_t i = 0; i < r.adapters.size(); ++i) {
     double seconds = 0;
+    if (!pool_.IsResident(r.pool_keys[i])) {
+      while (pool_.stats().resident >= options_.max_adapters_resident && pool_.EvictOne()) {
+      }
+    }
     auto view = pool_.Acquire(r.pool_keys[i], r.adapters[i].first, &seconds);
     if (!view.ok()) {
       for (size_t j = 0; j < i; ++j) pool_.Release(r.pool_keys[j]);
