@@ -152,6 +152,7 @@ class Engine::Impl {
     state->id = next_id_++;
     state->Init(std::move(request), std::move(callbacks), Clock::now());
     const uint64_t id = state->id;
+    ++in_flight_;
     incoming_.push_back(std::move(state));
     cv_.notify_all();
     return id;
@@ -259,15 +260,11 @@ class Engine::Impl {
   bool Drain(Clock::duration deadline) {
     std::unique_lock<std::mutex> lock(mu_);
     draining_ = true;
-    const bool done = idle_cv_.wait_for(lock, deadline, [this] {
-      return incoming_.empty() && waiting_count_ == 0 && running_count_ == 0;
-    });
+    const bool done = idle_cv_.wait_for(lock, deadline, [this] { return in_flight_ == 0; });
     if (!done) {
       drain_cancel_all_ = true;
       cv_.notify_all();
-      idle_cv_.wait_for(lock, std::chrono::seconds(10), [this] {
-        return incoming_.empty() && waiting_count_ == 0 && running_count_ == 0;
-      });
+      idle_cv_.wait_for(lock, std::chrono::seconds(10), [this] { return in_flight_ == 0; });
     }
     return done;
   }
@@ -328,6 +325,7 @@ class Engine::Impl {
   bool drain_cancel_all_ = false;
   int waiting_count_ = 0;
   int running_count_ = 0;
+  int in_flight_ = 0;  // submitted and not yet completed (Drain waits for zero)
   uint64_t next_id_ = 1;
 
   mutable std::mutex registry_mu_;  // guards registry_ and next_registration_
@@ -385,13 +383,20 @@ void Engine::Impl::Finish(RequestState& r, FinishReason reason, absl::Status sta
   RequestResult result = r.MakeResult(reason, std::move(status), Clock::now());
   // Delivered after the step publishes its stats, so a caller woken by on_finish already
   // sees the request's memory returned.
-  if (r.callbacks.on_finish) completions_.emplace_back(std::move(r.callbacks.on_finish), std::move(result));
+  completions_.emplace_back(std::move(r.callbacks.on_finish), std::move(result));
 }
 
 void Engine::Impl::DeliverCompletions() {
   std::vector<std::pair<std::function<void(const RequestResult&)>, RequestResult>> done;
   done.swap(completions_);
-  for (auto& [callback, result] : done) callback(result);
+  for (auto& [callback, result] : done) {
+    if (callback) callback(result);
+  }
+  if (!done.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_ -= static_cast<int>(done.size());
+    if (in_flight_ == 0) idle_cv_.notify_all();
+  }
 }
 
 bool Engine::Impl::AcquireAdapters(RequestState& r) {
@@ -664,7 +669,6 @@ void Engine::Impl::PublishStats() {
   std::lock_guard<std::mutex> lock(mu_);
   waiting_count_ = static_cast<int>(waiting_.size());
   running_count_ = static_cast<int>(running_.size());
-  if (incoming_.empty() && waiting_.empty() && running_.empty()) idle_cv_.notify_all();
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LlamaModel> model,

@@ -226,6 +226,16 @@ TEST_F(EngineTest, UnregisterRejectsNewRequestsButInFlightFinish) {
   EXPECT_EQ(o.result.tokens.size(), 40u);
 }
 
+TEST_F(EngineTest, DrainWaitsForInFlightThenRejects) {
+  auto engine = MakeEngine();
+  auto future = SubmitAsync(*engine, Greedy({1, 2, 3, 4}, 60, {{"a0", 1.0f}}));
+  EXPECT_TRUE(engine->Drain(std::chrono::seconds(60)));
+  // Drain returned only after the request finished with all its tokens.
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(future.get().result.tokens.size(), 60u);
+  EXPECT_EQ(engine->Submit(Greedy({1}, 2), {}).status().code(), absl::StatusCode::kUnavailable);
+}
+
 TEST_F(EngineTest, QueueFullIsResourceExhausted) {
   EngineOptions small;
   small.max_waiting = 2;
