@@ -61,16 +61,29 @@ bool RunRemoteGenerate(const CLI::App& cmd, int* exit_code) {
   }
   v1::GenerateRequest request;
   const std::string prompt_ids = Flag<std::string>(cmd, "--prompt-ids");
-  if (!flags.prompt.empty()) {
+  const std::string chat = Flag<std::string>(cmd, "--chat");
+  if (!chat.empty()) {
+    const std::string system = Flag<std::string>(cmd, "--system");
+    if (!system.empty()) {
+      v1::ChatMessage* m = request.mutable_chat()->add_messages();
+      m->set_role("system");
+      m->set_content(system);
+    }
+    v1::ChatMessage* m = request.mutable_chat()->add_messages();
+    m->set_role("user");
+    m->set_content(chat);
+  } else if (!flags.prompt.empty()) {
     request.set_text(flags.prompt);
   } else if (!prompt_ids.empty()) {
     auto ids = ParseIdList(prompt_ids, "--prompt-ids");
     if (!ids.ok()) return fail(std::string(ids.status().message()));
     request.mutable_token_ids()->mutable_ids()->Assign(ids->begin(), ids->end());
   } else {
-    return fail("--prompt or --prompt-ids is required");
+    return fail("one of --chat, --prompt or --prompt-ids is required");
   }
-  const auto adapters = Flag<std::vector<std::string>>(cmd, "--adapter");
+  // CLI11 reports an unset vector option as one empty string.
+  std::vector<std::string> adapters = Flag<std::vector<std::string>>(cmd, "--adapter");
+  std::erase(adapters, std::string());
   for (const std::string& spec : adapters) {
     std::pair<std::string, std::string> parts = absl::StrSplit(spec, absl::MaxSplits('@', 1));
     float weight = 1.0f;
