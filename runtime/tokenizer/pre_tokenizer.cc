@@ -10,6 +10,7 @@
 #include "absl/strings/str_replace.h"
 #include "runtime/tokenizer/byte_level.h"
 #include "runtime/tokenizer/pattern.h"
+#include "runtime/tokenizer/regex.h"
 
 namespace loraserve::tokenizer {
 namespace {
@@ -173,16 +174,19 @@ class MetaspacePreTokenizer : public PreTokenizer {
   bool split_;
 };
 
+// HF's Digits splits on char::is_numeric, i.e. every Unicode number (Nd, Nl, No: "𝟘", "²",
+// "Ⅻ"), not only ASCII digits; PCRE2's \p{N} is the same class.
 class DigitsPreTokenizer : public PreTokenizer {
  public:
-  explicit DigitsPreTokenizer(bool individual) : individual_(individual) {}
+  DigitsPreTokenizer(bool individual, std::unique_ptr<Regex> numeric)
+      : individual_(individual), numeric_(std::move(numeric)) {}
   void PreTokenize(std::vector<std::string>* pieces, bool starts_text) const override {
     std::vector<std::string> out;
     for (const std::string& piece : *pieces) {
       std::vector<std::pair<size_t, size_t>> digits;
-      for (size_t i = 0; i < piece.size(); ++i) {
-        if (piece[i] >= '0' && piece[i] <= '9') digits.emplace_back(i, i + 1);
-      }
+      numeric_->ForEachMatch(piece, [&](size_t start, size_t end) {
+        if (end > start) digits.emplace_back(start, end);
+      });
       SplitAlong(piece, digits,
                  individual_ ? SplitBehavior::kIsolated : SplitBehavior::kContiguous, false, &out);
     }
@@ -191,6 +195,7 @@ class DigitsPreTokenizer : public PreTokenizer {
 
  private:
   bool individual_;
+  std::unique_ptr<Regex> numeric_;  // one number character per match
 };
 
 absl::StatusOr<SplitBehavior> ParseBehavior(const std::string& name) {
@@ -252,7 +257,10 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const nlohmann::
                                                    config.value("split", true));
   }
   if (type == "Digits") {
-    return std::make_unique<DigitsPreTokenizer>(config.value("individual_digits", false));
+    auto numeric = Regex::Compile("\\p{N}");
+    if (!numeric.ok()) return numeric.status();
+    return std::make_unique<DigitsPreTokenizer>(config.value("individual_digits", false),
+                                                std::move(*numeric));
   }
   return absl::UnimplementedError(absl::StrCat(
       "tokenizer.json: pre_tokenizer type '", type,

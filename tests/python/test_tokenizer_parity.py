@@ -6,7 +6,7 @@ import random
 import pytest
 from tokenizers import Tokenizer
 
-from tokenizer_harness import NAMES, load_corpus, run_cli, tokenizers_dir
+from tokenizer_harness import PARITY_NAMES, load_corpus, run_cli, tokenizer_path
 
 MAX_REPORTED = 8
 
@@ -25,10 +25,10 @@ def corpus():
     return texts
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARITY_NAMES)
 @pytest.mark.parametrize("add_special", [False, True])
 def test_encode_matches_reference(name, add_special, corpus):
-    path = tokenizers_dir() / name
+    path = tokenizer_path(name)
     reference = Tokenizer.from_file(str(path / "tokenizer.json"))
     expected = [e.ids for e in reference.encode_batch(corpus, add_special_tokens=add_special)]
     args = ["--tokenizer", str(path)] + (["--add-special-tokens"] if add_special else [])
@@ -47,10 +47,10 @@ def id_sequences(reference, corpus, seed):
     return sequences
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARITY_NAMES)
 @pytest.mark.parametrize("skip_special", [False, True])
 def test_decode_matches_reference(name, skip_special, corpus):
-    path = tokenizers_dir() / name
+    path = tokenizer_path(name)
     reference = Tokenizer.from_file(str(path / "tokenizer.json"))
     sequences = id_sequences(reference, corpus, seed=7)
     expected = reference.decode_batch(sequences, skip_special_tokens=skip_special)

@@ -23,6 +23,19 @@ def tokenizers_dir():
     return path
 
 
+# Real tokenizers checked for parity: the three shared test files, plus the tokenizer.json of
+# the embedded default model (SmolLM2), which tools/convert_gguf.py builds from the GGUF.
+PARITY_NAMES = NAMES + ["smollm2"]
+
+
+def tokenizer_path(name):
+    if name == "smollm2":
+        sys.path.insert(0, str(REPO / "tools"))
+        from default_model import default_model_dir  # noqa: E402
+        return pathlib.Path(default_model_dir())
+    return tokenizers_dir() / name
+
+
 def loraserve_bin():
     path = pathlib.Path(os.environ.get("LORASERVE_BIN", REPO / "build" / "loraserve"))
     if not path.is_file():
