@@ -3,6 +3,8 @@
 // built in memory against its config.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -17,17 +19,22 @@
 namespace loraserve::testing {
 
 inline std::string GeneratedModelDir(const std::string& name, const std::string& flags) {
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("loraserve_test_" + name)).string();
-  if (!std::filesystem::exists(dir + "/config.json")) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("loraserve_test_" + name);
+  if (!fs::exists(dir / "config.json")) {
+    // ctest runs test processes in parallel: generate privately, then publish with one rename.
+    const fs::path staging = dir.string() + ".tmp." + std::to_string(::getpid());
     const std::string source = LORASERVE_SOURCE_DIR;
     const std::string cmd = source + "/.venv/bin/python " + source + "/tools/gen_model.py --out " +
-                            dir + " " + flags + " > /dev/null";
+                            staging.string() + " " + flags + " > /dev/null";
     if (std::system(cmd.c_str()) != 0) {
       ADD_FAILURE() << "model generation failed: " << cmd;
     }
+    std::error_code ignored;
+    fs::rename(staging, dir, ignored);  // loses the race harmlessly when another won
+    fs::remove_all(staging, ignored);
   }
-  return dir;
+  return dir.string();
 }
 
 inline std::unique_ptr<LlamaModel> LoadTinyModel() {
