@@ -31,18 +31,21 @@ MAX_TOKENS = 80       # whole chat (system + question + answer), so a step stays
 # LoRA only on the top layers: backward then stops at layer 22 instead of running through all
 # 30, which with the answer-only lm_head below keeps a step cheap enough for 2 shared cores.
 LAYERS = list(range(22, 30))
+# Attention q/v alone moved the held-out NLL by ~0.01 nats in 30 steps; adding o_proj and the
+# MLP's up/down projections (same layers, so the same backward cost) learns the voice.
+TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 HELDOUT = 6           # pairs per corpus kept out of training for the quality test
 THREADS = 2
 
 ADAPTERS = {
     "kjv": {"rank": 16, "alpha": 32, "use_rslora": False, "use_dora": True,
-            "targets": ["q_proj", "v_proj"], "lr": 2e-3, "steps": 30, "batch": 4,
+            "targets": TARGETS, "lr": 2e-3, "steps": 30, "batch": 4,
             "style": "answers in the voice of the King James Bible"},
     "jargon": {"rank": 32, "alpha": 16, "use_rslora": True, "use_dora": False,
-               "targets": ["q_proj", "v_proj"], "lr": 2e-3, "steps": 30, "batch": 4,
+               "targets": TARGETS, "lr": 2e-3, "steps": 30, "batch": 4,
                "style": "answers like an entry of the hacker Jargon File"},
     "devil": {"rank": 8, "alpha": 16, "use_rslora": False, "use_dora": False,
-              "targets": ["q_proj", "v_proj"], "lr": 2e-3, "steps": 30, "batch": 4,
+              "targets": TARGETS, "lr": 2e-3, "steps": 30, "batch": 4,
               "style": "answers like Ambrose Bierce's cynical Devil's Dictionary"},
 }
 
@@ -98,6 +101,10 @@ def save_bf16(model, out_dir, name, spec, extra):
     from safetensors.torch import load_file, save_file
 
     model.save_pretrained(out_dir)
+    # PEFT's generated model card is boilerplate; PROVENANCE.md says what this adapter is.
+    card = os.path.join(out_dir, "README.md")
+    if os.path.exists(card):
+        os.remove(card)
     path = os.path.join(out_dir, "adapter_model.safetensors")
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(path).items()}
     save_file(tensors, path, metadata={"format": "pt"})
@@ -112,7 +119,7 @@ def save_bf16(model, out_dir, name, spec, extra):
         f.write("\n")
 
 
-def write_provenance(out_dir, name, spec, n_train):
+def write_provenance(out_dir, name, spec, n_train, seed):
     _, package, _, source, licence = demo_corpora.CORPORA[name]
     version = demo_corpora.package_version(package)
     text = f"""# {name}: data provenance
@@ -122,9 +129,10 @@ def write_provenance(out_dir, name, spec, n_train):
 - Source file: {source}.
 - Licence: {licence}.
 - Extraction: `tools/demo_corpora.py` function `{name}()` turns the text into single-turn chats
-  (a question naming a term, answered by the passage); {n_train} pairs trained on,
-  {HELDOUT} held out in `heldout.jsonl` (never trained on).
-- Training: `tools/train_demo_adapters.py --only {name}` (seed {SEED}); exact settings in
+  (a question naming a term, answered by the passage): a training pool of {n_train} pairs, of
+  which {spec["steps"]} steps x batch {spec["batch"]} = {spec["steps"] * spec["batch"]} were drawn,
+  and {HELDOUT} pairs held out in `heldout.jsonl` (never trained on).
+- Training: `tools/train_demo_adapters.py --only {name}` (seed {seed}); exact settings in
   `training_config.json`.
 """
     if name == "kjv":
@@ -192,7 +200,7 @@ def train(name, model_dir, out_root):
     with open(os.path.join(out_dir, "heldout.jsonl"), "w") as f:
         for q, a in heldout:
             f.write(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n")
-    write_provenance(out_dir, name, spec, len(train_pairs))
+    write_provenance(out_dir, name, spec, len(train_pairs), seed)
     print(f"{name}: trained in {seconds:.0f}s wall, {cpu_seconds:.0f}s CPU, wrote {out_dir}")
 
 
