@@ -8,16 +8,16 @@
 #   BENCH_WAIT_POLICIES OMP_WAIT_POLICY values to run with, in order (default "PASSIVE"; add
 #                       ACTIVE on a quiet machine: libgomp's spin-wait is 10-30x slower whenever
 #                       another process holds a core)
-#   BENCH_ROUNDS        engine_bench rounds, each running all five cases back to back (default 2)
-#   BENCH_NEW_TOKENS    tokens generated per engine request (default 16)
-#   BENCH_JOBS          build parallelism (default 2)
+#   BENCH_ROUNDS        engine_bench rounds, each running all five cases back to back (default 3)
+#   BENCH_NEW_TOKENS    tokens generated per engine request (default 12)
+#   BENCH_JOBS          build parallelism (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_dir="${BENCH_BUILD_DIR:-build-bench}"
 policies="${BENCH_WAIT_POLICIES:-PASSIVE}"
-rounds="${BENCH_ROUNDS:-2}"
-new_tokens="${BENCH_NEW_TOKENS:-16}"
+rounds="${BENCH_ROUNDS:-3}"
+new_tokens="${BENCH_NEW_TOKENS:-12}"
 jobs="${BENCH_JOBS:-2}"
 out=.cache/bench
 model="$out/model100m"

@@ -23,7 +23,7 @@ namespace loraserve {
 namespace {
 
 constexpr int kBlockSize = 16;
-constexpr int kContext = 128;   // tokens already cached per sequence before a decode step
+constexpr int kContext = 128;  // tokens already cached per sequence before a decode step
 constexpr int kMaxBatch = 16;
 
 // The model and a KV pool where sequence s owns pages [s * pages_per_seq, ...), each holding
@@ -109,8 +109,8 @@ Fixture& GetFixture() {
 double StreamedWeightBytes(const LlamaModel& model) {
   const ModelConfig& c = model.config();
   const double embedding = static_cast<double>(c.vocab_size) * c.hidden_size;
-  return 4.0 * (static_cast<double>(model.ParameterCount()) -
-                (c.tie_word_embeddings ? 0.0 : embedding));
+  return 4.0 *
+         (static_cast<double>(model.ParameterCount()) - (c.tie_word_embeddings ? 0.0 : embedding));
 }
 
 // Bytes of KV one step's attention reads: every cached position of every layer, K and V.

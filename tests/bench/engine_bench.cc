@@ -44,11 +44,16 @@ constexpr Case kCases[] = {Case::kBase, Case::kOneUnmerged, Case::kOneMerged, Ca
 
 const char* CaseName(Case c) {
   switch (c) {
-    case Case::kBase: return "a_base";
-    case Case::kOneUnmerged: return "b_one_adapter_unmerged";
-    case Case::kOneMerged: return "c_one_adapter_merged";
-    case Case::kDistinct: return "d_64_distinct_adapters";
-    case Case::kWeightedPairs: return "e_64_weighted_pairs";
+    case Case::kBase:
+      return "a_base";
+    case Case::kOneUnmerged:
+      return "b_one_adapter_unmerged";
+    case Case::kOneMerged:
+      return "c_one_adapter_merged";
+    case Case::kDistinct:
+      return "d_64_distinct_adapters";
+    case Case::kWeightedPairs:
+      return "e_64_weighted_pairs";
   }
   return "?";
 }
@@ -57,11 +62,15 @@ std::string AdapterId(int i) { return "a" + std::to_string(i % kAdapters); }
 
 std::vector<AdapterRef> AdaptersFor(Case c, int request) {
   switch (c) {
-    case Case::kBase: return {};
+    case Case::kBase:
+      return {};
     case Case::kOneUnmerged:
-    case Case::kOneMerged: return {{AdapterId(0), 1.0f}};
-    case Case::kDistinct: return {{AdapterId(request), 1.0f}};
-    case Case::kWeightedPairs: return {{AdapterId(request), 0.7f}, {AdapterId(request + 1), 0.3f}};
+    case Case::kOneMerged:
+      return {{AdapterId(0), 1.0f}};
+    case Case::kDistinct:
+      return {{AdapterId(request), 1.0f}};
+    case Case::kWeightedPairs:
+      return {{AdapterId(request), 0.7f}, {AdapterId(request + 1), 0.3f}};
   }
   return {};
 }
@@ -71,10 +80,10 @@ struct CaseResult {
   // CPU seconds of every thread of this process: on a shared, oversubscribed machine this tracks
   // the work per token far more steadily than wall time, which includes waiting for a core.
   double decode_tokens_per_cpu_s = 0;
-  double e2e_tokens_per_s = 0;     // every generated token / (submit -> last finish)
-  double mean_batch = 0;           // tokens per decode-only step
-  int full_steps = 0;              // decode steps with all kRequests in the batch (the timed ones)
-  bool merged = false;             // base weights held a merged adapter in the last step
+  double e2e_tokens_per_s = 0;  // every generated token / (submit -> last finish)
+  double mean_batch = 0;        // tokens per decode-only step
+  int full_steps = 0;           // decode steps with all kRequests in the batch (the timed ones)
+  bool merged = false;          // base weights held a merged adapter in the last step
 };
 
 [[noreturn]] void Die(const std::string& message) {
@@ -310,13 +319,13 @@ int Main(int argc, char** argv) {
     e2e[c] = Median(e);
   }
 
-  std::printf("\nengine decode throughput: %zu parameters, %d requests x %d new tokens, "
-              "%d-token prompts, rank 16, %d round(s)\nload average before: %s, after: %s\n\n",
-              parameters, kRequests, flags.new_tokens, flags.prompt_tokens, flags.rounds,
-              load_before.c_str(), load_after.c_str());
-  std::printf("%-24s %12s %9s %14s %9s %10s %10s %10s %6s\n", "case", "decode tok/s",
-              "ratio/(a)", "tok/CPU-s", "ratio/(a)", "e2e tok/s", "mean batch", "full steps",
-              "merged");
+  std::printf(
+      "\nengine decode throughput: %zu parameters, %d requests x %d new tokens, "
+      "%d-token prompts, rank 16, %d round(s)\nload average before: %s, after: %s\n\n",
+      parameters, kRequests, flags.new_tokens, flags.prompt_tokens, flags.rounds,
+      load_before.c_str(), load_after.c_str());
+  std::printf("%-24s %12s %9s %14s %9s %10s %10s %10s %6s\n", "case", "decode tok/s", "ratio/(a)",
+              "tok/CPU-s", "ratio/(a)", "e2e tok/s", "mean batch", "full steps", "merged");
   for (size_t c = 0; c < std::size(kCases); ++c) {
     const CaseResult& last = results[c].back();
     std::printf("%-24s %12.1f %9.3f %14.1f %9.3f %10.1f %10.1f %10d %6s\n", CaseName(kCases[c]),
@@ -324,10 +333,11 @@ int Main(int argc, char** argv) {
                 last.full_steps, last.merged ? "yes" : "no");
   }
   const double d_ratio = ratio[3], c_ratio = ratio[2];
-  std::printf("\ngoal (d)/(a) >= 0.80: %.3f wall (%s), %.3f CPU time\n"
-              "goal (c)/(a) >= 0.97: %.3f wall (%s), %.3f CPU time\n",
-              d_ratio, d_ratio >= 0.8 ? "met" : "NOT met", cpu_ratio[3], c_ratio,
-              c_ratio >= 0.97 ? "met" : "NOT met", cpu_ratio[2]);
+  std::printf(
+      "\ngoal (d)/(a) >= 0.80: %.3f wall (%s), %.3f CPU time\n"
+      "goal (c)/(a) >= 0.97: %.3f wall (%s), %.3f CPU time\n",
+      d_ratio, d_ratio >= 0.8 ? "met" : "NOT met", cpu_ratio[3], c_ratio,
+      c_ratio >= 0.97 ? "met" : "NOT met", cpu_ratio[2]);
 
   if (!flags.json.empty()) {
     std::ofstream out(flags.json);
@@ -338,8 +348,7 @@ int Main(int argc, char** argv) {
         << load_after << "\",\n  \"cases\": {\n";
     for (size_t c = 0; c < std::size(kCases); ++c) {
       out << "    \"" << CaseName(kCases[c]) << "\": {\"decode_tokens_per_s\": " << tps[c]
-          << ", \"ratio_to_a\": " << ratio[c]
-          << ", \"decode_tokens_per_cpu_s\": " << cpu_tps[c]
+          << ", \"ratio_to_a\": " << ratio[c] << ", \"decode_tokens_per_cpu_s\": " << cpu_tps[c]
           << ", \"cpu_ratio_to_a\": " << cpu_ratio[c] << ", \"e2e_tokens_per_s\": " << e2e[c]
           << ", \"mean_batch\": " << results[c].back().mean_batch
           << ", \"full_steps\": " << results[c].back().full_steps
@@ -355,7 +364,8 @@ int Main(int argc, char** argv) {
       out << "]}" << (c + 1 < std::size(kCases) ? "," : "") << "\n";
     }
     out << "  },\n  \"cpu_ratio_d_over_a\": " << cpu_ratio[3]
-        << ",\n  \"cpu_ratio_c_over_a\": " << cpu_ratio[2] << ",\n  \"goal_d_over_a_0_80_met\": " << (d_ratio >= 0.8 ? "true" : "false")
+        << ",\n  \"cpu_ratio_c_over_a\": " << cpu_ratio[2]
+        << ",\n  \"goal_d_over_a_0_80_met\": " << (d_ratio >= 0.8 ? "true" : "false")
         << ",\n  \"goal_c_over_a_0_97_met\": " << (c_ratio >= 0.97 ? "true" : "false") << "\n}\n";
     if (!out) Die("could not write " + flags.json);
   }
