@@ -12,6 +12,7 @@ void AddTokenizeCommand(CLI::App& app, int* exit_code);
 void AddLogitsCommand(CLI::App& app, int* exit_code);
 void AddServeCommand(CLI::App& app, int* exit_code);     // cli_serve.cc
 void AddAdaptersCommand(CLI::App& app, int* exit_code);  // cli_adapters.cc: admin client
+void AddFuseLocalCommand(CLI::App& app, int* exit_code);  // cli_fuse_local.cc: offline fusion
 
 // cli_generate_remote.cc: `generate --server ADDR`. Call after generate's own options exist;
 // RunRemoteGenerate returns true when it handled the command (remote run or a flag error).

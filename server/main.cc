@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   loraserve::cli::AddLogitsCommand(app, &exit_code);
   loraserve::cli::AddServeCommand(app, &exit_code);
   loraserve::cli::AddAdaptersCommand(app, &exit_code);
+  loraserve::cli::AddFuseLocalCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }
