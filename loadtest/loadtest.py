@@ -230,8 +230,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         report = asyncio.run(run(args))
-    except (asyncio.TimeoutError, grpc.aio.AioRpcError) as error:
-        print(f"error: cannot reach loraserve at {args.server}: {error}", file=sys.stderr)
+    except asyncio.TimeoutError:
+        print(f"error: no loraserve answered at {args.server} within --ready-timeout "
+              f"{args.ready_timeout:g} s: is it running and listening there?", file=sys.stderr)
+        return 1
+    except grpc.aio.AioRpcError as error:
+        print(f"error: {args.server} answered {error.code().name}: {error.details()}",
+              file=sys.stderr)
         return 1
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

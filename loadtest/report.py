@@ -142,7 +142,8 @@ def write_plot(report: dict, path: str) -> str:
             "set xlabel 'send time (s)'", "set ylabel 'ms'", "set key top left",
             f"plot '{latency}' using 1:3 with points pt 7 ps 0.6 title 'total', "
             f"'{latency}' using 1:2 with points pt 7 ps 0.6 title 'TTFT'",
-            "set title 'requests per adapter, most popular first'", "set xlabel ''", "set ylabel 'requests'",
+            "set title 'requests per adapter, most popular first'", "set xlabel ''",
+            "set ylabel 'requests'",
             "set style fill solid 0.6", "set boxwidth 0.7", "set yrange [0:*]",
             "set xtics rotate by -30", "set key top right",
             f"plot '{counts}' using 1:3:xtic(2) with boxes title 'sent', "

@@ -115,8 +115,9 @@ def test_zipf_load_over_four_adapters(server):
 
 
 def test_adapter_count_discovers_ids_through_the_admin_api(server):
-    report, _ = run_loadtest(server, "discovery", "--adapter-count", 2, "--admin-token", TOKEN, "--rate", 4,
-                             "--duration", 1.5, "--prompt-tokens", 4, "--max-tokens", 2)
+    report, _ = run_loadtest(server, "discovery", "--adapter-count", 2, "--admin-token", TOKEN,
+                             "--rate", 4, "--duration", 1.5, "--prompt-tokens", 4,
+                             "--max-tokens", 2)
     # ListAdapters is sorted by id; the first two become the popularity order.
     assert report["config"]["adapters"] == ["lt-a", "lt-b"]
     assert set(report["summary"]["per_adapter"]) <= {"lt-a", "lt-b"}
