@@ -10,7 +10,10 @@
 #                       another process holds a core)
 #   BENCH_ROUNDS        engine_bench rounds, each running all five cases back to back (default 3)
 #   BENCH_NEW_TOKENS    tokens generated per engine request (default 12)
-#   BENCH_JOBS          build parallelism (default 3)
+#   BENCH_JOBS          build parallelism (default 2)
+#   OPENBLAS_CORETYPE   passed through and recorded: Debian's OpenBLAS 0.3.21 does not know
+#                       recent Xeons and falls back to its SSE3 "Prescott" kernels; SkylakeX
+#                       selects the AVX-512 ones (see docs/PERFORMANCE.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,11 +58,12 @@ export LORASERVE_BENCH_ADAPTERS="$adapters"
   printf '  "cpu": "%s",\n  "cores": %s,\n' \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(nproc)"
   printf '  "load_average_before": "%s",\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+  printf '  "openblas_coretype": "%s",\n' "${OPENBLAS_CORETYPE:-auto}"
   printf '  "wait_policies": "%s"\n}\n' "$policies"
 } >"$out/run.json"
 
 for policy in $policies; do
-  tag=$(echo "$policy" | tr '[:upper:]' '[:lower:]')
+  tag=$(echo "$policy${OPENBLAS_CORETYPE:+_$OPENBLAS_CORETYPE}" | tr "[:upper:]" "[:lower:]")
   echo "== OMP_WAIT_POLICY=$policy (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   OMP_WAIT_POLICY="$policy" "$build_dir/bench/decode_bench" \
     --benchmark_out="$out/decode_bench_$tag.json" --benchmark_out_format=json
