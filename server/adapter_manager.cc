@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "adapters/peft_writer.h"
 
 namespace loraserve::server {
 namespace {
@@ -31,8 +32,10 @@ void AdapterManager::RegisterStored(const std::function<void(const std::string&)
   for (const StoredAdapter& entry : store_->List()) {
     auto adapter = LoadPeftAdapter(entry.id, entry.path, base_, options_.limits);
     absl::Status status = adapter.status();
+    std::shared_ptr<const LoraAdapter> parsed;
     if (status.ok()) {
-      status = engine_->RegisterAdapter(std::make_shared<const LoraAdapter>(*std::move(adapter)));
+      parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
+      status = engine_->RegisterAdapter(parsed);
     }
     if (!status.ok()) {
       log(absl::StrCat("stored adapter '", entry.id, "' skipped: ", status.message()));
@@ -40,6 +43,7 @@ void AdapterManager::RegisterStored(const std::function<void(const std::string&)
     }
     std::lock_guard lock(mutex_);
     sha256_[entry.id] = entry.adapter_sha256;
+    parsed_[entry.id] = std::move(parsed);
     stored_.insert(entry.id);
   }
 }
@@ -69,9 +73,11 @@ absl::Status AdapterManager::RegisterDirectory(
     auto adapter = LoadPeftAdapter(id, folder.string(), base_, options_.limits);
     absl::Status status = adapter.status();
     std::string sha;
+    std::shared_ptr<const LoraAdapter> parsed;
     if (status.ok()) {
       sha = adapter->sha256;
-      status = engine_->RegisterAdapter(std::make_shared<const LoraAdapter>(*std::move(adapter)));
+      parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
+      status = engine_->RegisterAdapter(parsed);
     }
     if (!status.ok()) {
       log(absl::StrCat("adapter folder ", folder.string(), " skipped: ", status.message()));
@@ -79,6 +85,7 @@ absl::Status AdapterManager::RegisterDirectory(
     }
     std::lock_guard lock(mutex_);
     sha256_[id] = sha;
+    parsed_[id] = std::move(parsed);
   }
   return absl::OkStatus();
 }
@@ -116,6 +123,7 @@ absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
   pending_.erase(id);
   if (!status.ok()) return status;
   sha256_[id] = stored->adapter_sha256;
+  parsed_[id] = parsed;
   if (store_ != nullptr) stored_.insert(id);
   for (const AdapterInfo& info : engine_->ListAdapters()) {
     if (info.id == id) return FromInfo(info, stored->adapter_sha256, store_ != nullptr);
@@ -181,6 +189,7 @@ absl::StatusOr<int> AdapterManager::Unload(const std::string& id, bool keep_in_s
   }
   if (absl::Status s = engine_->UnregisterAdapter(id); !s.ok()) return s;
   sha256_.erase(id);
+  parsed_.erase(id);
   if (stored_.erase(id) > 0 && !keep_in_store) {
     if (absl::Status s = store_->Delete(id); !s.ok()) return s;
   }
@@ -196,6 +205,48 @@ absl::StatusOr<ManagedAdapter> AdapterManager::Pin(const std::string& id, bool p
   }
   if (absl::Status s = engine_->PinAdapter(id, pinned); !s.ok()) return s;
   return Get(id);
+}
+
+absl::StatusOr<ManagedAdapter> AdapterManager::Fuse(
+    const std::string& new_id, const std::vector<std::pair<std::string, double>>& sources,
+    const FuseOptions& options) {
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "FuseAdapters stores its result and needs an adapter store: start with --store DIR");
+  }
+  // Held by shared_ptr, so an unload racing with the fusion cannot free a source.
+  std::vector<std::shared_ptr<const LoraAdapter>> held;
+  {
+    std::lock_guard lock(mutex_);
+    if (absl::Status s = CheckNew(new_id); !s.ok()) return s;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      auto it = parsed_.find(sources[i].first);
+      if (it == parsed_.end()) {
+        return absl::NotFoundError(absl::StrCat("sources[", i, "].adapter_id: adapter '",
+                                                sources[i].first, "' is not registered"));
+      }
+      held.push_back(it->second);
+    }
+  }
+  std::vector<FuseSource> fuse_sources;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    fuse_sources.push_back({held[i].get(), sources[i].second});
+  }
+  absl::StatusOr<LoraAdapter> fused = FuseAdapters(new_id, fuse_sources, options);
+  if (!fused.ok()) return fused.status();
+  if (fused->max_rank > options_.limits.max_rank) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank: the fused adapter has rank ", fused->max_rank, " (",
+        FuseCombinationName(options.combination),
+        options.combination == FuseCombination::kCat ? " sums the source ranks" : "",
+        "), above this server's maximum LoRA rank ", options_.limits.max_rank,
+        "; use an *_svd method with rank <= ", options_.limits.max_rank));
+  }
+  absl::StatusOr<std::map<std::string, std::string>> files = SerializePeftAdapter(*fused);
+  if (!files.ok()) return files.status();
+  return StoreAndRegister(
+      new_id, [&](const PutOptions& put) { return store_->PutFromFiles(new_id, *files, put); },
+      "");
 }
 
 std::vector<ManagedAdapter> AdapterManager::List() const {

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "adapters/adapter_store.h"
+#include "adapters/fusion.h"
 #include "adapters/lora_adapter.h"
 #include "runtime/engine.h"
 
@@ -55,6 +56,11 @@ class AdapterManager {
   // the store. Returns the requests still using it.
   absl::StatusOr<int> Unload(const std::string& id, bool keep_in_store);
   absl::StatusOr<ManagedAdapter> Pin(const std::string& id, bool pinned);
+  // Fuses registered adapters offline (adapters/fusion.h: PEFT's add_weighted_adapter), then
+  // stores and registers the result as `new_id` exactly like an upload of its PEFT files.
+  absl::StatusOr<ManagedAdapter> Fuse(const std::string& new_id,
+                                      const std::vector<std::pair<std::string, double>>& sources,
+                                      const FuseOptions& options);
 
   std::vector<ManagedAdapter> List() const;
   absl::StatusOr<ManagedAdapter> Get(const std::string& id) const;
@@ -79,6 +85,8 @@ class AdapterManager {
   std::map<std::string, std::string> sha256_;  // every registered adapter
   std::set<std::string> stored_;               // the registered adapters that are in the store
   std::set<std::string> pending_;              // ids with an upload or load in flight
+  // The parsed form of every registered adapter (shared with the engine): Fuse's input.
+  std::map<std::string, std::shared_ptr<const LoraAdapter>> parsed_;
 };
 
 }  // namespace loraserve::server

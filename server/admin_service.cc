@@ -2,7 +2,10 @@
 
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "adapters/fusion.h"
 #include "server/grpc_status.h"
 
 namespace loraserve::server {
@@ -223,12 +226,45 @@ grpc::ServerUnaryReactor* AdminService::PinAdapter(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* AdminService::FuseAdapters(grpc::CallbackServerContext* context,
                                                      const v1::FuseAdaptersRequest* request,
-                                                     v1::AdapterStatus*) {
-  // Offline fusion (linear/cat/TIES/DARE + SVD) lives in adapters/ once written; until then the
-  // RPC exists so clients can be built against the final API.
-  return RunAdmin(context, state_, auth_, [&](ServingCore&) -> absl::Status {
-    return absl::UnimplementedError(
-        "FuseAdapters: offline fusion is not implemented yet; use a request-time mix instead");
+                                                     v1::AdapterStatus* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
+    if (request->new_adapter_id().empty()) {
+      return absl::InvalidArgumentError("new_adapter_id: must not be empty");
+    }
+    if (request->sources().empty()) {
+      return absl::InvalidArgumentError("sources: name at least one adapter to fuse");
+    }
+    if (request->method() == v1::FUSE_METHOD_UNSPECIFIED ||
+        !v1::FuseMethod_IsValid(request->method())) {
+      return absl::InvalidArgumentError("method: choose a FuseMethod (e.g. FUSE_METHOD_CAT)");
+    }
+    // FUSE_METHOD_DARE_TIES_SVD -> "dare_ties_svd", PEFT's combination_type.
+    auto combination = ParseFuseCombination(absl::AsciiStrToLower(
+        absl::StripPrefix(v1::FuseMethod_Name(request->method()), "FUSE_METHOD_")));
+    if (!combination.ok()) return combination.status();
+    FuseOptions options;
+    options.combination = *combination;
+    if (request->rank() < 0) return absl::InvalidArgumentError("rank: must be >= 0");
+    if (request->rank() > 0) options.svd_rank = request->rank();
+    if (request->density() != 0) options.density = request->density();
+    if (request->has_svd_clamp()) options.svd_clamp = request->svd_clamp();
+    options.majority_sign = request->majority_sign_method() == v1::MAJORITY_SIGN_METHOD_FREQUENCY
+                                ? MajoritySign::kFrequency
+                                : MajoritySign::kTotal;
+    options.seed = request->seed();
+    std::vector<std::pair<std::string, double>> sources;
+    for (int i = 0; i < request->sources_size(); ++i) {
+      const v1::FuseSource& source = request->sources(i);
+      if (source.adapter_id().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sources[", i, "].adapter_id: must not be empty"));
+      }
+      sources.emplace_back(source.adapter_id(), source.weight());
+    }
+    auto fused = core.adapters->Fuse(request->new_adapter_id(), sources, options);
+    if (!fused.ok()) return fused.status();
+    ToProto(*fused, response);
+    return absl::OkStatus();
   });
 }
 

@@ -5,7 +5,9 @@
 #include <iomanip>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "proto/admin.grpc.pb.h"
@@ -125,6 +127,9 @@ void AddAdaptersCommand(CLI::App& app, int* exit_code) {
     bool quiet = false, keep = false, unpin = false;
     int rank = 0;
     float density = 1.0f;
+    float svd_clamp = -1.0f;
+    std::string majority_sign = "total";
+    uint64_t seed = 0;
   };
   auto args = std::make_shared<Args>();
 
@@ -189,11 +194,24 @@ void AddAdaptersCommand(CLI::App& app, int* exit_code) {
   CLI::App* fuse = cmd->add_subcommand("fuse", "Fuse adapters offline into a new one");
   fuse->add_option("id", args->id, "New adapter id")->required();
   fuse->add_option("--source", args->sources, "ID@WEIGHT (repeat)")->required();
-  fuse->add_option("--method", args->method, "linear, cat, svd, ties, dare_linear, dare_ties")
-      ->check(CLI::IsMember({"linear", "cat", "svd", "ties", "dare_linear", "dare_ties"}))
+  fuse->add_option("--method", args->method,
+                   "PEFT combination_type: linear, cat, svd, ties, ties_svd, dare_linear, "
+                   "dare_ties, dare_linear_svd, dare_ties_svd, magnitude_prune, "
+                   "magnitude_prune_svd")
+      ->check(CLI::IsMember({"linear", "cat", "svd", "ties", "ties_svd", "dare_linear",
+                             "dare_ties", "dare_linear_svd", "dare_ties_svd", "magnitude_prune",
+                             "magnitude_prune_svd"}))
       ->capture_default_str();
   fuse->add_option("--rank", args->rank, "Target rank of SVD methods; 0 = largest source rank");
-  fuse->add_option("--density", args->density, "TIES/DARE density")->capture_default_str();
+  fuse->add_option("--density", args->density, "TIES/DARE/magnitude_prune density in (0, 1]")
+      ->capture_default_str();
+  fuse->add_option("--svd-clamp", args->svd_clamp,
+                   "SVD methods: clamp factors at this quantile; negative = no clamp")
+      ->capture_default_str();
+  fuse->add_option("--majority-sign", args->majority_sign, "TIES sign election")
+      ->check(CLI::IsMember({"total", "frequency"}))
+      ->capture_default_str();
+  fuse->add_option("--seed", args->seed, "Seed of DARE's random drop")->capture_default_str();
   fuse->callback([=] {
     v1::FuseAdaptersRequest request;
     request.set_new_adapter_id(args->id);
@@ -209,13 +227,18 @@ void AddAdaptersCommand(CLI::App& app, int* exit_code) {
       source->set_adapter_id(parts.first);
       source->set_weight(weight);
     }
-    static const std::map<std::string, v1::FuseMethod> kMethods = {
-        {"linear", v1::FUSE_METHOD_LINEAR}, {"cat", v1::FUSE_METHOD_CAT},
-        {"svd", v1::FUSE_METHOD_SVD},       {"ties", v1::FUSE_METHOD_TIES},
-        {"dare_linear", v1::FUSE_METHOD_DARE_LINEAR}, {"dare_ties", v1::FUSE_METHOD_DARE_TIES}};
-    request.set_method(kMethods.at(args->method));
+    v1::FuseMethod method;
+    // --method is checked against the list above, so the name always parses.
+    v1::FuseMethod_Parse(absl::AsciiStrToUpper(absl::StrCat("FUSE_METHOD_", args->method)),
+                         &method);
+    request.set_method(method);
     request.set_rank(args->rank);
     request.set_density(args->density);
+    if (args->svd_clamp >= 0) request.set_svd_clamp(args->svd_clamp);
+    request.set_majority_sign_method(args->majority_sign == "frequency"
+                                         ? v1::MAJORITY_SIGN_METHOD_FREQUENCY
+                                         : v1::MAJORITY_SIGN_METHOD_TOTAL);
+    request.set_seed(args->seed);
     grpc::ClientContext context;
     PrepareContext(*flags, &context);
     v1::AdapterStatus response;
