@@ -209,13 +209,14 @@ TEST_F(GrpcServerTest, StatusCodes) {
     EXPECT_EQ(admin_->LoadAdapter(&escape_context, request, &status).error_code(),
               grpc::StatusCode::PERMISSION_DENIED);
   }
-  // UNIMPLEMENTED until offline fusion lands.
+  // A fuse request without a new adapter id names the missing field.
   {
     grpc::ClientContext context;
     Authorize(&context);
     v1::AdapterStatus status;
-    EXPECT_EQ(admin_->FuseAdapters(&context, {}, &status).error_code(),
-              grpc::StatusCode::UNIMPLEMENTED);
+    grpc::Status result = admin_->FuseAdapters(&context, {}, &status);
+    EXPECT_EQ(result.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(result.error_message().find("new_adapter_id"), std::string::npos);
   }
 }
 
