@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     parser.add_argument("--blend", default="jargon@0.5,devil@0.5",
                         help="comma list of NAME@WEIGHT for the blended answer")
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--binary", default=os.path.join(ROOT, "build", "loraserve"))
+    parser.add_argument("--binary", default=os.environ.get(
+        "LORASERVE_BIN", os.path.join(ROOT, "build", "loraserve")))
     args = parser.parse_args(argv)
     model_dir = default_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
