@@ -70,7 +70,7 @@ absl::StatusOr<std::vector<float>> ScorePrompt(const LlamaModel& model,
 absl::StatusOr<std::vector<float>> ScoreBatch(const LlamaModel& model,
                                               const std::vector<std::vector<int32_t>>& prompts,
                                               const std::vector<AdapterSetView>& sets,
-                                              const float* adapter_pool) {
+                                              const float* adapter_pool, bool all_positions) {
   if (sets.size() != prompts.size()) {
     return absl::InvalidArgumentError("ScoreBatch: one adapter set per prompt");
   }
@@ -100,10 +100,12 @@ absl::StatusOr<std::vector<float>> ScoreBatch(const LlamaModel& model,
       seq.adapter_set = static_cast<int>(plan.adapter_sets.size());
       plan.adapter_sets.push_back(sets[i]);
     }
-    plan.logit_rows.push_back(seq.token_end - 1);
+    for (int row = all_positions ? seq.token_begin : seq.token_end - 1; row < seq.token_end; ++row) {
+      plan.logit_rows.push_back(row);
+    }
     plan.seqs.push_back(std::move(seq));
   }
-  std::vector<float> logits(prompts.size() * model.config().vocab_size);
+  std::vector<float> logits(plan.logit_rows.size() * model.config().vocab_size);
   if (auto s = model.Forward(plan, pool.data(), layout, logits.data()); !s.ok()) return s;
   return logits;
 }

@@ -25,11 +25,13 @@ absl::StatusOr<std::vector<float>> ScorePrompt(const LlamaModel& model,
                                                const AdapterContext& adapters = {});
 
 // One forward pass over several prompts at once, each with its own adapter set (a mixed
-// batch); returns each prompt's last-position logits, [prompts x vocab].
+// batch); returns each prompt's last-position logits, [prompts x vocab], or with
+// all_positions every position of every prompt in order, [sum of lengths x vocab].
 absl::StatusOr<std::vector<float>> ScoreBatch(const LlamaModel& model,
                                               const std::vector<std::vector<int32_t>>& prompts,
                                               const std::vector<AdapterSetView>& sets,
-                                              const float* adapter_pool);
+                                              const float* adapter_pool,
+                                              bool all_positions = false);
 
 struct GenerateOptions {
   int max_tokens = 16;

@@ -82,7 +82,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
         prompts.push_back(line.prompt);
         sets.push_back(std::move(*set));
       }
-      logits = ScoreBatch(**model, prompts, sets, (*adapters)->pool());
+      logits = ScoreBatch(**model, prompts, sets, (*adapters)->pool(), options->all_positions);
     } else {
       auto prompt = ParseIdList(options->prompt_ids, "--prompt-ids");
       if (!prompt.ok()) return fail(prompt.status());

@@ -61,19 +61,27 @@ def token_nlls(logits, ids, scored):
     return -logp[scored[1:]]
 
 
-def engine_nll(model_dir, adapter, chats, tmp_path):
-    """Mean NLL per answer token over all chats, through `loraserve logits`."""
-    out = os.path.join(tmp_path, "logits.bin")
-    nlls = []
-    for ids, scored in chats:
-        args = ["logits", "--model", model_dir, "--prompt-ids", ",".join(map(str, ids)),
-                "--out", out, "--all-positions"]
-        if adapter != BASE:
-            args += ["--adapter", os.path.join(ADAPTER_ROOT, adapter)]
-        proc = run_loraserve(*args)
-        assert proc.returncode == 0, proc.stderr
-        nlls.append(token_nlls(np.fromfile(out, dtype=np.float32), ids, scored))
-    return float(np.concatenate(nlls).mean())
+def engine_nlls(model_dir, adapter, texts, tmp_path):
+    """{text: mean NLL per answer token} for one model over every held-out text, through ONE
+    `loraserve logits --batch-file --all-positions` call (all chats in one forward pass)."""
+    batch = os.path.join(tmp_path, f"{adapter}.jsonl")
+    spec = [] if adapter == BASE else [os.path.join(ADAPTER_ROOT, adapter)]
+    order = [(t, ids, scored) for t in sorted(texts) for ids, scored in texts[t]]
+    with open(batch, "w") as f:
+        for _, ids, _ in order:
+            f.write(json.dumps({"prompt_ids": list(ids), "adapters": spec}) + "\n")
+    out = os.path.join(tmp_path, f"{adapter}.bin")
+    proc = run_loraserve("logits", "--model", model_dir, "--batch-file", batch, "--out", out,
+                         "--all-positions")
+    assert proc.returncode == 0, proc.stderr
+    logits = np.fromfile(out, dtype=np.float32)
+    vocab = logits.size // sum(len(ids) for _, ids, _ in order)
+    logits = logits.reshape(-1, vocab)
+    nlls, row = {}, 0
+    for text, ids, scored in order:
+        nlls.setdefault(text, []).append(token_nlls(logits[row:row + len(ids)], ids, scored))
+        row += len(ids)
+    return {t: float(np.concatenate(v).mean()) for t, v in nlls.items()}
 
 
 def peft_nll(model_dir, adapter, chats):
@@ -97,8 +105,10 @@ def confusion(model_dir, tokenizer, tmp_path_factory):
     """{(model, text): our engine's mean NLL}; models are the base and every adapter."""
     tmp = str(tmp_path_factory.mktemp("nll"))
     texts = {name: heldout_chats(tokenizer, name) for name in ADAPTERS}
-    table = {(m, t): engine_nll(model_dir, m, texts[t], tmp)
-             for m in [BASE, *ADAPTERS] for t in ADAPTERS}
+    table = {}
+    for m in [BASE, *ADAPTERS]:
+        for t, nll in engine_nlls(model_dir, m, texts, tmp).items():
+            table[m, t] = nll
     print(format_matrix(table))
     return table, texts
 
