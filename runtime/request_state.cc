@@ -8,13 +8,6 @@
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace loraserve {
-namespace {
-
-bool EndsWithReplacementChar(const std::string& s) {
-  return s.size() >= 3 && s.compare(s.size() - 3, 3, "\xEF\xBF\xBD") == 0;
-}
-
-}  // namespace
 
 void RequestState::Init(GenerationRequest req, RequestCallbacks cb, Clock::time_point now) {
   request = std::move(req);
@@ -49,8 +42,8 @@ std::optional<FinishReason> RequestState::Append(int32_t token, bool is_eos,
   tokens.push_back(token);
   generated.push_back(token);
   if (tokenizer != nullptr) {
-    std::string full = tokenizer->Decode(generated, /*skip_special_tokens=*/true);
-    if (!EndsWithReplacementChar(full)) text_ = std::move(full);
+    if (!detokenizer_) detokenizer_.emplace(*tokenizer, /*skip_special_tokens=*/true);
+    text_ += detokenizer_->Push(token);
     for (const std::string& stop : request.stop_strings) {
       if (stop.empty()) continue;
       const size_t from = streamed_ > stop.size() ? streamed_ - stop.size() : 0;

@@ -13,6 +13,7 @@
 #include "runtime/engine.h"
 #include "runtime/resident_adapter.h"
 #include "runtime/sampler.h"
+#include "runtime/tokenizer/incremental_detokenizer.h"
 
 namespace loraserve {
 
@@ -51,6 +52,8 @@ struct RequestState {
  private:
   void Stream(int32_t token, size_t upto);
 
+  // Decodes only the newest tokens each step (a full re-decode per token is quadratic).
+  std::optional<IncrementalDetokenizer> detokenizer_;
   std::string text_;     // decoded generated text (complete UTF-8 only)
   size_t streamed_ = 0;  // bytes of text_ already sent through on_token
   size_t stop_holdback_ = 0;

@@ -150,9 +150,9 @@ void HistogramFamily::RenderSamples(std::string* out) const {
   }
 }
 
-ScalarFamily* MetricsRegistry::AddCounter(std::string name, std::string help,
-                                          std::vector<std::string> label_names) {
-  auto family = std::make_unique<ScalarFamily>(std::move(name), std::move(help), "counter",
+ScalarFamily* MetricsRegistry::AddScalar(std::string name, std::string help, const char* type,
+                                         std::vector<std::string> label_names) {
+  auto family = std::make_unique<ScalarFamily>(std::move(name), std::move(help), type,
                                                std::move(label_names));
   ScalarFamily* raw = family.get();
   if (raw->label_count() == 0) raw->Set({}, 0);  // unlabelled series exist from the start
@@ -161,15 +161,14 @@ ScalarFamily* MetricsRegistry::AddCounter(std::string name, std::string help,
   return raw;
 }
 
+ScalarFamily* MetricsRegistry::AddCounter(std::string name, std::string help,
+                                          std::vector<std::string> label_names) {
+  return AddScalar(std::move(name), std::move(help), "counter", std::move(label_names));
+}
+
 ScalarFamily* MetricsRegistry::AddGauge(std::string name, std::string help,
                                         std::vector<std::string> label_names) {
-  auto family = std::make_unique<ScalarFamily>(std::move(name), std::move(help), "gauge",
-                                               std::move(label_names));
-  ScalarFamily* raw = family.get();
-  if (raw->label_count() == 0) raw->Set({}, 0);  // unlabelled series exist from the start
-  std::lock_guard lock(mutex_);
-  families_.push_back(std::move(family));
-  return raw;
+  return AddScalar(std::move(name), std::move(help), "gauge", std::move(label_names));
 }
 
 HistogramFamily* MetricsRegistry::AddHistogram(std::string name, std::string help,

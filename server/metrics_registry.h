@@ -91,6 +91,9 @@ class MetricsRegistry {
   std::string Render() const;
 
  private:
+  ScalarFamily* AddScalar(std::string name, std::string help, const char* type,
+                          std::vector<std::string> label_names);
+
   mutable std::mutex mutex_;  // guards families_ (the families guard their own series)
   std::vector<std::unique_ptr<MetricFamily>> families_;
 };
