@@ -5,6 +5,9 @@
 // L1-sized depth blocks, so x and A tiles are reused across the block's rows and ranks.
 // Nothing here calls OpenBLAS: its pthread pool and the OpenMP team spin against each other when
 // one call mixes both (measured in docs/kernels_lora.md).
+// Rows may be fp32, bf16 or fp16 (LoraRef::dtype): a shrink task covers one ref, so it has one
+// dtype; an expand task walks its segment's refs in runs of one dtype, applying out_scale only
+// after the last run.
 #include "kernels/cpu/lora.h"
 
 #include <algorithm>
@@ -24,16 +27,24 @@ constexpr int kBgmvTaskRows = 16;
 constexpr int kSgmvTaskRows = 32;
 constexpr int kSgmvDepth = 1024;  // a 4-row x tile + a few A rows of 4 KB: inside L1
 constexpr int kExpandTaskRows = 64;
-constexpr int kExpandTaskFeatures = 256;
+constexpr int kExpandTaskFeatures = 512;
 
 // The rank rows of every ref in a segment, concatenated: the shrink writes
-// v[row][k_total] (scale folded in) and the expand reads all refs' B columns in one pass, so
-// weighted sets cost one read-modify-write of y and out_scale sees the full sum.
+// v[row][k_total] (scale folded in) and the expand reads all refs' B columns in one pass per
+// dtype run, so a weighted set of one dtype costs one read-modify-write of y and out_scale sees
+// the full sum.
 struct SegmentPlan {
   const LoraSegment* segment;
   int64_t v_offset;  // into v: rows x k_total
   int64_t k_offset;  // into a_rows / b_cols: k_total
   int k_total;
+  int runs_begin, runs_end;  // into the dtype runs
+};
+
+// Consecutive ranks of one segment stored in one dtype.
+struct DtypeRun {
+  int k_begin, k_count;
+  LoraDtype dtype;
 };
 
 struct ShrinkTask {
@@ -41,6 +52,7 @@ struct ShrinkTask {
   int k_begin;  // within the segment's concatenated ranks
   int k_count;
   float scale;
+  LoraDtype dtype;
   int row_begin, row_end;  // relative to the segment
   int depth;               // input features per pass
 };
@@ -56,7 +68,14 @@ struct ExpandTask {
 namespace detail {
 
 bool CpuHasAvx2Fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has;
+}
+
+bool CpuHasAvx512() {
+  // libgcc also checks that the OS saves the AVX-512 register state (XCR0).
+  static const bool has = __builtin_cpu_supports("avx512f");
   return has;
 }
 
@@ -64,8 +83,9 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs,
                const LoraApplyOptions& options) {
   std::vector<SegmentPlan> plans;
-  std::vector<const float*> a_rows;
-  std::vector<const float*> b_cols;
+  std::vector<DtypeRun> runs;
+  std::vector<const void*> a_rows;
+  std::vector<const void*> b_cols;
   std::vector<ShrinkTask> shrink_tasks;
   std::vector<ExpandTask> expand_tasks;
   int64_t v_size = 0;
@@ -76,7 +96,9 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
     if (rows <= 0 || (s.refs_end == s.refs_begin && s.out_scale == nullptr)) continue;
     const int plan = static_cast<int>(plans.size());
     const bool sgmv = rows >= options.sgmv_min_rows;
-    SegmentPlan& p = plans.emplace_back(SegmentPlan{&s, v_size, std::ssize(a_rows), 0});
+    const int runs_begin = static_cast<int>(runs.size());
+    SegmentPlan& p = plans.emplace_back(
+        SegmentPlan{&s, v_size, std::ssize(a_rows), 0, runs_begin, runs_begin});
     for (int ref = s.refs_begin; ref < s.refs_end; ++ref) {
       const LoraRef& lr = refs[ref];
       for (int k = 0; k < lr.rank; ++k) {
@@ -85,16 +107,25 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
       }
       if (sgmv) {
         for (int r = 0; r < rows; r += kSgmvTaskRows)
-          shrink_tasks.push_back({plan, p.k_total, lr.rank, lr.scale, r,
+          shrink_tasks.push_back({plan, p.k_total, lr.rank, lr.scale, lr.dtype, r,
                                   std::min(rows, r + kSgmvTaskRows), kSgmvDepth});
       } else {
         for (int k = 0; k < lr.rank; k += kBgmvTaskRanks)
           for (int r = 0; r < rows; r += kBgmvTaskRows)
             shrink_tasks.push_back({plan, p.k_total + k, std::min(kBgmvTaskRanks, lr.rank - k),
-                                    lr.scale, r, std::min(rows, r + kBgmvTaskRows), in_dim});
+                                    lr.scale, lr.dtype, r, std::min(rows, r + kBgmvTaskRows),
+                                    in_dim});
+      }
+      if (runs.size() > static_cast<size_t>(runs_begin) && runs.back().dtype == lr.dtype) {
+        runs.back().k_count += lr.rank;
+      } else {
+        runs.push_back({p.k_total, lr.rank, lr.dtype});
       }
       p.k_total += lr.rank;
     }
+    // A segment without refs still needs one (empty) run to apply its out_scale.
+    if (runs.size() == static_cast<size_t>(runs_begin)) runs.push_back({0, 0, LoraDtype::kF32});
+    p.runs_end = static_cast<int>(runs.size());
     v_size += static_cast<int64_t>(rows) * p.k_total;
     for (int r = 0; r < rows; r += kExpandTaskRows)
       for (int j = 0; j < out_dim; j += kExpandTaskFeatures)
@@ -103,7 +134,9 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
   }
   if (plans.empty()) return;
   std::vector<float> v(v_size);
-  const MicroKernels mk = options.allow_avx2 && CpuHasAvx2Fma()
+  const MicroKernels mk = options.allow_avx512 && CpuHasAvx512()
+                              ? lora_internal::Avx512MicroKernels()
+                          : options.allow_avx2 && CpuHasAvx2Fma()
                               ? lora_internal::Avx2MicroKernels()
                               : lora_internal::PortableMicroKernels();
 
@@ -118,19 +151,25 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
       const float* xs = x + (p.segment->row_begin + task.row_begin) * ldx;
       float* out = v.data() + p.v_offset + task.row_begin * p.k_total + task.k_begin;
       for (int i = 0; i < in_dim; i += task.depth) {
-        mk.shrink(a_rows.data() + p.k_offset + task.k_begin, task.k_count, xs, ldx,
-                  task.row_end - task.row_begin, i, std::min(in_dim, i + task.depth), task.scale,
-                  /*accumulate=*/i > 0, out, p.k_total);
+        mk.shrink[static_cast<int>(task.dtype)](
+            a_rows.data() + p.k_offset + task.k_begin, task.k_count, xs, ldx,
+            task.row_end - task.row_begin, i, std::min(in_dim, i + task.depth), task.scale,
+            /*accumulate=*/i > 0, out, p.k_total);
       }
     }
 #pragma omp for schedule(dynamic)
     for (int t = 0; t < num_expand; ++t) {
       const ExpandTask& task = expand_tasks[t];
       const SegmentPlan& p = plans[task.plan];
-      mk.expand(b_cols.data() + p.k_offset, p.k_total,
-                v.data() + p.v_offset + task.row_begin * p.k_total, p.k_total,
-                task.row_end - task.row_begin, task.j_begin, task.j_end, p.segment->out_scale,
-                y + (p.segment->row_begin + task.row_begin) * ldy, ldy);
+      for (int run = p.runs_begin; run < p.runs_end; ++run) {
+        const DtypeRun& dr = runs[run];
+        mk.expand[static_cast<int>(dr.dtype)](
+            b_cols.data() + p.k_offset + dr.k_begin, dr.k_count,
+            v.data() + p.v_offset + task.row_begin * p.k_total + dr.k_begin, p.k_total,
+            task.row_end - task.row_begin, task.j_begin, task.j_end,
+            run + 1 == p.runs_end ? p.segment->out_scale : nullptr,
+            y + (p.segment->row_begin + task.row_begin) * ldy, ldy);
+      }
     }
   }
 }

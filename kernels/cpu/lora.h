@@ -9,16 +9,28 @@
 
 namespace loraserve::kernels {
 
+// How an adapter's rows are stored in the pool. Compute is always fp32; 16-bit rows halve the
+// bytes a memory-bound decode step streams (bf16 and fp16 files are stored as they came, which
+// is lossless). See docs/kernels_lora.md.
+enum class LoraDtype : uint8_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
+inline constexpr int kNumLoraDtypes = 3;
+
+// Pool units (4 bytes each, the pool's element) that one row of `length` elements occupies.
+constexpr int64_t LoraRowUnits(LoraDtype dtype, int64_t length) {
+  return dtype == LoraDtype::kF32 ? length : (length + 1) / 2;
+}
+
 // One (adapter, weight) pair applied to one LoRA target module, in the paged layout.
 // The adapter pool stores each rank-row of A (length in_dim) and each rank-column of B (stored
-// as a contiguous row of length out_dim, i.e. B transposed) somewhere in one big float pool;
-// the kernel gets per-rank offsets (in floats) into `pool`, so the pool can place rows in any
-// pages.
+// as a contiguous row of length out_dim, i.e. B transposed) somewhere in one big pool of 4-byte
+// units; the kernel gets per-rank offsets (in units) into `pool`, so the pool can place rows in
+// any pages. A 16-bit row packs two elements per unit, starting at its offset.
 struct LoraRef {
   int rank;
   float scale;            // request weight * (alpha/r, or alpha/sqrt(r) for rsLoRA)
-  const int64_t* a_rows;  // [rank] offsets of A's rows (each in_dim floats)
-  const int64_t* b_cols;  // [rank] offsets of B's columns (each out_dim floats, contiguous)
+  const int64_t* a_rows;  // [rank] offsets of A's rows (each in_dim elements)
+  const int64_t* b_cols;  // [rank] offsets of B's columns (each out_dim elements, contiguous)
+  LoraDtype dtype = LoraDtype::kF32;  // element type of every row above
 };
 
 // Rows [row_begin, row_end) of x/y use refs [refs_begin, refs_end). No refs = base-only rows
@@ -34,7 +46,8 @@ struct LoraSegment {
 // segment, then y[r, :] *= out_scale when the segment has one.
 // x: rows x in_dim with leading dimension ldx; y: rows x out_dim with leading dimension ldy.
 // Segments shorter than kSgmvMinRows take the BGMV path, longer ones the SGMV path. Runs on the
-// OpenMP thread team (never OpenBLAS); AVX2+FMA when the CPU has it.
+// OpenMP thread team (never OpenBLAS); AVX-512 or AVX2+FMA micro-kernels when the CPU has them.
+// A weighted set may mix refs of different dtypes.
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs);
 
@@ -64,8 +77,9 @@ inline constexpr int kSgmvMinRows = 64;
 
 namespace detail {
 
-// Test and benchmark hooks: force the portable micro-kernels, or move the BGMV/SGMV threshold.
+// Test and benchmark hooks: force narrower micro-kernels, or move the BGMV/SGMV threshold.
 struct LoraApplyOptions {
+  bool allow_avx512 = true;
   bool allow_avx2 = true;
   int sgmv_min_rows = kSgmvMinRows;
 };
@@ -74,8 +88,9 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs,
                const LoraApplyOptions& options);
 
-// Whether LoraApply will use the AVX2+FMA micro-kernels on this CPU.
+// Whether the CPU (and OS) support the AVX2+FMA+F16C, and the AVX-512 (F, BW) micro-kernels.
 bool CpuHasAvx2Fma();
+bool CpuHasAvx512();
 
 }  // namespace detail
 

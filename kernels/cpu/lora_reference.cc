@@ -6,8 +6,23 @@
 #include <vector>
 
 #include "kernels/cpu/lora.h"
+#include "kernels/cpu/lora_microkernels.h"
 
 namespace loraserve::kernels {
+namespace {
+
+float Element(LoraDtype dtype, const float* row, int64_t i) {
+  switch (dtype) {
+    case LoraDtype::kBF16:
+      return lora_internal::LoadElement<LoraDtype::kBF16>(row, i);
+    case LoraDtype::kF16:
+      return lora_internal::LoadElement<LoraDtype::kF16>(row, i);
+    default:
+      return row[i];
+  }
+}
+
+}  // namespace
 
 void LoraApplyReference(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy,
                         int in_dim, int out_dim, std::span<const LoraSegment> segments,
@@ -25,9 +40,9 @@ void LoraApplyReference(const float* pool, const float* x, int64_t ldx, float* y
           const float* a = pool + lr.a_rows[k];
           const float* b = pool + lr.b_cols[k];
           double shrunk = 0.0;
-          for (int i = 0; i < in_dim; ++i) shrunk += static_cast<double>(a[i]) * xr[i];
+          for (int i = 0; i < in_dim; ++i) shrunk += static_cast<double>(Element(lr.dtype, a, i)) * xr[i];
           shrunk *= lr.scale;
-          for (int j = 0; j < out_dim; ++j) delta[j] += shrunk * b[j];
+          for (int j = 0; j < out_dim; ++j) delta[j] += shrunk * Element(lr.dtype, b, j);
         }
       }
       for (int j = 0; j < out_dim; ++j) {

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cpu/lora.h"
@@ -43,33 +45,68 @@ void Evict(const std::vector<T>& v) {
   has_clflushopt ? EvictWithClflushopt(begin, end) : EvictWithClflush(begin, end);
 }
 
+// Round to nearest even; the values here are small and finite.
+uint16_t ToBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+float FromBf16(uint16_t half) {
+  const uint32_t bits = static_cast<uint32_t>(half) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
 // `rows` decode rows assigned round-robin to `adapters` adapters, sorted into one segment per
-// distinct adapter as the scheduler emits them. The adapters' rank rows sit in shuffled 16 KiB
-// cells of one pool (the paged layout); the naive loop gets dense per-adapter copies.
+// distinct adapter as the scheduler emits them. The adapters' rank rows sit in shuffled cells
+// of one pool (the paged layout), as fp32 or bf16; the naive loop gets dense fp32 per-adapter
+// copies of the same values.
 struct DecodeBatch {
-  DecodeBatch(int rows, int adapters) : rows(rows), distinct(std::min(rows, adapters)) {
+  DecodeBatch(int rows, int adapters, LoraDtype dtype = LoraDtype::kF32)
+      : rows(rows), distinct(std::min(rows, adapters)), dtype(dtype) {
     std::mt19937 rng(rows * 131 + adapters);
     std::uniform_real_distribution<float> small(-0.01f, 0.01f);
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
     const int cells = 2 * kRank * distinct;
+    const int64_t cell = LoraRowUnits(dtype, kDim);
     std::vector<int64_t> order(cells);
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), rng);
-    pool.resize(static_cast<size_t>(cells) * kDim);
-    for (float& v : pool) v = small(rng);
+    pool.resize(static_cast<size_t>(cells) * cell);
     offsets.resize(cells);
-    for (int c = 0; c < cells; ++c) offsets[c] = order[c] * kDim;
+    for (int c = 0; c < cells; ++c) offsets[c] = order[c] * cell;
     dense_a.resize(static_cast<size_t>(distinct) * kRank * kDim);
     dense_b.resize(static_cast<size_t>(distinct) * kDim * kRank);
+    // Writes one random row into the pool at `offset` and returns its values as fp32.
+    std::vector<float> values(kDim);
+    std::vector<uint16_t> half(kDim);
+    auto fill_row = [&](int64_t offset) {
+      for (int i = 0; i < kDim; ++i) {
+        values[i] = small(rng);
+        if (dtype == LoraDtype::kBF16) {
+          half[i] = ToBf16(values[i]);
+          values[i] = FromBf16(half[i]);
+        }
+      }
+      if (dtype == LoraDtype::kBF16) {
+        std::memcpy(&pool[offset], half.data(), half.size() * sizeof(uint16_t));
+      } else {
+        std::copy(values.begin(), values.end(), &pool[offset]);
+      }
+    };
     for (int a = 0; a < distinct; ++a) {
       const int64_t* a_rows = &offsets[2 * kRank * a];
       const int64_t* b_cols = a_rows + kRank;
-      refs.push_back({kRank, 2.0f, a_rows, b_cols});
+      refs.push_back({kRank, 2.0f, a_rows, b_cols, dtype});
       float* da = &dense_a[static_cast<size_t>(a) * kRank * kDim];
       float* db = &dense_b[static_cast<size_t>(a) * kDim * kRank];
       for (int k = 0; k < kRank; ++k) {
-        std::copy_n(&pool[a_rows[k]], kDim, da + k * kDim);
-        for (int j = 0; j < kDim; ++j) db[j * kRank + k] = pool[b_cols[k] + j];
+        fill_row(a_rows[k]);
+        std::copy(values.begin(), values.end(), da + k * kDim);
+        fill_row(b_cols[k]);
+        for (int j = 0; j < kDim; ++j) db[j * kRank + k] = values[j];
       }
       dense.push_back({kRank, 2.0f, da, db});
     }
@@ -94,12 +131,15 @@ struct DecodeBatch {
     Evict(y);
   }
 
-  // The floor's bytes: every distinct adapter's A and B once, x once, y once.
+  // The floor's bytes: every distinct adapter's A and B once (in its stored dtype), x once, y
+  // once.
   double FloorBytes() const {
-    return sizeof(float) * (2.0 * kRank * kDim * distinct + 2.0 * rows * kDim);
+    const double element = dtype == LoraDtype::kF32 ? 4.0 : 2.0;
+    return element * 2.0 * kRank * kDim * distinct + sizeof(float) * 2.0 * rows * kDim;
   }
 
   int rows, distinct;
+  LoraDtype dtype;
   std::vector<float> pool;
   std::vector<int64_t> offsets;
   std::vector<float> dense_a, dense_b, x, y;
@@ -124,15 +164,17 @@ double TimeCold(const DecodeBatch& batch, F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// LoraApply's mean cold time per (rows, adapters), for the naive benchmark's speedup counter.
-std::map<std::pair<int64_t, int64_t>, double>& LoraSecondsByShape() {
-  static std::map<std::pair<int64_t, int64_t>, double> seconds;
+// LoraApply's median cold time per (rows, adapters, dtype), for the naive benchmark's speedups.
+std::map<std::tuple<int64_t, int64_t, int64_t>, double>& LoraSecondsByShape() {
+  static std::map<std::tuple<int64_t, int64_t, int64_t>, double> seconds;
   return seconds;
 }
 
-// Args: rows, adapters. LoraApply, cold, against the memory floor.
+// Args: rows, adapters, bf16 (0: fp32 pool rows, 1: bf16 pool rows). LoraApply, cold, against
+// the memory floor of the bytes it must move.
 void BM_LoraDecode(benchmark::State& state) {
-  DecodeBatch b(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
+  DecodeBatch b(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)),
+                state.range(2) != 0 ? LoraDtype::kBF16 : LoraDtype::kF32);
   const double bandwidth = bench::MeasureCopyBandwidthGBs() * 1e9;
   std::vector<double> samples;
   for (auto _ : state) {
@@ -144,7 +186,7 @@ void BM_LoraDecode(benchmark::State& state) {
     benchmark::DoNotOptimize(b.y.data());
   }
   const double seconds = Median(samples);
-  LoraSecondsByShape()[{state.range(0), state.range(1)}] = seconds;
+  LoraSecondsByShape()[{state.range(0), state.range(1), state.range(2)}] = seconds;
   state.counters["median_us"] = seconds * 1e6;
   const double floor_seconds = b.FloorBytes() / bandwidth;
   state.counters["distinct"] = b.distinct;
@@ -154,12 +196,14 @@ void BM_LoraDecode(benchmark::State& state) {
   state.counters["copy_GBps"] = bandwidth / 1e9;
 }
 BENCHMARK(BM_LoraDecode)
-    ->ArgNames({"rows", "adapters"})
-    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64}, {1, 8, 64}})
+    ->ArgNames({"rows", "adapters", "bf16"})
+    ->ArgsProduct({{1, 2, 4, 8, 16, 32, 64}, {1, 8, 64}, {0, 1}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
-// Args: rows, adapters. The naive loop, cold, with OpenBLAS's own threading. Registered after
+// Args: rows, adapters. The naive loop over fp32 dense copies, cold, with OpenBLAS's own
+// threading; speedup_vs_naive compares LoraApply over fp32 pool rows, speedup_bf16_vs_naive over
+// bf16 pool rows (the naive loop stays fp32, as a per-request implementation holds it). Registered after
 // the LoraApply benchmarks on purpose: OpenBLAS's pthread pool keeps spinning after a call and
 // slows the next OpenMP region on the same cores by an order of magnitude (see the docs), so
 // interleaving the two would measure that fight rather than either kernel.
@@ -176,9 +220,11 @@ void BM_NaiveDecode(benchmark::State& state) {
   }
   const double seconds = Median(samples);
   state.counters["median_us"] = seconds * 1e6;
-  const auto lora = LoraSecondsByShape().find({state.range(0), state.range(1)});
-  if (lora != LoraSecondsByShape().end())
-    state.counters["speedup_vs_naive"] = seconds / lora->second;
+  for (const auto& [bf16, counter] : {std::pair{0, "speedup_vs_naive"},
+                                      std::pair{1, "speedup_bf16_vs_naive"}}) {
+    const auto lora = LoraSecondsByShape().find({state.range(0), state.range(1), bf16});
+    if (lora != LoraSecondsByShape().end()) state.counters[counter] = seconds / lora->second;
+  }
 }
 
 // Args: rows, sgmv (0: force BGMV, 1: force SGMV). One adapter, cold: where SGMV's row-block,

@@ -1,7 +1,9 @@
 // LoraApply against the scalar reference on random paged adapters: decode and prefill segments,
-// mixed ranks, weighted sets, DoRA out_scale, odd dimensions; AVX2 and portable micro-kernels,
-// and both sides of the BGMV/SGMV threshold.
+// mixed ranks, weighted sets, DoRA out_scale, odd dimensions, fp32/bf16/fp16 rows (mixed in one
+// weighted set too); AVX-512, AVX2 and portable micro-kernels, and both sides of the BGMV/SGMV
+// threshold.
 #include "kernels/cpu/lora.h"
+
 
 #include <gtest/gtest.h>
 
@@ -13,6 +15,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "kernels/cpu/lora_microkernels.h"
 
 namespace loraserve::kernels {
 namespace {
@@ -35,8 +39,30 @@ struct Problem {
   std::vector<LoraSegment> segments;
 };
 
+// Random bits of a 16-bit float type in [2^-9, 2) in magnitude, plus fp16 subnormals.
+uint16_t RandomHalfBits(LoraDtype dtype, std::mt19937& rng) {
+  const uint32_t r = rng();
+  const uint16_t sign = (r & 1u) << 15;
+  if (dtype == LoraDtype::kBF16) {
+    const uint16_t exponent = 118 + (r >> 1) % 10;  // 2^-9 .. 2^0
+    return sign | static_cast<uint16_t>(exponent << 7) | static_cast<uint16_t>((r >> 8) & 0x7f);
+  }
+  const uint16_t exponent = (r >> 1) % 17;  // 0 (subnormal) .. 2^1
+  return sign | static_cast<uint16_t>(exponent << 10) | static_cast<uint16_t>((r >> 8) & 0x3ff);
+}
+
+// Rows of a 16-bit adapter hold random 16-bit values packed two per float cell slot.
+void FillRow(std::vector<float>& pool, int64_t offset, int length, LoraDtype dtype,
+             std::mt19937& rng) {
+  if (dtype == LoraDtype::kF32) return;  // keeps the uniform floats already there
+  std::vector<uint16_t> bits(length);
+  for (uint16_t& b : bits) b = RandomHalfBits(dtype, rng);
+  std::memcpy(pool.data() + offset, bits.data(), bits.size() * sizeof(uint16_t));
+}
+
 Problem MakeProblem(int in_dim, int out_dim, const std::vector<int>& ranks,
-                    const std::vector<SegmentSpec>& specs, uint32_t seed) {
+                    const std::vector<SegmentSpec>& specs, uint32_t seed,
+                    const std::vector<LoraDtype>& dtypes = {}) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   Problem p;
@@ -53,12 +79,17 @@ Problem MakeProblem(int in_dim, int out_dim, const std::vector<int>& ranks,
   p.pool.resize(cells * cell);
   for (float& v : p.pool) v = uniform(rng);
   int next = 0;
-  for (int rank : ranks) {
+  auto dtype_of = [&](size_t adapter) {
+    return dtypes.empty() ? LoraDtype::kF32 : dtypes[adapter];
+  };
+  for (size_t adapter = 0; adapter < ranks.size(); ++adapter) {
     p.a_rows.emplace_back();
     p.b_cols.emplace_back();
-    for (int k = 0; k < rank; ++k) {
+    for (int k = 0; k < ranks[adapter]; ++k) {
       p.a_rows.back().push_back(order[next++] * cell);
       p.b_cols.back().push_back(order[next++] * cell);
+      FillRow(p.pool, p.a_rows.back().back(), in_dim, dtype_of(adapter), rng);
+      FillRow(p.pool, p.b_cols.back().back(), out_dim, dtype_of(adapter), rng);
     }
   }
   for (const SegmentSpec& spec : specs) p.rows += spec.rows;
@@ -73,7 +104,7 @@ Problem MakeProblem(int in_dim, int out_dim, const std::vector<int>& ranks,
     for (auto [adapter, weight] : specs[s].adapters) {
       const float alpha_over_r = 2.0f / ranks[adapter];
       p.refs.push_back({ranks[adapter], weight * alpha_over_r, p.a_rows[adapter].data(),
-                        p.b_cols[adapter].data()});
+                        p.b_cols[adapter].data(), dtype_of(adapter)});
     }
     if (specs[s].dora) {
       p.out_scales[s].resize(out_dim);
@@ -161,6 +192,28 @@ TEST_P(LoraApplyTest, DimensionsSmallerThanOneVector) {
   ExpectMatchesReference(MakeProblem(5, 3, {2, 7}, specs, 5));
 }
 
+TEST_P(LoraApplyTest, SixteenBitRowsAndMixedDtypeWeightedSets) {
+  const std::vector<int> ranks = {8, 16, 5, 3, 32, 1};
+  const std::vector<LoraDtype> dtypes = {LoraDtype::kBF16, LoraDtype::kF16, LoraDtype::kF32,
+                                         LoraDtype::kBF16, LoraDtype::kF16, LoraDtype::kF32};
+  const std::vector<SegmentSpec> specs = {
+      {1, {{0, 1.0f}}},
+      {1, {{1, 1.0f}}, true},
+      {3, {{0, 0.5f}, {1, 0.25f}, {2, -1.0f}}, true},  // bf16 + fp16 + fp32 in one set
+      {2, {{3, 1.0f}, {0, 1.0f}}},                     // two bf16 refs form one run
+      {70, {{4, 1.0f}}},                               // SGMV over fp16
+      {65, {{1, 0.5f}, {3, 0.5f}}, true},              // SGMV, mixed, DoRA
+      {9, {{5, 1.0f}, {4, 1.0f}}},
+      {4, {}},
+  };
+  // 517 and 203: tails after the vector loops, and odd lengths that end mid-cell.
+  ExpectMatchesReference(MakeProblem(517, 203, ranks, specs, 11, dtypes));
+  for (LoraDtype dtype : {LoraDtype::kBF16, LoraDtype::kF16}) {
+    const std::vector<SegmentSpec> decode = {{1, {{0, 1.0f}}}, {5, {{0, 2.0f}}}};
+    ExpectMatchesReference(MakeProblem(4096, 64, {16}, decode, 12, {dtype}));
+  }
+}
+
 TEST_P(LoraApplyTest, EmptySegmentListLeavesOutputBitIdentical) {
   const Problem p = MakeProblem(40, 24, {4}, {{6, {{0, 1.0f}}}}, 6);
   std::vector<float> y = p.y;
@@ -191,12 +244,16 @@ TEST_P(LoraApplyTest, BaseOnlyRowsWithOutScaleAreScaledExactly) {
   EXPECT_EQ(got, RunReference(p));  // one float multiply per element: exact
 }
 
+// On a CPU without AVX-512 (or AVX2) the wider variants fall back and rerun a narrower path.
 const Variant kVariants[] = {
-    {"Avx2", {.allow_avx2 = true}},
-    {"Portable", {.allow_avx2 = false}},
-    {"Avx2BgmvOnly", {.allow_avx2 = true, .sgmv_min_rows = INT_MAX}},
-    {"PortableBgmvOnly", {.allow_avx2 = false, .sgmv_min_rows = INT_MAX}},
-    {"SgmvOnly", {.allow_avx2 = true, .sgmv_min_rows = 1}},
+    {"Avx512", {}},
+    {"Avx2", {.allow_avx512 = false}},
+    {"Portable", {.allow_avx512 = false, .allow_avx2 = false}},
+    {"Avx512BgmvOnly", {.sgmv_min_rows = INT_MAX}},
+    {"Avx2BgmvOnly", {.allow_avx512 = false, .sgmv_min_rows = INT_MAX}},
+    {"PortableBgmvOnly", {.allow_avx512 = false, .allow_avx2 = false, .sgmv_min_rows = INT_MAX}},
+    {"Avx512SgmvOnly", {.sgmv_min_rows = 1}},
+    {"Avx2SgmvOnly", {.allow_avx512 = false, .sgmv_min_rows = 1}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Paths, LoraApplyTest, testing::ValuesIn(kVariants),
@@ -213,10 +270,23 @@ TEST(LoraApplyPublicTest, MatchesReference) {
   ExpectRowsNear(p, y, RunReference(p));
 }
 
-TEST(LoraApplyPublicTest, ReportsAvx2OnThisCpu) {
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-    GTEST_SKIP() << "this CPU has no AVX2+FMA; only the portable path runs here";
-  EXPECT_TRUE(detail::CpuHasAvx2Fma());
+TEST(LoraApplyPublicTest, ReportsTheCpusVectorExtensions) {
+  EXPECT_EQ(detail::CpuHasAvx2Fma(), __builtin_cpu_supports("avx2") &&
+                                         __builtin_cpu_supports("fma") &&
+                                         __builtin_cpu_supports("f16c"));
+  EXPECT_EQ(detail::CpuHasAvx512(), static_cast<bool>(__builtin_cpu_supports("avx512f")));
+}
+
+TEST(LoraElementTest, F16BitsConvertExactly) {
+  using lora_internal::F16BitsToFloat;
+  EXPECT_EQ(F16BitsToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(F16BitsToFloat(0xc000), -2.0f);
+  EXPECT_EQ(F16BitsToFloat(0x7bff), 65504.0f);
+  EXPECT_EQ(F16BitsToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(F16BitsToFloat(0x03ff), std::ldexp(1023.0f, -24));
+  EXPECT_TRUE(std::isinf(F16BitsToFloat(0x7c00)));
+  EXPECT_TRUE(std::isnan(F16BitsToFloat(0x7e00)));
+  EXPECT_TRUE(std::signbit(F16BitsToFloat(0x8000)));
 }
 
 TEST(NaivePerRequestLoraTest, MatchesReferenceOnDenseCopies) {
