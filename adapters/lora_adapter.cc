@@ -280,6 +280,10 @@ class AdapterParser {
         }
       }
     }
+    if (slot.a->dtype == slot.b->dtype &&
+        (slot.a->dtype == DType::kF16 || slot.a->dtype == DType::kBF16)) {
+      weights.source_dtype = slot.a->dtype;
+    }
     return absl::OkStatus();
   }
 

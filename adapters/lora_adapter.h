@@ -27,6 +27,9 @@ struct LoraModuleWeights {
   std::vector<float> a;               // rank x in, row-major (PEFT lora_A.weight)
   std::vector<float> b;               // out x rank, row-major (PEFT lora_B.weight)
   std::vector<float> dora_magnitude;  // [out] lora_magnitude_vector; empty unless DoRA
+  // kF16 or kBF16 when both A and B came in that dtype: a and b then hold exactly representable
+  // values, and the adapter pool can keep them 16-bit at no loss. kF32 otherwise.
+  DType source_dtype = DType::kF32;
 };
 
 struct LoraAdapter {

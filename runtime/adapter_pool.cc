@@ -11,21 +11,79 @@
 namespace loraserve {
 namespace {
 
-// Calls emit(length) for every row of the adapter in packing order.
+using kernels::LoraDtype;
+
+LoraDtype StoredDtype(const LoraModuleWeights& module, AdapterStorage storage) {
+  switch (storage) {
+    case AdapterStorage::kF32:
+      return LoraDtype::kF32;
+    case AdapterStorage::kBF16:
+      return LoraDtype::kBF16;
+    case AdapterStorage::kAuto:
+      break;
+  }
+  switch (module.source_dtype) {
+    case DType::kBF16:
+      return LoraDtype::kBF16;
+    case DType::kF16:
+      return LoraDtype::kF16;
+    default:
+      return LoraDtype::kF32;
+  }
+}
+
+// Calls emit(layer, module, is_b, rank row, length, dtype) for every row of the adapter in
+// packing order.
 template <typename Fn>
-void ForEachRow(const LoraAdapter& adapter, const ModelConfig& config, Fn&& emit) {
+void ForEachRow(const LoraAdapter& adapter, const ModelConfig& config, AdapterStorage storage,
+                Fn&& emit) {
   for (int l = 0; l < adapter.num_layers; ++l) {
     for (int m = 0; m < kNumModules; ++m) {
       const auto& module = adapter.modules[l][m];
       if (!module) continue;
       const ModuleDims dims = config.Dims(static_cast<Module>(m));
-      for (int r = 0; r < module->rank; ++r) emit(l, m, /*is_b=*/false, r, dims.in);
-      for (int r = 0; r < module->rank; ++r) emit(l, m, /*is_b=*/true, r, dims.out);
+      const LoraDtype dtype = StoredDtype(*module, storage);
+      for (int r = 0; r < module->rank; ++r) emit(l, m, /*is_b=*/false, r, dims.in, dtype);
+      for (int r = 0; r < module->rank; ++r) emit(l, m, /*is_b=*/true, r, dims.out, dtype);
     }
   }
 }
 
+// Writes `length` values (every `stride`-th of `src`) as `dtype` at `dst`.
+void StoreRow(const float* src, int64_t stride, int length, LoraDtype dtype, float* dst) {
+  if (dtype == LoraDtype::kF32) {
+    for (int i = 0; i < length; ++i) dst[i] = src[i * stride];
+    return;
+  }
+  std::vector<uint16_t> bits(length);
+  for (int i = 0; i < length; ++i) {
+    const float value = src[i * stride];
+    // Auto storage only picks F16 for values that came from an fp16 file: exact.
+    bits[i] = dtype == LoraDtype::kBF16 ? FloatToBf16(value) : FloatToF16(value);
+  }
+  std::memcpy(dst, bits.data(), bits.size() * sizeof(uint16_t));
+}
+
 }  // namespace
+
+absl::StatusOr<AdapterStorage> ParseAdapterStorage(std::string_view name) {
+  if (name == "auto") return AdapterStorage::kAuto;
+  if (name == "fp32") return AdapterStorage::kF32;
+  if (name == "bf16") return AdapterStorage::kBF16;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "adapter dtype must be auto, fp32 or bf16, got '", std::string(name), "'"));
+}
+
+const char* AdapterStorageName(AdapterStorage storage) {
+  switch (storage) {
+    case AdapterStorage::kF32:
+      return "fp32";
+    case AdapterStorage::kBF16:
+      return "bf16";
+    default:
+      return "auto";
+  }
+}
 
 std::vector<float> DoraScale(const LoraModuleWeights& module, const std::vector<float>& base,
                              ModuleDims dims) {
@@ -45,19 +103,21 @@ std::vector<float> DoraScale(const LoraModuleWeights& module, const std::vector<
   return scale;
 }
 
-AdapterPool::AdapterPool(PagePool* pages, const ModelConfig& config, BaseWeightFn base_weight)
-    : pages_(pages), config_(config), base_weight_(std::move(base_weight)) {}
+AdapterPool::AdapterPool(PagePool* pages, const ModelConfig& config, BaseWeightFn base_weight,
+                         AdapterStorage storage)
+    : pages_(pages), config_(config), storage_(storage), base_weight_(std::move(base_weight)) {}
 
 int64_t AdapterPool::PagesNeeded(const LoraAdapter& adapter) const {
   const int64_t page = pages_->page_floats();
   int64_t pages = 0;
   int64_t used = page;  // forces a first page
-  ForEachRow(adapter, config_, [&](int, int, bool, int, int length) {
-    if (used + length > page) {
+  ForEachRow(adapter, config_, storage_, [&](int, int, bool, int, int length, LoraDtype dtype) {
+    const int64_t units = kernels::LoraRowUnits(dtype, length);
+    if (used + units > page) {
       ++pages;
       used = 0;
     }
-    used += length;
+    used += units;
   });
   return pages;
 }
@@ -100,6 +160,7 @@ absl::StatusOr<const ResidentLora*> AdapterPool::Acquire(
       ResidentLoraModule& slot = resident->modules[l][m].emplace();
       slot.rank = module->rank;
       slot.scaling = module->scaling;
+      slot.dtype = StoredDtype(*module, storage_);
       slot.a_rows.resize(module->rank);
       slot.b_cols.resize(module->rank);
       if (!module->dora_magnitude.empty()) {
@@ -113,25 +174,27 @@ absl::StatusOr<const ResidentLora*> AdapterPool::Acquire(
   size_t page_index = 0;
   int64_t used = page;
   bool first = true;
-  ForEachRow(*adapter, config_, [&](int l, int m, bool is_b, int r, int length) {
-    if (used + length > page) {
-      if (!first) ++page_index;
-      first = false;
-      used = 0;
-    }
-    const int64_t offset = int64_t{(*pages)[page_index]} * page + used;
-    const LoraModuleWeights& module = *adapter->modules[l][m];
-    ResidentLoraModule& slot = *resident->modules[l][m];
-    float* dst = pool + offset;
-    if (!is_b) {
-      std::memcpy(dst, &module.a[static_cast<size_t>(r) * length], sizeof(float) * length);
-      slot.a_rows[r] = offset;
-    } else {
-      for (int o = 0; o < length; ++o) dst[o] = module.b[static_cast<size_t>(o) * module.rank + r];
-      slot.b_cols[r] = offset;
-    }
-    used += length;
-  });
+  ForEachRow(*adapter, config_, storage_,
+             [&](int l, int m, bool is_b, int r, int length, LoraDtype dtype) {
+               const int64_t units = kernels::LoraRowUnits(dtype, length);
+               if (used + units > page) {
+                 if (!first) ++page_index;
+                 first = false;
+                 used = 0;
+               }
+               const int64_t offset = int64_t{(*pages)[page_index]} * page + used;
+               const LoraModuleWeights& module = *adapter->modules[l][m];
+               ResidentLoraModule& slot = *resident->modules[l][m];
+               if (!is_b) {
+                 StoreRow(&module.a[static_cast<size_t>(r) * length], 1, length, dtype,
+                          pool + offset);
+                 slot.a_rows[r] = offset;
+               } else {
+                 StoreRow(&module.b[r], module.rank, length, dtype, pool + offset);
+                 slot.b_cols[r] = offset;
+               }
+               used += units;
+             });
   Entry entry;
   entry.adapter = adapter;
   entry.resident = std::move(resident);

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,6 +19,16 @@
 #include "runtime/resident_adapter.h"
 
 namespace loraserve {
+
+// How adapter rows are stored in the pool (vLLM's lora_dtype). Compute is fp32 either way.
+//   kAuto: as the file stored them: bf16/fp16 files stay 16-bit (lossless, half the pages and
+//          half the bytes a decode step streams), everything else fp32.
+//   kF32:  always fp32.
+//   kBF16: always bf16; fp32 adapters are rounded (to nearest even), i.e. lossy.
+enum class AdapterStorage { kAuto, kF32, kBF16 };
+// "auto", "fp32", "bf16".
+absl::StatusOr<AdapterStorage> ParseAdapterStorage(std::string_view name);
+const char* AdapterStorageName(AdapterStorage storage);
 
 // Base weights an adapter is measured against (DoRA needs ||W + s B A|| per output row).
 using BaseWeightFn = std::function<const std::vector<float>&(int layer, Module module)>;
@@ -37,7 +48,8 @@ struct AdapterPoolStats {
 
 class AdapterPool {
  public:
-  AdapterPool(PagePool* pages, const ModelConfig& config, BaseWeightFn base_weight);
+  AdapterPool(PagePool* pages, const ModelConfig& config, BaseWeightFn base_weight,
+              AdapterStorage storage = AdapterStorage::kAuto);
 
   // Makes `adapter` resident (evicting LRU unreferenced adapters when pages run out) and takes
   // a reference. RESOURCE_EXHAUSTED when it cannot fit even after eviction. `load_seconds`
@@ -76,6 +88,7 @@ class AdapterPool {
 
   PagePool* pages_;
   ModelConfig config_;
+  AdapterStorage storage_;
   BaseWeightFn base_weight_;
   std::map<std::string, Entry> entries_;
   std::list<std::string> lru_;  // front = most recently used

@@ -63,7 +63,8 @@ class Engine::Impl {
         pool_(&pages_, model_->config(),
               [this](int layer, Module module) -> const std::vector<float>& {
                 return merge_.PristineWeight(layer, module);
-              }) {
+              },
+              options_.adapter_storage) {
     eos_ids_ = model_->config().eos_token_ids;
     if (options_.tokenizer != nullptr) {
       for (int32_t id : options_.tokenizer->eos_ids()) eos_ids_.push_back(id);

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "adapters/lora_adapter.h"
+#include "runtime/adapter_pool.h"
 #include "runtime/llama_model.h"
 #include "runtime/sampler.h"
 
@@ -73,6 +74,7 @@ struct EngineOptions {
   int max_adapters_resident = 128;
   MergeMode merge_mode = MergeMode::kAuto;
   double merge_window_seconds = 2.0;  // single-adapter traffic this long before merging
+  AdapterStorage adapter_storage = AdapterStorage::kAuto;  // how adapter rows sit in the pool
   const Tokenizer* tokenizer = nullptr;  // for stop strings and streamed text
 };
 

@@ -153,7 +153,7 @@ void LlamaModel::ApplyLinear(const BatchPlan& plan, int layer, Module module, co
           const auto& slot = adapter->modules[layer][m];
           if (!slot) continue;
           refs.push_back({slot->rank, weight * slot->scaling, slot->a_rows.data(),
-                          slot->b_cols.data()});
+                          slot->b_cols.data(), slot->dtype});
           if (!slot->dora_scale.empty()) segment.out_scale = slot->dora_scale.data();
         }
         segment.refs_end = static_cast<int>(refs.size());

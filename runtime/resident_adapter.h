@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/lora.h"
 #include "runtime/formats/model_config.h"
 
 namespace loraserve {
@@ -17,8 +18,9 @@ namespace loraserve {
 struct ResidentLoraModule {
   int rank = 0;
   float scaling = 0.0f;            // alpha / r, or alpha / sqrt(r) with rsLoRA
-  std::vector<int64_t> a_rows;     // [rank] pool offsets of A rows (in floats)
-  std::vector<int64_t> b_cols;     // [rank] pool offsets of B columns (out floats each)
+  kernels::LoraDtype dtype = kernels::LoraDtype::kF32;  // how the rows below are stored
+  std::vector<int64_t> a_rows;     // [rank] pool offsets (4-byte units) of A rows (in elements)
+  std::vector<int64_t> b_cols;     // [rank] pool offsets of B columns (out elements each)
   std::vector<float> dora_scale;   // [out] DoRA's magnitude / ||W + s B A||_row; empty if LoRA
 };
 

@@ -23,7 +23,7 @@ absl::StatusOr<std::pair<std::string, float>> ParseSpec(const std::string& spec)
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LocalAdapters>> LocalAdapters::Load(
-    const LlamaModel& model, const std::vector<std::string>& specs) {
+    const LlamaModel& model, const std::vector<std::string>& specs, AdapterStorage storage) {
   auto out = std::unique_ptr<LocalAdapters>(new LocalAdapters());
   for (const std::string& spec : specs) {
     auto parsed = ParseSpec(spec);
@@ -45,11 +45,11 @@ absl::StatusOr<std::unique_ptr<LocalAdapters>> LocalAdapters::Load(
   };
   const int64_t page_floats = model.KvLayout(16).page_floats();
   PagePool probe_pages(page_floats, 0);
-  AdapterPool probe(&probe_pages, model.config(), base);
+  AdapterPool probe(&probe_pages, model.config(), base, storage);
   int64_t needed = 0;
   for (const auto& [path, adapter] : out->adapters_) needed += probe.PagesNeeded(*adapter);
   out->pages_ = std::make_unique<PagePool>(page_floats, static_cast<int32_t>(needed));
-  out->pool_ = std::make_unique<AdapterPool>(out->pages_.get(), model.config(), base);
+  out->pool_ = std::make_unique<AdapterPool>(out->pages_.get(), model.config(), base, storage);
   for (const auto& [path, adapter] : out->adapters_) {
     auto resident = out->pool_->Acquire(path, adapter);
     if (!resident.ok()) return resident.status();

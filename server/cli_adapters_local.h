@@ -17,8 +17,9 @@ namespace loraserve::cli {
 class LocalAdapters {
  public:
   // Loads every distinct PATH among `specs` (PATH or PATH@WEIGHT).
-  static absl::StatusOr<std::unique_ptr<LocalAdapters>> Load(const LlamaModel& model,
-                                                             const std::vector<std::string>& specs);
+  static absl::StatusOr<std::unique_ptr<LocalAdapters>> Load(
+      const LlamaModel& model, const std::vector<std::string>& specs,
+      AdapterStorage storage = AdapterStorage::kAuto);
   // The set for `specs` (every PATH must have been loaded); empty specs = base model.
   absl::StatusOr<AdapterSetView> Set(const std::vector<std::string>& specs) const;
   const float* pool() const { return pages_ ? pages_->data() : nullptr; }

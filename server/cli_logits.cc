@@ -46,6 +46,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
     std::vector<std::string> adapters;
     std::string model, prompt_ids, batch_file, out;
     bool all_positions = false;
+    std::string adapter_dtype = "auto";
   };
   auto options = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("logits", "Write next-token logits for prompts (float32)");
@@ -57,6 +58,9 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
                   "JSON lines {\"prompt_ids\":[..],\"adapters\":[\"PATH@W\",..]} run as one batch");
   cmd->add_option("--out", options->out, "Output file: rows x vocab float32")->required();
   cmd->add_flag("--all-positions", options->all_positions, "Logits for every prompt position");
+  cmd->add_option("--adapter-dtype", options->adapter_dtype, kAdapterDtypeHelp)
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
+      ->capture_default_str();
   cmd->callback([options, exit_code] {
     auto fail = [&](const absl::Status& s) {
       std::cerr << "error: " << s.message() << "\n";
@@ -64,6 +68,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
     };
     auto model = LlamaModel::Load(options->model);
     if (!model.ok()) return fail(model.status());
+    const AdapterStorage storage = *ParseAdapterStorage(options->adapter_dtype);  // checked
     absl::StatusOr<std::vector<float>> logits;
     if (!options->batch_file.empty()) {
       auto batch = ReadBatch(options->batch_file);
@@ -72,7 +77,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
       for (const BatchLine& line : *batch) {
         all_specs.insert(all_specs.end(), line.adapters.begin(), line.adapters.end());
       }
-      auto adapters = LocalAdapters::Load(**model, all_specs);
+      auto adapters = LocalAdapters::Load(**model, all_specs, storage);
       if (!adapters.ok()) return fail(adapters.status());
       std::vector<std::vector<int32_t>> prompts;
       std::vector<AdapterSetView> sets;
@@ -86,7 +91,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
     } else {
       auto prompt = ParseIdList(options->prompt_ids, "--prompt-ids");
       if (!prompt.ok()) return fail(prompt.status());
-      auto adapters = LocalAdapters::Load(**model, options->adapters);
+      auto adapters = LocalAdapters::Load(**model, options->adapters, storage);
       if (!adapters.ok()) return fail(adapters.status());
       auto set = (*adapters)->Set(options->adapters);
       if (!set.ok()) return fail(set.status());

@@ -3,6 +3,7 @@
 // lora.cc calls these only after detail::CpuHasAvx2Fma(). The tiles are in lora_tiles.inc.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <utility>
 

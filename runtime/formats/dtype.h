@@ -22,6 +22,8 @@ bool IsFloatDType(DType dtype);
 float Bf16ToFloat(uint16_t bits);
 float F16ToFloat(uint16_t bits);
 uint16_t FloatToBf16(float value);  // round to nearest even, NaN kept quiet
+// Round to nearest even; beyond the fp16 range gives infinity, NaN stays a (quiet) NaN.
+uint16_t FloatToF16(float value);
 
 // Converts `count` elements of a float dtype to fp32. Caller checked IsFloatDType.
 void ToFloat(DType dtype, const uint8_t* src, size_t count, float* dst);

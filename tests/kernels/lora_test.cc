@@ -214,6 +214,30 @@ TEST_P(LoraApplyTest, SixteenBitRowsAndMixedDtypeWeightedSets) {
   }
 }
 
+// A bf16/fp16 file kept 16-bit in the pool must compute exactly what its fp32 copy computes:
+// same values, same fp32 arithmetic, also in the scalar tails (72 and 40 are not multiples of 16).
+TEST_P(LoraApplyTest, SixteenBitRowsAreBitIdenticalToTheirFp32Copies) {
+  for (LoraDtype dtype : {LoraDtype::kBF16, LoraDtype::kF16}) {
+    const std::vector<SegmentSpec> specs = {{3, {{0, 1.0f}}, true}, {70, {{0, 0.5f}}}};
+    const Problem narrow = MakeProblem(72, 40, {8}, specs, 13, {dtype});
+    Problem wide = narrow;
+    for (auto& ref : wide.refs) ref.dtype = LoraDtype::kF32;
+    for (int k = 0; k < 8; ++k) {
+      for (auto [offset, length] : {std::pair{narrow.a_rows[0][k], 72},
+                                    std::pair{narrow.b_cols[0][k], 40}}) {
+        for (int i = 0; i < length; ++i) {
+          wide.pool[offset + i] = dtype == LoraDtype::kBF16
+                                      ? lora_internal::LoadElement<LoraDtype::kBF16>(
+                                            narrow.pool.data() + offset, i)
+                                      : lora_internal::LoadElement<LoraDtype::kF16>(
+                                            narrow.pool.data() + offset, i);
+        }
+      }
+    }
+    EXPECT_EQ(Run(narrow), Run(wide)) << static_cast<int>(dtype);
+  }
+}
+
 TEST_P(LoraApplyTest, EmptySegmentListLeavesOutputBitIdentical) {
   const Problem p = MakeProblem(40, 24, {4}, {{6, {{0, 1.0f}}}}, 6);
   std::vector<float> y = p.y;
