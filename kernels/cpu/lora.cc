@@ -21,8 +21,10 @@ namespace {
 using lora_internal::MicroKernels;
 
 // Task sizes: small enough that every thread gets several tasks in both decode extremes, large
-// enough that a task streams at least 16 KB of adapter weights (4096-wide rows).
-constexpr int kBgmvTaskRanks = 4;
+// enough that a task keeps several rows streaming at once (8 rank rows of 4096 are 64 KB of fp32,
+// 32 KB of bf16; 4 rank rows were 5-15% slower on 1-row segments, a whole rank-16 adapter per
+// task left one of two threads idle for a single request). Measured in docs/kernels_lora.md.
+constexpr int kBgmvTaskRanks = 8;
 constexpr int kBgmvTaskRows = 16;
 constexpr int kSgmvTaskRows = 32;
 constexpr int kSgmvDepth = 1024;  // a 4-row x tile + a few A rows of 4 KB: inside L1
