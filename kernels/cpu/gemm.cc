@@ -1,6 +1,13 @@
-// OpenBLAS runs single-threaded and we split output features across OpenMP threads ourselves:
-// OpenBLAS's pthread pool spins after each call and stalls the next OpenMP region (the LoRA
-// and attention kernels) by a scheduler tick, which cost more than the GEMMs on small models.
+// Two paths, both splitting output features across OpenMP threads so each thread streams its
+// slice of W from memory once:
+// - On AVX2/AVX-512 CPUs, batches up to kMicroKernelMaxRows rows use the LoRA shrink
+//   micro-kernels, which compute exactly out = x W^T for a block of W rows: one W vector load
+//   feeds up to four rows, the input is walked in L1-sized depth blocks, and nothing is packed.
+//   OpenBLAS's sgemm repacks both operands on every call, which dominates at decode batch
+//   sizes, and Debian's 0.3.21 runs its SSE3 kernels on recent Xeons (docs/PERFORMANCE.md).
+// - Otherwise OpenBLAS, single-threaded inside our split: its pthread pool spins after each call
+//   and stalls the next OpenMP region (the LoRA and attention kernels) by a scheduler tick,
+//   which cost more than the GEMMs on small models.
 #include "kernels/cpu/gemm.h"
 
 #include <cblas.h>
@@ -8,11 +15,45 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/lora.h"
+#include "kernels/cpu/lora_microkernels.h"
+
 namespace loraserve::kernels {
 namespace {
 
 // Below this many multiply-adds a single thread is faster than a fork/join.
 constexpr int64_t kParallelMinWork = 1 << 16;
+// Output features per task: a 64-row block of W at a 1024-feature depth block is 256 KB (L2)
+// and is reused by every 4-row tile of x; the x tile (16 KB) stays in L1 across the block.
+constexpr int kBlockOutputs = 64;
+constexpr int kBlockDepth = 1024;
+
+// The widest micro-kernels this CPU runs; nullptr without AVX2+FMA+F16C.
+const lora_internal::MicroKernels* WideMicroKernels() {
+  static const lora_internal::MicroKernels kernels =
+      detail::CpuHasAvx512() ? lora_internal::Avx512MicroKernels()
+      : detail::CpuHasAvx2Fma() ? lora_internal::Avx2MicroKernels()
+                                : lora_internal::MicroKernels{};
+  return kernels.shrink[0] != nullptr ? &kernels : nullptr;
+}
+
+void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, int64_t ldx,
+                      const float* weight, int rows, int in, int out, float* y, int64_t ldy,
+                      bool accumulate, int threads) {
+  const lora_internal::ShrinkFn shrink = mk.shrink[static_cast<int>(LoraDtype::kF32)];
+  const int blocks = (out + kBlockOutputs - 1) / kBlockOutputs;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int b = 0; b < blocks; ++b) {
+    const int begin = b * kBlockOutputs;
+    const int count = std::min(out, begin + kBlockOutputs) - begin;
+    const void* w_rows[kBlockOutputs];
+    for (int n = 0; n < count; ++n) w_rows[n] = weight + static_cast<int64_t>(begin + n) * in;
+    for (int i = 0; i < in; i += kBlockDepth) {
+      shrink(w_rows, count, x, ldx, rows, i, std::min(in, i + kBlockDepth), 1.0f,
+             /*accumulate=*/accumulate || i > 0, y + begin, ldy);
+    }
+  }
+}
 
 void PinOpenBlasToOneThread() {
   static const bool done = [] {
@@ -24,12 +65,20 @@ void PinOpenBlasToOneThread() {
 
 }  // namespace
 
+namespace detail {
+
 void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, int in, int out,
-                   float* y, int64_t ldy, bool accumulate) {
-  PinOpenBlasToOneThread();
-  const float beta = accumulate ? 1.0f : 0.0f;
+                   float* y, int64_t ldy, bool accumulate, const LinearOptions& options) {
   const int64_t work = static_cast<int64_t>(rows) * in * out;
   const int threads = work < kParallelMinWork ? 1 : std::min(omp_get_max_threads(), out / 16 + 1);
+  if (rows <= options.micro_kernel_max_rows) {
+    if (const lora_internal::MicroKernels* mk = WideMicroKernels()) {
+      MicroKernelLinear(*mk, x, ldx, weight, rows, in, out, y, ldy, accumulate, threads);
+      return;
+    }
+  }
+  PinOpenBlasToOneThread();
+  const float beta = accumulate ? 1.0f : 0.0f;
   // Column blocks of W (rows of the PyTorch weight) are independent: thread t owns outputs
   // [begin, end) and reads only that slice of W, so the weight streams from memory once.
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -50,6 +99,13 @@ void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, i
       }
     }
   }
+}
+
+}  // namespace detail
+
+void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, int in, int out,
+                   float* y, int64_t ldy, bool accumulate) {
+  detail::LinearForward(x, ldx, weight, rows, in, out, y, ldy, accumulate, {});
 }
 
 void AddBias(float* y, int64_t ldy, int rows, int out, const float* bias) {

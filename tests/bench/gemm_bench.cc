@@ -1,0 +1,44 @@
+// LinearForward from decode to prefill batch sizes on the bench model's and SmolLM2's shapes: the
+// micro-kernel path against OpenBLAS (the same function with the threshold at 0), warm weights,
+// all threads. Behind kMicroKernelMaxRows.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+
+namespace loraserve::kernels {
+namespace {
+
+// Args: rows, in, out, micro (1: default threshold, 0: OpenBLAS only).
+void BM_Linear(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0));
+  const int in = static_cast<int>(state.range(1));
+  const int out = static_cast<int>(state.range(2));
+  const detail::LinearOptions options{.micro_kernel_max_rows = state.range(3) != 0 ? 1 << 20
+                                                                                 : 0};
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows) * in), w(static_cast<size_t>(out) * in),
+      y(static_cast<size_t>(rows) * out);
+  for (float& v : x) v = uniform(rng);
+  for (float& v : w) v = uniform(rng);
+  for (auto _ : state) {
+    detail::LinearForward(x.data(), in, w.data(), rows, in, out, y.data(), out, false, options);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * rows * in * out,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+// The bench model's MLP up projection (768 -> 2048) and the SmolLM2 one (576 -> 1536).
+BENCHMARK(BM_Linear)
+    ->ArgNames({"rows", "in", "out", "micro"})
+    ->ArgsProduct({{1, 4, 16, 64, 128, 256, 512}, {768}, {2048}, {1, 0}})
+    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1, 0}})
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace loraserve::kernels
+
+BENCHMARK_MAIN();
