@@ -13,8 +13,9 @@
 #   BENCH_NEW_TOKENS    tokens generated per engine request (default 12)
 #   BENCH_JOBS          build parallelism (default 2)
 #   OPENBLAS_CORETYPE   passed through and recorded: Debian's OpenBLAS 0.3.21 does not know
-#                       recent Xeons and falls back to its SSE3 "Prescott" kernels; SkylakeX
-#                       selects the AVX-512 ones (see docs/PERFORMANCE.md)
+#                       recent Xeons and falls back to its SSE3 "Prescott" kernels; it only
+#                       runs matmuls beyond 512 rows, or on CPUs without AVX2
+#                       (see docs/PERFORMANCE.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
