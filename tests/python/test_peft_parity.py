@@ -82,14 +82,14 @@ def requests():
     return reqs, prompts
 
 
-def our_batch_logits(base, paths, reqs, prompts, tmp_path):
+def our_batch_logits(base, paths, reqs, prompts, tmp_path, *extra):
     batch = os.path.join(tmp_path, "batch.jsonl")
     with open(batch, "w") as f:
         for req, prompt in zip(reqs, prompts):
             specs = [f"{paths[n]}@{w}" for n, w in req]
             f.write(json.dumps({"prompt_ids": prompt, "adapters": specs}) + "\n")
     out = os.path.join(tmp_path, "logits.bin")
-    proc = run_loraserve("logits", "--model", base, "--batch-file", batch, "--out", out)
+    proc = run_loraserve("logits", "--model", base, "--batch-file", batch, "--out", out, *extra)
     assert proc.returncode == 0, proc.stderr
     return np.fromfile(out, dtype=np.float32).reshape(len(reqs), -1)
 
@@ -215,3 +215,36 @@ def test_weighted_dora_is_rejected(setup, tmp_path):
                          "--adapter", paths["r4_qv"])
     assert proc.returncode != 0
     assert "DoRA" in proc.stderr
+
+
+def test_adapter_dtype_storage_modes(setup, tmp_path):
+    """auto keeps the bf16/fp16 files 16-bit in the pool: bit-identical to holding them in fp32.
+    bf16 rounds every fp32 adapter: close to fp32 storage, but not equal."""
+    base, paths = setup
+    reqs, prompts = requests()
+    auto = our_batch_logits(base, paths, reqs, prompts, tmp_path)
+    wide = our_batch_logits(base, paths, reqs, prompts, tmp_path, "--adapter-dtype", "fp32")
+    narrow = our_batch_logits(base, paths, reqs, prompts, tmp_path, "--adapter-dtype", "bf16")
+    sixteen_bit = {"r6_bf16", "r10_fp16"}
+    for i, req in enumerate(reqs):
+        names = {n for n, _ in req}
+        if names and names <= sixteen_bit and len(req) == 1:
+            np.testing.assert_array_equal(auto[i], wide[i], err_msg=set_name(req))
+        else:  # other rows: same values; mixed-dtype sets add their dtype runs separately
+            assert relative_error(auto[i], wide[i]) <= 1e-6, set_name(req)
+    for i, req in enumerate(reqs):
+        if not req:  # base rows never touch the adapters
+            np.testing.assert_array_equal(narrow[i], wide[i])
+            continue
+        rounding = relative_error(narrow[i], wide[i])
+        assert rounding < 1e-2, f"{set_name(req)}: bf16 rounding moved logits by {rounding:.3g}"
+    assert any(relative_error(narrow[i], wide[i]) > 0 for i, req in enumerate(reqs) if req)
+
+
+def test_adapter_dtype_rejects_unknown_value(setup, tmp_path):
+    base, paths = setup
+    proc = run_loraserve("logits", "--model", base, "--prompt-ids", "1,2", "--out",
+                         os.path.join(tmp_path, "x.bin"), "--adapter", paths["r4_qv"],
+                         "--adapter-dtype", "fp8")
+    assert proc.returncode != 0
+    assert "--adapter-dtype" in proc.stderr
