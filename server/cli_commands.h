@@ -2,6 +2,8 @@
 // the CLI11 app; main.cc only wires them together.
 #pragma once
 
+#include <memory>
+
 #include <CLI/CLI.hpp>
 
 namespace loraserve::cli {
@@ -14,9 +16,12 @@ void AddServeCommand(CLI::App& app, int* exit_code);     // cli_serve.cc
 void AddAdaptersCommand(CLI::App& app, int* exit_code);  // cli_adapters.cc: admin client
 void AddFuseLocalCommand(CLI::App& app, int* exit_code);  // cli_fuse_local.cc: offline fusion
 
-// cli_generate_remote.cc: `generate --server ADDR`. Call after generate's own options exist;
-// RunRemoteGenerate returns true when it handled the command (remote run or a flag error).
-void AddRemoteGenerateOptions(CLI::App* generate);
-bool RunRemoteGenerate(const CLI::App& generate, int* exit_code);
+// cli_generate_remote.cc: `generate --server ADDR`. Call after generate's own options exist and
+// keep the returned flags alive with the command; RunRemoteGenerate returns true when it handled
+// the command (remote run or a flag error).
+struct RemoteGenerateFlags;
+std::shared_ptr<RemoteGenerateFlags> AddRemoteGenerateOptions(CLI::App* generate);
+bool RunRemoteGenerate(const CLI::App& generate, const RemoteGenerateFlags& flags,
+                       int* exit_code);
 
 }  // namespace loraserve::cli

@@ -44,9 +44,9 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--seed", options->seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--print-ids", options->print_ids, "Also print the generated ids, comma-separated");
   cmd->add_flag("--ignore-eos", options->ignore_eos, "Do not stop at the model's EOS token");
-  AddRemoteGenerateOptions(cmd);
-  cmd->callback([options, exit_code, cmd] {
-    if (RunRemoteGenerate(*cmd, exit_code)) return;
+  std::shared_ptr<RemoteGenerateFlags> remote = AddRemoteGenerateOptions(cmd);
+  cmd->callback([options, remote, exit_code, cmd] {
+    if (RunRemoteGenerate(*cmd, *remote, exit_code)) return;
     auto fail = [&](const absl::Status& s) {
       std::cerr << "error: " << s.message() << "\n";
       *exit_code = 1;

@@ -12,20 +12,15 @@
 #include "server/grpc_client.h"
 
 namespace loraserve::cli {
-namespace {
 
-struct RemoteFlags {
+struct RemoteGenerateFlags {
   ClientFlags client;
   std::string prompt;
   std::vector<std::string> stop;
   bool stream = true;
 };
 
-// One RemoteFlags per generate subcommand; the CLI lives for the process.
-std::map<const CLI::App*, std::shared_ptr<RemoteFlags>>& Registry() {
-  static auto* registry = new std::map<const CLI::App*, std::shared_ptr<RemoteFlags>>();
-  return *registry;
-}
+namespace {
 
 template <typename T>
 T Flag(const CLI::App& cmd, const std::string& name) {
@@ -34,10 +29,9 @@ T Flag(const CLI::App& cmd, const std::string& name) {
 
 }  // namespace
 
-void AddRemoteGenerateOptions(CLI::App* cmd) {
-  auto flags = std::make_shared<RemoteFlags>();
+std::shared_ptr<RemoteGenerateFlags> AddRemoteGenerateOptions(CLI::App* cmd) {
+  auto flags = std::make_shared<RemoteGenerateFlags>();
   flags->client.token_env = "LORASERVE_INFERENCE_TOKEN";
-  Registry()[cmd] = flags;
   cmd->add_option("--server", flags->client.server,
                   "Send the request to a running server HOST:PORT instead of running in-process");
   AddClientFlags(cmd, &flags->client, /*server_option=*/false);
@@ -47,10 +41,10 @@ void AddRemoteGenerateOptions(CLI::App* cmd) {
   // Either path supplies the model and prompt, so neither flag is required on its own.
   cmd->get_option("--model")->required(false);
   cmd->get_option("--prompt-ids")->required(false);
+  return flags;
 }
 
-bool RunRemoteGenerate(const CLI::App& cmd, int* exit_code) {
-  const RemoteFlags& flags = *Registry().at(&cmd);
+bool RunRemoteGenerate(const CLI::App& cmd, const RemoteGenerateFlags& flags, int* exit_code) {
   auto fail = [&](const std::string& message) {
     std::cerr << "error: " << message << "\n";
     *exit_code = 1;

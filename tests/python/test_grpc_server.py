@@ -108,7 +108,7 @@ def server(model, tmp_path_factory):
     try:
         grpc.channel_ready_future(channel).result(timeout=60)
         yield {"channel": channel, "adapter": adapter, "metrics_port": metrics_port,
-               "proc": proc, "store": store}
+               "proc": proc, "store": store, "address": f"127.0.0.1:{port}"}
     finally:
         channel.close()
         proc.send_signal(signal.SIGTERM)
@@ -168,6 +168,32 @@ def test_upload_list_generate_stream_unload(stubs, server):
         inference.Generate(request, timeout=60)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     assert not admin.ListAdapters(apb.ListAdaptersRequest(), metadata=auth()).adapters
+
+
+def last_line(text: str) -> str:
+    return [line for line in text.splitlines() if line.strip()][-1]
+
+
+def test_cli_generate_remote_matches_in_process(model, server):
+    """`loraserve generate --server` (streamed and unary) returns the same greedy tokens as the
+    in-process `generate --model` on the same weights."""
+    common = ["generate", "--prompt-ids", "5,6,7,8", "--max-tokens", "6", "--print-ids",
+              "--ignore-eos"]
+    local = subprocess.run([loraserve_bin(), *common, "--model", model], capture_output=True,
+                           text=True, timeout=120)
+    assert local.returncode == 0, local.stderr
+    want = last_line(local.stdout)
+    assert len(want.split(",")) == 6
+    for extra in ([], ["--no-stream"]):
+        remote = subprocess.run([loraserve_bin(), *common, "--server", server["address"], *extra],
+                                capture_output=True, text=True, timeout=120)
+        assert remote.returncode == 0, remote.stderr
+        assert last_line(remote.stdout) == want, extra
+    missing = subprocess.run([loraserve_bin(), *common, "--server", server["address"],
+                              "--adapter", "no-such-adapter"], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode != 0
+    assert "no-such-adapter" in missing.stderr
 
 
 def test_admin_needs_the_token(stubs, server):
