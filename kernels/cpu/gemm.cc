@@ -28,13 +28,15 @@ constexpr int64_t kParallelMinWork = 1 << 16;
 constexpr int kBlockOutputs = 64;
 constexpr int kBlockDepth = 1024;
 
-// The widest micro-kernels this CPU runs; nullptr without AVX2+FMA+F16C.
-const lora_internal::MicroKernels* WideMicroKernels() {
-  static const lora_internal::MicroKernels kernels =
-      detail::CpuHasAvx512() ? lora_internal::Avx512MicroKernels()
-      : detail::CpuHasAvx2Fma() ? lora_internal::Avx2MicroKernels()
-                                : lora_internal::MicroKernels{};
-  return kernels.shrink[0] != nullptr ? &kernels : nullptr;
+// The widest micro-kernels this CPU runs (AVX-512 only when allowed); nullptr without
+// AVX2+FMA+F16C.
+const lora_internal::MicroKernels* WideMicroKernels(bool allow_avx512) {
+  static const lora_internal::MicroKernels avx512 =
+      detail::CpuHasAvx512() ? lora_internal::Avx512MicroKernels() : lora_internal::MicroKernels{};
+  static const lora_internal::MicroKernels avx2 =
+      detail::CpuHasAvx2Fma() ? lora_internal::Avx2MicroKernels() : lora_internal::MicroKernels{};
+  if (allow_avx512 && avx512.shrink[0] != nullptr) return &avx512;
+  return avx2.shrink[0] != nullptr ? &avx2 : nullptr;
 }
 
 void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, int64_t ldx,
@@ -72,7 +74,7 @@ void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, i
   const int64_t work = static_cast<int64_t>(rows) * in * out;
   const int threads = work < kParallelMinWork ? 1 : std::min(omp_get_max_threads(), out / 16 + 1);
   if (rows <= options.micro_kernel_max_rows) {
-    if (const lora_internal::MicroKernels* mk = WideMicroKernels()) {
+    if (const lora_internal::MicroKernels* mk = WideMicroKernels(options.allow_avx512)) {
       MicroKernelLinear(*mk, x, ldx, weight, rows, in, out, y, ldy, accumulate, threads);
       return;
     }

@@ -19,6 +19,7 @@ namespace detail {
 // Test and benchmark hook: move the micro-kernel/OpenBLAS threshold (0 = always OpenBLAS).
 struct LinearOptions {
   int micro_kernel_max_rows = kMicroKernelMaxRows;
+  bool allow_avx512 = true;  // false: the AVX2 micro-kernels (still AVX-512-free CPUs' path)
 };
 
 void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, int in, int out,

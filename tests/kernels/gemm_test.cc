@@ -46,11 +46,15 @@ void ExpectMatchesReference(const Case& c, bool accumulate, const detail::Linear
   }
 }
 
-// Param: micro_kernel_max_rows.
-class LinearForwardTest : public testing::TestWithParam<int> {};
+struct Variant {
+  const char* name;
+  detail::LinearOptions options;
+};
+
+class LinearForwardTest : public testing::TestWithParam<Variant> {};
 
 TEST_P(LinearForwardTest, MatchesReference) {
-  const detail::LinearOptions options{.micro_kernel_max_rows = GetParam()};
+  const detail::LinearOptions& options = GetParam().options;
   for (const Case& c : {Case{1, 64, 64}, Case{1, 517, 203}, Case{2, 768, 256}, Case{3, 100, 70},
                         Case{5, 1030, 129}, Case{16, 64, 172}, Case{63, 172, 64},
                         Case{64, 257, 96}, Case{65, 64, 80}, Case{100, 33, 17},
@@ -63,12 +67,17 @@ TEST_P(LinearForwardTest, MatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, LinearForwardTest,
-                         testing::Values(kMicroKernelMaxRows, 0, 1 << 20),
-                         [](const testing::TestParamInfo<int>& info) {
-                           if (info.param == 0) return std::string("OpenBlasOnly");
-                           if (info.param == kMicroKernelMaxRows) return std::string("Default");
-                           return std::string("MicroKernelsOnly");
+// On a CPU without AVX-512 (or AVX2) the wider variants fall back and rerun a narrower path.
+const Variant kVariants[] = {
+    {"Default", {}},
+    {"OpenBlasOnly", {.micro_kernel_max_rows = 0}},
+    {"MicroKernelsOnly", {.micro_kernel_max_rows = 1 << 20}},
+    {"Avx2MicroKernelsOnly", {.micro_kernel_max_rows = 1 << 20, .allow_avx512 = false}},
+};
+
+INSTANTIATE_TEST_SUITE_P(Paths, LinearForwardTest, testing::ValuesIn(kVariants),
+                         [](const testing::TestParamInfo<Variant>& info) {
+                           return std::string(info.param.name);
                          });
 
 }  // namespace
