@@ -8,8 +8,8 @@
 #   BENCH_WAIT_POLICIES OMP_WAIT_POLICY values to run with, in order (default "PASSIVE"; add
 #                       ACTIVE on a quiet machine: libgomp's spin-wait is 10-30x slower whenever
 #                       another process holds a core)
-#   BENCH_ROUNDS        engine_bench rounds, each running all five cases back to back, starting
-#                       at a different case each round (default 5: every case once in each slot)
+#   BENCH_ROUNDS        engine_bench rounds, each running all six cases back to back, starting
+#                       at a different case each round (default 6: every case once in each slot)
 #   BENCH_NEW_TOKENS    tokens generated per engine request (default 12)
 #   BENCH_JOBS          build parallelism (default 2)
 #   OPENBLAS_CORETYPE   passed through and recorded: Debian's OpenBLAS 0.3.21 does not know
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 build_dir="${BENCH_BUILD_DIR:-build-bench}"
 policies="${BENCH_WAIT_POLICIES:-PASSIVE}"
-rounds="${BENCH_ROUNDS:-5}"
+rounds="${BENCH_ROUNDS:-6}"
 new_tokens="${BENCH_NEW_TOKENS:-12}"
 jobs="${BENCH_JOBS:-2}"
 out=.cache/bench

@@ -1,7 +1,8 @@
-// Engine decode throughput with 64 concurrent requests at rank 16 on the ~100M bench model, five
-// adapter mixes run side by side in one process and one engine: (a) base only, (b) one adapter
-// unmerged, (c) the same adapter merged into the base weights, (d) 64 distinct adapters, (e)
-// 64 distinct weighted pairs. The machine is shared, so each round runs all five back to back
+// Engine decode throughput with 64 concurrent requests at rank 16 on the ~100M bench model, six
+// adapter mixes run side by side in one process: (a) base only, (b) one adapter unmerged, (c)
+// the same adapter merged into the base weights, (d) 64 distinct adapters, (e) 64 distinct
+// weighted pairs, all on one engine, and (f) = (d) on a second engine that holds adapters as
+// bf16 (--adapter-dtype bf16). The machine is shared, so each round runs all cases back to back
 // and every case is reported as a ratio to (a) of the same round; rounds interleave.
 //
 // Usage: engine_bench [--rounds=N] [--new_tokens=N] [--prompt_tokens=N] [--json=PATH]
@@ -38,9 +39,9 @@ struct Flags {
   std::string json;
 };
 
-enum class Case { kBase, kOneUnmerged, kOneMerged, kDistinct, kWeightedPairs };
-constexpr Case kCases[] = {Case::kBase, Case::kOneUnmerged, Case::kOneMerged, Case::kDistinct,
-                           Case::kWeightedPairs};
+enum class Case { kBase, kOneUnmerged, kOneMerged, kDistinct, kWeightedPairs, kDistinctBf16 };
+constexpr Case kCases[] = {Case::kBase,     Case::kOneUnmerged,   Case::kOneMerged,
+                           Case::kDistinct, Case::kWeightedPairs, Case::kDistinctBf16};
 
 const char* CaseName(Case c) {
   switch (c) {
@@ -54,6 +55,8 @@ const char* CaseName(Case c) {
       return "d_64_distinct_adapters";
     case Case::kWeightedPairs:
       return "e_64_weighted_pairs";
+    case Case::kDistinctBf16:
+      return "f_64_distinct_bf16_pool";
   }
   return "?";
 }
@@ -68,6 +71,7 @@ std::vector<AdapterRef> AdaptersFor(Case c, int request) {
     case Case::kOneMerged:
       return {{AdapterId(0), 1.0f}};
     case Case::kDistinct:
+    case Case::kDistinctBf16:
       return {{AdapterId(request), 1.0f}};
     case Case::kWeightedPairs:
       return {{AdapterId(request), 0.7f}, {AdapterId(request + 1), 0.3f}};
@@ -260,6 +264,8 @@ int Main(int argc, char** argv) {
 
   auto model = LlamaModel::Load(model_dir);
   if (!model.ok()) Die(model.status().ToString());
+  auto model_for_bf16 = LlamaModel::Load(model_dir);
+  if (!model_for_bf16.ok()) Die(model_for_bf16.status().ToString());
   const ModelConfig config = (*model)->config();
   const size_t parameters = (*model)->ParameterCount();
   EngineOptions options;
@@ -270,18 +276,26 @@ int Main(int argc, char** argv) {
   options.max_adapters_resident = 2 * kAdapters;
   auto engine = Engine::Create(*std::move(model), options);
   if (!engine.ok()) Die(engine.status().ToString());
+  options.adapter_storage = AdapterStorage::kBF16;
+  auto bf16_engine = Engine::Create(*std::move(model_for_bf16), options);
+  if (!bf16_engine.ok()) Die(bf16_engine.status().ToString());
   for (int i = 0; i < kAdapters; ++i) {
     const std::string dir = adapter_dir + "/" + AdapterId(i);
     auto adapter = LoadPeftAdapter(AdapterId(i), dir, config, AdapterLimits{});
     if (!adapter.ok()) Die(dir + ": " + adapter.status().ToString());
-    auto status = (*engine)->RegisterAdapter(std::make_shared<LoraAdapter>(*std::move(adapter)));
-    if (!status.ok()) Die(status.ToString());
+    auto shared = std::make_shared<LoraAdapter>(*std::move(adapter));
+    for (Engine* e : {engine->get(), bf16_engine->get()}) {
+      if (auto status = e->RegisterAdapter(shared); !status.ok()) Die(status.ToString());
+    }
   }
+  auto engine_for = [&](Case c) -> Engine& {
+    return c == Case::kDistinctBf16 ? **bf16_engine : **engine;
+  };
 
   // Warm-up: makes every adapter resident and touches KV pages and scratch buffers once.
   Flags warmup = flags;
   warmup.new_tokens = 3;
-  for (Case c : kCases) RunCase(**engine, c, warmup);
+  for (Case c : kCases) RunCase(engine_for(c), c, warmup);
 
   // Each round starts at a different case, so no case always runs first (the first run of a
   // round was measured up to 30% slower while the CPU settles after the previous one's tail).
@@ -290,7 +304,7 @@ int Main(int argc, char** argv) {
   for (int round = 0; round < flags.rounds; ++round) {
     for (size_t i = 0; i < std::size(kCases); ++i) {
       const size_t c = (i + round) % std::size(kCases);
-      results[c][round] = RunCase(**engine, kCases[c], flags);
+      results[c][round] = RunCase(engine_for(kCases[c]), kCases[c], flags);
       if (results[c][round].full_steps == 0) {
         Die(std::string(CaseName(kCases[c])) +
             ": no step had every request decoding; raise --new_tokens");
