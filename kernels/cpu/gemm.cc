@@ -23,10 +23,20 @@ namespace {
 
 // Below this many multiply-adds a single thread is faster than a fork/join.
 constexpr int64_t kParallelMinWork = 1 << 16;
-// Output features per task: a 64-row block of W at a 1024-feature depth block is 256 KB (L2)
-// and is reused by every 4-row tile of x; the x tile (16 KB) stays in L1 across the block.
-constexpr int kBlockOutputs = 64;
+// Output features per task, at most: a 64-row block of W at a 1024-feature depth block is
+// 256 KB (L2) and is reused by every 4-row tile of x; the x tile (16 KB) stays in L1 across the
+// block.
+constexpr int kMaxBlockOutputs = 64;
 constexpr int kBlockDepth = 1024;
+
+// Output features per block: at most kMaxBlockOutputs, and a block count that is a multiple of
+// the thread count, so a static split is even (576 outputs on 2 threads: 10 blocks of 58, not 9
+// of 64; 192: 4 of 48, not 3 of 64).
+int BlockOutputs(int out, int threads) {
+  const int per_thread_blocks = (out + threads * kMaxBlockOutputs - 1) / (threads * kMaxBlockOutputs);
+  const int blocks = threads * per_thread_blocks;
+  return (out + blocks - 1) / blocks;
+}
 
 // The widest micro-kernels this CPU runs (AVX-512 only when allowed); nullptr without
 // AVX2+FMA+F16C.
@@ -43,12 +53,13 @@ void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, in
                       const float* weight, int rows, int in, int out, float* y, int64_t ldy,
                       bool accumulate, int threads) {
   const lora_internal::ShrinkFn shrink = mk.shrink[static_cast<int>(LoraDtype::kF32)];
-  const int blocks = (out + kBlockOutputs - 1) / kBlockOutputs;
+  const int block = BlockOutputs(out, threads);
+  const int blocks = (out + block - 1) / block;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int b = 0; b < blocks; ++b) {
-    const int begin = b * kBlockOutputs;
-    const int count = std::min(out, begin + kBlockOutputs) - begin;
-    const void* w_rows[kBlockOutputs];
+    const int begin = b * block;
+    const int count = std::min(out, begin + block) - begin;
+    const void* w_rows[kMaxBlockOutputs];
     for (int n = 0; n < count; ++n) w_rows[n] = weight + static_cast<int64_t>(begin + n) * in;
     for (int i = 0; i < in; i += kBlockDepth) {
       shrink(w_rows, count, x, ldx, rows, i, std::min(in, i + kBlockDepth), 1.0f,
