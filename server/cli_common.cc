@@ -23,4 +23,15 @@ absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& text,
 
 std::string JoinIds(const std::vector<int32_t>& ids) { return absl::StrJoin(ids, ","); }
 
+void AddAdapterDtypeOption(CLI::App* cmd, AdapterStorage* storage) {
+  cmd->add_option_function<std::string>(
+         "--adapter-dtype",
+         [storage](const std::string& name) { *storage = *ParseAdapterStorage(name); },
+         "How adapter weights are held in memory: auto = as the file stores them (bf16/fp16 "
+         "files stay 16-bit, lossless), fp32, or bf16 (rounds fp32 adapters: half the memory "
+         "and bandwidth)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))  // what ParseAdapterStorage accepts
+      ->default_str(AdapterStorageName(*storage));
+}
+
 }  // namespace loraserve::cli

@@ -5,15 +5,17 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "absl/status/statusor.h"
+#include "runtime/adapter_pool.h"
 
 namespace loraserve::cli {
 
 // "1,2,3" -> {1, 2, 3}; names `field` in the error.
-// Help text of every command's --adapter-dtype (values: runtime/adapter_pool.h AdapterStorage).
-inline constexpr char kAdapterDtypeHelp[] =
-    "How adapter weights are held in memory: auto = as the file stores them (bf16/fp16 files stay "
-    "16-bit, lossless), fp32, or bf16 (rounds fp32 adapters: half the memory and bandwidth)";
+// --adapter-dtype auto|fp32|bf16 (runtime/adapter_pool.h AdapterStorage), the same on every
+// command that holds adapters.
+void AddAdapterDtypeOption(CLI::App* cmd, AdapterStorage* storage);
 
 absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& text, const std::string& field);
 std::string JoinIds(const std::vector<int32_t>& ids);

@@ -23,16 +23,14 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
     uint64_t seed = 0;
     bool print_ids = false;
     bool ignore_eos = false;
-    std::string adapter_dtype = "auto";
+    AdapterStorage adapter_storage = AdapterStorage::kAuto;
   };
   auto options = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text for one prompt in-process");
   cmd->add_option("--model", options->model, "Hugging Face model folder")->required();
   cmd->add_option("--adapter", options->adapters,
                   "PEFT adapter folder, optionally PATH@WEIGHT; repeat for a weighted set");
-  cmd->add_option("--adapter-dtype", options->adapter_dtype, kAdapterDtypeHelp)
-      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
-      ->capture_default_str();
+  AddAdapterDtypeOption(cmd, &options->adapter_storage);
   cmd->add_option("--prompt-ids", options->prompt_ids, "Prompt as comma-separated token ids");
   cmd->add_option("--chat", options->chat,
                   "A user message, rendered with the model's chat template");
@@ -83,8 +81,7 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
     if (!prompt.ok()) return fail(prompt.status());
     auto model = LlamaModel::Load(options->model);
     if (!model.ok()) return fail(model.status());
-    auto adapters = LocalAdapters::Load(**model, options->adapters,
-                                        *ParseAdapterStorage(options->adapter_dtype));
+    auto adapters = LocalAdapters::Load(**model, options->adapters, options->adapter_storage);
     if (!adapters.ok()) return fail(adapters.status());
     auto set = (*adapters)->Set(options->adapters);
     if (!set.ok()) return fail(set.status());

@@ -46,7 +46,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
     std::vector<std::string> adapters;
     std::string model, prompt_ids, batch_file, out;
     bool all_positions = false;
-    std::string adapter_dtype = "auto";
+    AdapterStorage adapter_storage = AdapterStorage::kAuto;
   };
   auto options = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("logits", "Write next-token logits for prompts (float32)");
@@ -58,9 +58,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
                   "JSON lines {\"prompt_ids\":[..],\"adapters\":[\"PATH@W\",..]} run as one batch");
   cmd->add_option("--out", options->out, "Output file: rows x vocab float32")->required();
   cmd->add_flag("--all-positions", options->all_positions, "Logits for every prompt position");
-  cmd->add_option("--adapter-dtype", options->adapter_dtype, kAdapterDtypeHelp)
-      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
-      ->capture_default_str();
+  AddAdapterDtypeOption(cmd, &options->adapter_storage);
   cmd->callback([options, exit_code] {
     auto fail = [&](const absl::Status& s) {
       std::cerr << "error: " << s.message() << "\n";
@@ -68,7 +66,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
     };
     auto model = LlamaModel::Load(options->model);
     if (!model.ok()) return fail(model.status());
-    const AdapterStorage storage = *ParseAdapterStorage(options->adapter_dtype);  // checked
+    const AdapterStorage storage = options->adapter_storage;
     absl::StatusOr<std::vector<float>> logits;
     if (!options->batch_file.empty()) {
       auto batch = ReadBatch(options->batch_file);

@@ -20,7 +20,6 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     server::ServerOptions server;
     std::string admin_token_file, inference_token_file;
     std::string merge_mode = "auto";
-    std::string adapter_dtype = "auto";
     double drain_seconds = 30;
     std::string log_format = "text", log_level = "info";
     int64_t max_upload_bytes = 256ll << 20;
@@ -89,9 +88,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "auto: merge single-adapter traffic into the base weights; never: do not")
       ->check(CLI::IsMember({"auto", "never"}))
       ->capture_default_str();
-  cmd->add_option("--adapter-dtype", flags->adapter_dtype, kAdapterDtypeHelp)
-      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
-      ->capture_default_str();
+  AddAdapterDtypeOption(cmd, &o.engine.adapter_storage);
   cmd->add_option("--merge-window-seconds", o.engine.merge_window_seconds,
                   "Single-adapter traffic this long before merging (auto mode)")
       ->capture_default_str();
@@ -131,7 +128,6 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     }
     options.adapters.max_upload_bytes = static_cast<size_t>(flags->max_upload_bytes);
     options.engine.merge_mode = flags->merge_mode == "never" ? MergeMode::kNever : MergeMode::kAuto;
-    options.engine.adapter_storage = *ParseAdapterStorage(flags->adapter_dtype);  // checked above
 
     // Signals are taken synchronously by this thread; every thread started from here inherits
     // the blocked mask, so SIGTERM never interrupts a worker.

@@ -38,17 +38,6 @@ int BlockOutputs(int out, int threads) {
   return (out + blocks - 1) / blocks;
 }
 
-// The widest micro-kernels this CPU runs (AVX-512 only when allowed); nullptr without
-// AVX2+FMA+F16C.
-const lora_internal::MicroKernels* WideMicroKernels(bool allow_avx512) {
-  static const lora_internal::MicroKernels avx512 =
-      detail::CpuHasAvx512() ? lora_internal::Avx512MicroKernels() : lora_internal::MicroKernels{};
-  static const lora_internal::MicroKernels avx2 =
-      detail::CpuHasAvx2Fma() ? lora_internal::Avx2MicroKernels() : lora_internal::MicroKernels{};
-  if (allow_avx512 && avx512.shrink[0] != nullptr) return &avx512;
-  return avx2.shrink[0] != nullptr ? &avx2 : nullptr;
-}
-
 void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, int64_t ldx,
                       const float* weight, int rows, int in, int out, float* y, int64_t ldy,
                       bool accumulate, int threads) {
@@ -85,7 +74,8 @@ void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, i
   const int64_t work = static_cast<int64_t>(rows) * in * out;
   const int threads = work < kParallelMinWork ? 1 : std::min(omp_get_max_threads(), out / 16 + 1);
   if (rows <= options.micro_kernel_max_rows) {
-    if (const lora_internal::MicroKernels* mk = WideMicroKernels(options.allow_avx512)) {
+    if (const lora_internal::MicroKernels* mk =
+            lora_internal::SimdMicroKernels(options.allow_avx512, /*allow_avx2=*/true)) {
       MicroKernelLinear(*mk, x, ldx, weight, rows, in, out, y, ldy, accumulate, threads);
       return;
     }

@@ -81,6 +81,23 @@ bool CpuHasAvx512() {
   return has;
 }
 
+}  // namespace detail
+
+namespace lora_internal {
+
+const MicroKernels* SimdMicroKernels(bool allow_avx512, bool allow_avx2) {
+  static const MicroKernels avx512 =
+      detail::CpuHasAvx512() ? Avx512MicroKernels() : MicroKernels{};
+  static const MicroKernels avx2 = detail::CpuHasAvx2Fma() ? Avx2MicroKernels() : MicroKernels{};
+  if (allow_avx512 && avx512.shrink[0] != nullptr) return &avx512;
+  if (allow_avx2 && avx2.shrink[0] != nullptr) return &avx2;
+  return nullptr;
+}
+
+}  // namespace lora_internal
+
+namespace detail {
+
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs,
                const LoraApplyOptions& options) {
@@ -136,11 +153,10 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
   }
   if (plans.empty()) return;
   std::vector<float> v(v_size);
-  const MicroKernels mk = options.allow_avx512 && CpuHasAvx512()
-                              ? lora_internal::Avx512MicroKernels()
-                          : options.allow_avx2 && CpuHasAvx2Fma()
-                              ? lora_internal::Avx2MicroKernels()
-                              : lora_internal::PortableMicroKernels();
+  static const MicroKernels portable = lora_internal::PortableMicroKernels();
+  const MicroKernels* simd =
+      lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2);
+  const MicroKernels& mk = simd != nullptr ? *simd : portable;
 
   const int num_shrink = static_cast<int>(shrink_tasks.size());
   const int num_expand = static_cast<int>(expand_tasks.size());

@@ -7,34 +7,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/half.h"
 #include "kernels/cpu/lora.h"
 
 namespace loraserve::kernels::lora_internal {
-
-// IEEE binary16 bits to fp32, exact (subnormals, infinities and NaNs included).
-inline float F16BitsToFloat(uint16_t bits) {
-  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
-  uint32_t exponent = (bits >> 10) & 0x1fu;
-  uint32_t mantissa = bits & 0x3ffu;
-  uint32_t word;
-  if (exponent == 0 && mantissa == 0) {
-    word = sign;
-  } else if (exponent == 0) {  // subnormal: renormalise
-    exponent = 127 - 15 + 1;
-    while ((mantissa & 0x400u) == 0) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    word = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
-  } else if (exponent == 31) {
-    word = sign | 0x7f800000u | (mantissa << 13);
-  } else {
-    word = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
-}
 
 // Element i of a pool row stored as D, widened to fp32. memcpy, not a cast: the pool's storage
 // is float, and a 16-bit view of it would break strict aliasing.
@@ -47,11 +23,7 @@ inline float LoadElement(const void* row, int64_t i) {
   } else {
     uint16_t bits;
     std::memcpy(&bits, static_cast<const char*>(row) + 2 * i, sizeof(bits));
-    if constexpr (D == LoraDtype::kF16) return F16BitsToFloat(bits);
-    const uint32_t word = static_cast<uint32_t>(bits) << 16;
-    float value;
-    std::memcpy(&value, &word, sizeof(value));
-    return value;
+    return D == LoraDtype::kF16 ? F16BitsToFloat(bits) : Bf16BitsToFloat(bits);
   }
 }
 
@@ -79,5 +51,9 @@ MicroKernels PortableMicroKernels();
 MicroKernels Avx2MicroKernels();
 // Only call when detail::CpuHasAvx512().
 MicroKernels Avx512MicroKernels();
+
+// The widest SIMD table this CPU runs among the allowed ISAs (AVX-512, then AVX2), built once;
+// nullptr when neither is allowed and supported. Shared by LoraApply and LinearForward.
+const MicroKernels* SimdMicroKernels(bool allow_avx512, bool allow_avx2);
 
 }  // namespace loraserve::kernels::lora_internal

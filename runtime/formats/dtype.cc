@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "kernels/cpu/half.h"
+
 namespace loraserve {
 
 std::optional<DType> ParseDType(std::string_view name) {
@@ -57,12 +59,7 @@ bool IsFloatDType(DType dtype) {
          dtype == DType::kBF16;
 }
 
-float Bf16ToFloat(uint16_t bits) {
-  const uint32_t word = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
-}
+float Bf16ToFloat(uint16_t bits) { return kernels::Bf16BitsToFloat(bits); }
 
 uint16_t FloatToBf16(float value) {
   uint32_t word;
@@ -98,32 +95,7 @@ uint16_t FloatToF16(float value) {
   return sign | static_cast<uint16_t>(half);
 }
 
-float F16ToFloat(uint16_t bits) {
-  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
-  uint32_t exponent = (bits >> 10) & 0x1fu;
-  uint32_t mantissa = bits & 0x3ffu;
-  uint32_t word;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      word = sign;
-    } else {  // subnormal: renormalise
-      exponent = 127 - 15 + 1;
-      while ((mantissa & 0x400u) == 0) {
-        mantissa <<= 1;
-        --exponent;
-      }
-      mantissa &= 0x3ffu;
-      word = sign | (exponent << 23) | (mantissa << 13);
-    }
-  } else if (exponent == 31) {
-    word = sign | 0x7f800000u | (mantissa << 13);
-  } else {
-    word = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
-}
+float F16ToFloat(uint16_t bits) { return kernels::F16BitsToFloat(bits); }
 
 void ToFloat(DType dtype, const uint8_t* src, size_t count, float* dst) {
   switch (dtype) {

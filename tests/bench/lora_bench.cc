@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/lora.h"
+#include "runtime/formats/dtype.h"
 #include "tests/bench/bandwidth.h"
 
 namespace loraserve::kernels {
@@ -45,20 +46,6 @@ void Evict(const std::vector<T>& v) {
   has_clflushopt ? EvictWithClflushopt(begin, end) : EvictWithClflush(begin, end);
 }
 
-// Round to nearest even; the values here are small and finite.
-uint16_t ToBf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-float FromBf16(uint16_t half) {
-  const uint32_t bits = static_cast<uint32_t>(half) << 16;
-  float value;
-  std::memcpy(&value, &bits, sizeof(value));
-  return value;
-}
-
 // `rows` decode rows assigned round-robin to `adapters` adapters, sorted into one segment per
 // distinct adapter as the scheduler emits them. The adapters' rank rows sit in shuffled cells
 // of one pool (the paged layout), as fp32 or bf16; the naive loop gets dense fp32 per-adapter
@@ -86,8 +73,8 @@ struct DecodeBatch {
       for (int i = 0; i < kDim; ++i) {
         values[i] = small(rng);
         if (dtype == LoraDtype::kBF16) {
-          half[i] = ToBf16(values[i]);
-          values[i] = FromBf16(half[i]);
+          half[i] = FloatToBf16(values[i]);
+          values[i] = Bf16ToFloat(half[i]);
         }
       }
       if (dtype == LoraDtype::kBF16) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/half.h"
 #include "kernels/cpu/lora_microkernels.h"
 
 namespace loraserve::kernels {
@@ -302,7 +303,7 @@ TEST(LoraApplyPublicTest, ReportsTheCpusVectorExtensions) {
 }
 
 TEST(LoraElementTest, F16BitsConvertExactly) {
-  using lora_internal::F16BitsToFloat;
+  using kernels::F16BitsToFloat;
   EXPECT_EQ(F16BitsToFloat(0x3c00), 1.0f);
   EXPECT_EQ(F16BitsToFloat(0xc000), -2.0f);
   EXPECT_EQ(F16BitsToFloat(0x7bff), 65504.0f);
