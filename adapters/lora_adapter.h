@@ -12,8 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "adapters/peft_config.h"
-#include "runtime/formats/model_config.h"
-#include "runtime/formats/safetensors.h"
+#include "formats/model_config.h"
+#include "formats/safetensors.h"
 
 namespace loraserve {
 

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
-#include "runtime/formats/model_config.h"
+#include "formats/model_config.h"
 
 namespace loraserve {
 namespace {

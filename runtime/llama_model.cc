@@ -12,7 +12,7 @@
 #include "kernels/cpu/lora.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/rope.h"
-#include "runtime/formats/safetensors.h"
+#include "formats/safetensors.h"
 #include "runtime/rope_frequencies.h"
 
 namespace loraserve {

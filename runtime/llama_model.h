@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/cpu/paged_attention.h"
 #include "runtime/batch_plan.h"
-#include "runtime/formats/model_config.h"
+#include "formats/model_config.h"
 
 namespace loraserve {
 

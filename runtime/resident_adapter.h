@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/lora.h"
-#include "runtime/formats/model_config.h"
+#include "formats/model_config.h"
 
 namespace loraserve {
 

@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "runtime/formats/model_config.h"
+#include "formats/model_config.h"
 
 namespace loraserve {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/cpu/half.h"
+#include "formats/half.h"
 #include "kernels/cpu/lora.h"
 
 namespace loraserve::kernels::lora_internal {
@@ -23,7 +23,7 @@ inline float LoadElement(const void* row, int64_t i) {
   } else {
     uint16_t bits;
     std::memcpy(&bits, static_cast<const char*>(row) + 2 * i, sizeof(bits));
-    return D == LoraDtype::kF16 ? F16BitsToFloat(bits) : Bf16BitsToFloat(bits);
+    return D == LoraDtype::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
   }
 }
 

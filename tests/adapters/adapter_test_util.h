@@ -17,9 +17,9 @@
 #include "adapters/lora_adapter.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "runtime/formats/dtype.h"
-#include "runtime/formats/model_config.h"
-#include "runtime/formats/safetensors.h"
+#include "formats/dtype.h"
+#include "formats/model_config.h"
+#include "formats/safetensors.h"
 
 namespace loraserve::testing {
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/lora.h"
-#include "runtime/formats/dtype.h"
+#include "formats/dtype.h"
 #include "tests/bench/bandwidth.h"
 
 namespace loraserve::kernels {

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/half.h"
+#include "formats/half.h"
 #include "kernels/cpu/lora_microkernels.h"
 
 namespace loraserve::kernels {
@@ -303,15 +303,15 @@ TEST(LoraApplyPublicTest, ReportsTheCpusVectorExtensions) {
 }
 
 TEST(LoraElementTest, F16BitsConvertExactly) {
-  using kernels::F16BitsToFloat;
-  EXPECT_EQ(F16BitsToFloat(0x3c00), 1.0f);
-  EXPECT_EQ(F16BitsToFloat(0xc000), -2.0f);
-  EXPECT_EQ(F16BitsToFloat(0x7bff), 65504.0f);
-  EXPECT_EQ(F16BitsToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
-  EXPECT_EQ(F16BitsToFloat(0x03ff), std::ldexp(1023.0f, -24));
-  EXPECT_TRUE(std::isinf(F16BitsToFloat(0x7c00)));
-  EXPECT_TRUE(std::isnan(F16BitsToFloat(0x7e00)));
-  EXPECT_TRUE(std::signbit(F16BitsToFloat(0x8000)));
+  using F16ToFloat;
+  EXPECT_EQ(F16ToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(F16ToFloat(0xc000), -2.0f);
+  EXPECT_EQ(F16ToFloat(0x7bff), 65504.0f);
+  EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(F16ToFloat(0x03ff), std::ldexp(1023.0f, -24));
+  EXPECT_TRUE(std::isinf(F16ToFloat(0x7c00)));
+  EXPECT_TRUE(std::isnan(F16ToFloat(0x7e00)));
+  EXPECT_TRUE(std::signbit(F16ToFloat(0x8000)));
 }
 
 TEST(NaivePerRequestLoraTest, MatchesReferenceOnDenseCopies) {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "runtime/adapter_pool.h"
-#include "runtime/formats/dtype.h"
+#include "formats/dtype.h"
 #include "runtime/generate.h"
 #include "tests/runtime/test_model_fixture.h"
 

@@ -1,6 +1,6 @@
 // Validation order follows the file: size, header length, JSON, per-tensor fields, then the
 // layout of the data section as a whole (bounds and overlaps).
-#include "runtime/formats/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

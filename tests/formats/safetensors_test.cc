@@ -1,5 +1,5 @@
 // Every malformed safetensors file must become a clear error naming the file and the tensor.
-#include "runtime/formats/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <gtest/gtest.h>
 

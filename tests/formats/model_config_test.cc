@@ -1,5 +1,5 @@
 // config.json parsing: defaults as in transformers, clear errors naming the missing field.
-#include "runtime/formats/model_config.h"
+#include "formats/model_config.h"
 
 #include <gtest/gtest.h>
 

@@ -1,9 +1,8 @@
 // Scalar dtype conversions; the bulk loops are simple enough for the compiler to vectorise.
-#include "runtime/formats/dtype.h"
+#include "formats/dtype.h"
 
 #include <cstring>
 
-#include "kernels/cpu/half.h"
 
 namespace loraserve {
 
@@ -58,44 +57,6 @@ bool IsFloatDType(DType dtype) {
   return dtype == DType::kF64 || dtype == DType::kF32 || dtype == DType::kF16 ||
          dtype == DType::kBF16;
 }
-
-float Bf16ToFloat(uint16_t bits) { return kernels::Bf16BitsToFloat(bits); }
-
-uint16_t FloatToBf16(float value) {
-  uint32_t word;
-  std::memcpy(&word, &value, sizeof(word));
-  if ((word & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((word >> 16) | 0x40);
-  const uint32_t rounding = 0x7fffu + ((word >> 16) & 1u);
-  return static_cast<uint16_t>((word + rounding) >> 16);
-}
-
-uint16_t FloatToF16(float value) {
-  uint32_t word;
-  std::memcpy(&word, &value, sizeof(word));
-  const uint16_t sign = static_cast<uint16_t>((word >> 16) & 0x8000u);
-  const uint32_t magnitude = word & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return sign | 0x7e00u;  // NaN
-  const int exponent = static_cast<int>(magnitude >> 23) - 127 + 15;
-  if (exponent >= 31) return sign | 0x7c00u;  // too large (or infinite): infinity
-  if (exponent <= 0) {
-    // Subnormal (or zero) in fp16: shift the full 24-bit significand into place, rounding to
-    // nearest even on the bits that fall off.
-    if (exponent < -10) return sign;  // below half the smallest subnormal
-    const uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u;
-    const int shift = 14 - exponent;
-    uint32_t half = significand >> shift;
-    const uint32_t rest = significand & ((1u << shift) - 1);
-    const uint32_t midpoint = 1u << (shift - 1);
-    if (rest > midpoint || (rest == midpoint && (half & 1u))) ++half;
-    return sign | static_cast<uint16_t>(half);
-  }
-  uint32_t half = (static_cast<uint32_t>(exponent) << 10) | ((magnitude >> 13) & 0x3ffu);
-  const uint32_t rest = magnitude & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;  // may carry into infinity
-  return sign | static_cast<uint16_t>(half);
-}
-
-float F16ToFloat(uint16_t bits) { return kernels::F16BitsToFloat(bits); }
 
 void ToFloat(DType dtype, const uint8_t* src, size_t count, float* dst) {
   switch (dtype) {

@@ -8,6 +8,8 @@
 #include <span>
 #include <string_view>
 
+#include "formats/half.h"
+
 namespace loraserve {
 
 enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool, kF8E4M3, kF8E5M2 };
@@ -18,12 +20,6 @@ const char* DTypeName(DType dtype);
 size_t DTypeSize(DType dtype);
 // True when ToFloat can convert the dtype (the float types).
 bool IsFloatDType(DType dtype);
-
-float Bf16ToFloat(uint16_t bits);
-float F16ToFloat(uint16_t bits);
-uint16_t FloatToBf16(float value);  // round to nearest even, NaN kept quiet
-// Round to nearest even; beyond the fp16 range gives infinity, NaN stays a (quiet) NaN.
-uint16_t FloatToF16(float value);
 
 // Converts `count` elements of a float dtype to fp32. Caller checked IsFloatDType.
 void ToFloat(DType dtype, const uint8_t* src, size_t count, float* dst);

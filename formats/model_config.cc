@@ -1,5 +1,5 @@
 // Field names and defaults follow transformers' LlamaConfig / MistralConfig / Qwen2Config.
-#include "runtime/formats/model_config.h"
+#include "formats/model_config.h"
 
 #include <fstream>
 #include <sstream>

@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "runtime/formats/dtype.h"
+#include "formats/dtype.h"
 
 namespace loraserve {
 

@@ -1,6 +1,6 @@
 // fp16/bf16 conversions: every fp16 bit pattern round-trips through fp32, and fp32 values between
 // two fp16 neighbours round to nearest even, as numpy's astype(float16) does.
-#include "runtime/formats/dtype.h"
+#include "formats/dtype.h"
 
 #include <gtest/gtest.h>
 
