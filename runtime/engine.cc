@@ -37,15 +37,6 @@ const char* FinishReasonName(FinishReason reason) {
   return "?";
 }
 
-const char* MergeModeName(MergeMode mode) {
-  switch (mode) {
-    case MergeMode::kAuto: return "auto";
-    case MergeMode::kNever: return "never";
-    case MergeMode::kForced: return "forced";
-  }
-  return "?";
-}
-
 struct RegisteredAdapter {
   std::shared_ptr<const LoraAdapter> adapter;
   std::string pool_key;  // unique per registration
@@ -270,11 +261,9 @@ class Engine::Impl {
     return done;
   }
 
-  EngineStats Stats() {
+  EngineStats Stats() const {
     std::lock_guard<std::mutex> lock(stats_mu_);
-    EngineStats out = stats_;
-    stats_.adapter_load_seconds.clear();
-    return out;
+    return stats_;
   }
 
  private:
@@ -660,8 +649,7 @@ void Engine::Impl::PublishStats() {
     s.seconds_unmerged = merge_.seconds_unmerged();
     s.running_adapters.assign(running_ids.begin(), running_ids.end());
     s.waiting_adapters.assign(waiting_ids.begin(), waiting_ids.end());
-    s.adapter_load_seconds.insert(s.adapter_load_seconds.end(), load_seconds_.begin(),
-                                  load_seconds_.end());
+    for (double seconds : load_seconds_) s.adapter_load_seconds.Observe(seconds);
     load_seconds_.clear();
     const std::vector<std::string> keys = pool_.ResidentKeys();
     resident_snapshot_ = std::set<std::string>(keys.begin(), keys.end());

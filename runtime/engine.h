@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "adapters/lora_adapter.h"
 #include "runtime/adapter_pool.h"
+#include "runtime/engine_stats.h"
 #include "runtime/llama_model.h"
 #include "runtime/sampler.h"
 
@@ -61,9 +62,6 @@ struct RequestCallbacks {
   std::function<void(const RequestResult&)> on_finish;   // called exactly once
 };
 
-enum class MergeMode { kAuto, kNever, kForced };
-const char* MergeModeName(MergeMode mode);
-
 struct EngineOptions {
   int kv_block_size = 16;
   int64_t pool_pages = 0;       // 0 = derive from pool_bytes
@@ -90,30 +88,6 @@ struct AdapterInfo {
   std::chrono::system_clock::time_point last_used;
 };
 
-struct EngineStats {
-  int waiting = 0;
-  int running = 0;
-  int64_t pool_pages_total = 0;
-  int64_t kv_pages_used = 0;
-  int64_t adapter_pages_used = 0;
-  double kv_usage = 0;  // KV pages / pages that KV could use, 0..1
-  int adapters_resident = 0;
-  int64_t adapter_loads = 0;
-  int64_t adapter_evictions = 0;
-  int64_t adapter_hits = 0;
-  int64_t adapter_misses = 0;
-  int64_t preemptions = 0;
-  int64_t generated_tokens = 0;
-  int64_t steps = 0;
-  MergeMode merge_mode = MergeMode::kAuto;
-  std::string merged_adapter;  // empty when the base weights are pristine
-  int64_t merge_switches = 0;
-  double seconds_merged = 0;
-  double seconds_unmerged = 0;
-  std::vector<std::string> running_adapters;
-  std::vector<std::string> waiting_adapters;
-  std::vector<double> adapter_load_seconds;  // drained by each call (for histograms)
-};
 
 class Engine {
  public:
