@@ -49,11 +49,13 @@ void ForEachRow(const LoraAdapter& adapter, const ModelConfig& config, AdapterSt
   }
 }
 
-// Writes `length` values (every `stride`-th of `src`) as `dtype` at `dst`.
-void StoreRow(const float* src, int64_t stride, int length, LoraDtype dtype, float* dst) {
+// Packs `length` values (every `stride`-th of `src`) as `dtype` into pool units; a 16-bit row
+// of odd length leaves the high half of its last unit zero.
+std::vector<uint32_t> PackRow(const float* src, int64_t stride, int length, LoraDtype dtype) {
+  std::vector<uint32_t> units(static_cast<size_t>(kernels::LoraRowUnits(dtype, length)), 0);
   if (dtype == LoraDtype::kF32) {
-    for (int i = 0; i < length; ++i) dst[i] = src[i * stride];
-    return;
+    for (int i = 0; i < length; ++i) std::memcpy(&units[i], &src[i * stride], sizeof(float));
+    return units;
   }
   std::vector<uint16_t> bits(length);
   for (int i = 0; i < length; ++i) {
@@ -61,7 +63,8 @@ void StoreRow(const float* src, int64_t stride, int length, LoraDtype dtype, flo
     // Auto storage only picks F16 for values that came from an fp16 file: exact.
     bits[i] = dtype == LoraDtype::kBF16 ? FloatToBf16(value) : FloatToF16(value);
   }
-  std::memcpy(dst, bits.data(), bits.size() * sizeof(uint16_t));
+  std::memcpy(units.data(), bits.data(), bits.size() * sizeof(uint16_t));
+  return units;
 }
 
 }  // namespace
@@ -103,12 +106,16 @@ std::vector<float> DoraScale(const LoraModuleWeights& module, const std::vector<
   return scale;
 }
 
-AdapterPool::AdapterPool(PagePool* pages, const ModelConfig& config, BaseWeightFn base_weight,
-                         AdapterStorage storage)
-    : pages_(pages), config_(config), storage_(storage), base_weight_(std::move(base_weight)) {}
+AdapterPool::AdapterPool(PagePool* pages, PoolStorage* memory, const ModelConfig& config,
+                         BaseWeightFn base_weight, AdapterStorage storage)
+    : pages_(pages),
+      memory_(memory),
+      config_(config),
+      storage_(storage),
+      base_weight_(std::move(base_weight)) {}
 
 int64_t AdapterPool::PagesNeeded(const LoraAdapter& adapter) const {
-  const int64_t page = pages_->page_floats();
+  const int64_t page = pages_->page_units();
   int64_t pages = 0;
   int64_t used = page;  // forces a first page
   ForEachRow(adapter, config_, storage_, [&](int, int, bool, int, int length, LoraDtype dtype) {
@@ -134,7 +141,7 @@ absl::StatusOr<const ResidentLora*> AdapterPool::Acquire(
   }
   ++stats_.misses;
   const auto start = std::chrono::steady_clock::now();
-  const int64_t page = pages_->page_floats();
+  const int64_t page = pages_->page_units();
   const int64_t needed = PagesNeeded(*adapter);
   for (int max_dim : {config_.hidden_size, config_.intermediate_size, config_.q_dim()}) {
     if (max_dim > page) {
@@ -169,8 +176,8 @@ absl::StatusOr<const ResidentLora*> AdapterPool::Acquire(
       }
     }
   }
-  float* pool = pages_->data();
   // Same walk as PagesNeeded, now writing rows.
+  absl::Status written;
   size_t page_index = 0;
   int64_t used = page;
   bool first = true;
@@ -185,16 +192,17 @@ absl::StatusOr<const ResidentLora*> AdapterPool::Acquire(
                const int64_t offset = int64_t{(*pages)[page_index]} * page + used;
                const LoraModuleWeights& module = *adapter->modules[l][m];
                ResidentLoraModule& slot = *resident->modules[l][m];
-               if (!is_b) {
-                 StoreRow(&module.a[static_cast<size_t>(r) * length], 1, length, dtype,
-                          pool + offset);
-                 slot.a_rows[r] = offset;
-               } else {
-                 StoreRow(&module.b[r], module.rank, length, dtype, pool + offset);
-                 slot.b_cols[r] = offset;
-               }
+               const std::vector<uint32_t> packed =
+                   is_b ? PackRow(&module.b[r], module.rank, length, dtype)
+                        : PackRow(&module.a[static_cast<size_t>(r) * length], 1, length, dtype);
+               if (written.ok()) written = memory_->Write(offset, packed);
+               (is_b ? slot.b_cols : slot.a_rows)[r] = offset;
                used += units;
              });
+  if (!written.ok()) {
+    pages_->Free(*pages);
+    return written;
+  }
   Entry entry;
   entry.adapter = adapter;
   entry.resident = std::move(resident);

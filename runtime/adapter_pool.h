@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "adapters/lora_adapter.h"
+#include "runtime/backend/backend.h"
 #include "runtime/page_pool.h"
 #include "runtime/resident_adapter.h"
 
@@ -30,8 +32,8 @@ enum class AdapterStorage { kAuto, kF32, kBF16 };
 absl::StatusOr<AdapterStorage> ParseAdapterStorage(std::string_view name);
 const char* AdapterStorageName(AdapterStorage storage);
 
-// Base weights an adapter is measured against (DoRA needs ||W + s B A|| per output row).
-using BaseWeightFn = std::function<const std::vector<float>&(int layer, Module module)>;
+// Pristine base weights an adapter is measured against (DoRA needs ||W + s B A|| per row).
+using BaseWeightFn = std::function<std::vector<float>(int layer, Module module)>;
 
 // DoRA's per-output-row factor magnitude / ||W + scaling * B A||_row for one module.
 std::vector<float> DoraScale(const LoraModuleWeights& module, const std::vector<float>& base,
@@ -48,8 +50,9 @@ struct AdapterPoolStats {
 
 class AdapterPool {
  public:
-  AdapterPool(PagePool* pages, const ModelConfig& config, BaseWeightFn base_weight,
-              AdapterStorage storage = AdapterStorage::kAuto);
+  // Pages come from `pages`; rows are written into `memory` (the backend's pool storage).
+  AdapterPool(PagePool* pages, PoolStorage* memory, const ModelConfig& config,
+              BaseWeightFn base_weight, AdapterStorage storage = AdapterStorage::kAuto);
 
   // Makes `adapter` resident (evicting LRU unreferenced adapters when pages run out) and takes
   // a reference. RESOURCE_EXHAUSTED when it cannot fit even after eviction. `load_seconds`
@@ -87,6 +90,7 @@ class AdapterPool {
   void Evict(std::map<std::string, Entry>::iterator it);
 
   PagePool* pages_;
+  PoolStorage* memory_;
   ModelConfig config_;
   AdapterStorage storage_;
   BaseWeightFn base_weight_;

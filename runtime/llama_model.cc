@@ -1,34 +1,45 @@
-// Every linear module runs as GEMM (OpenBLAS) -> LoRA segment kernel -> bias, in that order, so
-// DoRA's per-output scale multiplies W x + s B A x but not the bias, exactly as PEFT does.
+// Every linear module runs as GEMM -> LoRA segment kernel -> bias, in that order, so DoRA's
+// per-output scale multiplies W x + s B A x but not the bias, exactly as PEFT does. The model
+// only sequences backend ops; it never touches weight or activation memory itself.
 #include "runtime/llama_model.h"
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/activation.h"
-#include "kernels/cpu/gemm.h"
-#include "kernels/cpu/lora.h"
-#include "kernels/cpu/rms_norm.h"
-#include "kernels/cpu/rope.h"
 #include "formats/safetensors.h"
+#include "runtime/backend/cpu_backend.h"
 #include "runtime/rope_frequencies.h"
 
 namespace loraserve {
 namespace {
 
-absl::Status Read(const SafetensorsFolder& weights, const std::string& name,
-                  std::vector<int64_t> shape, std::vector<float>* out) {
+absl::Status Upload(Backend& backend, const SafetensorsFolder& weights, const std::string& name,
+                    std::vector<int64_t> shape, WeightHandle* out) {
   auto tensor = weights.ReadFloat(name, shape);
   if (!tensor.ok()) return tensor.status();
-  *out = std::move(*tensor);
+  const TensorView* view = weights.Find(name);
+  auto handle = backend.UploadWeight(*tensor, std::move(shape), view->dtype);
+  if (!handle.ok()) {
+    return absl::Status(handle.status().code(),
+                        absl::StrCat(name, ": ", handle.status().message()));
+  }
+  *out = *handle;
   return absl::OkStatus();
+}
+
+// Views of rows of one activation buffer.
+Tensor Rows(const Tensor& t, int64_t begin, int64_t count) {
+  Tensor view = t;
+  view.data = static_cast<float*>(t.data) + begin * t.ld;
+  view.rows = count;
+  return view;
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& dir,
+                                                            std::unique_ptr<Backend> backend) {
   namespace fs = std::filesystem;
   auto config = ModelConfig::FromFile((fs::path(dir) / "config.json").string());
   if (!config.ok()) return config.status();
@@ -37,18 +48,20 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   std::unique_ptr<LlamaModel> model(new LlamaModel());
   model->dir_ = dir;
   model->config_ = *config;
+  model->backend_ = backend ? std::move(backend) : std::make_unique<CpuBackend>();
+  Backend& b = *model->backend_;
   const ModelConfig& c = model->config_;
   const int64_t hidden = c.hidden_size;
-  if (auto s = Read(*weights, "model.embed_tokens.weight", {c.vocab_size, hidden},
-                    &model->embed_tokens_);
+  if (auto s = Upload(b, *weights, "model.embed_tokens.weight", {c.vocab_size, hidden},
+                      &model->embed_tokens_);
       !s.ok()) {
     return s;
   }
-  if (auto s = Read(*weights, "model.norm.weight", {hidden}, &model->final_norm_); !s.ok()) {
+  if (auto s = Upload(b, *weights, "model.norm.weight", {hidden}, &model->final_norm_); !s.ok()) {
     return s;
   }
   if (!c.tie_word_embeddings) {
-    if (auto s = Read(*weights, "lm_head.weight", {c.vocab_size, hidden}, &model->lm_head_);
+    if (auto s = Upload(b, *weights, "lm_head.weight", {c.vocab_size, hidden}, &model->lm_head_);
         !s.ok()) {
       return s;
     }
@@ -60,27 +73,32 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     for (int m = 0; m < kNumModules; ++m) {
       const Module module = static_cast<Module>(m);
       const ModuleDims dims = c.Dims(module);
-      const std::string name =
-          absl::StrCat(prefix, ModuleParent(module), ".", kModuleNames[m]);
-      if (auto s = Read(*weights, name + ".weight", {dims.out, dims.in}, &layer.weight[m]);
+      const std::string name = absl::StrCat(prefix, ModuleParent(module), ".", kModuleNames[m]);
+      if (auto s = Upload(b, *weights, name + ".weight", {dims.out, dims.in}, &layer.weight[m]);
           !s.ok()) {
         return s;
       }
       if (c.HasBias(module)) {
-        if (auto s = Read(*weights, name + ".bias", {dims.out}, &layer.bias[m]); !s.ok()) return s;
+        if (auto s = Upload(b, *weights, name + ".bias", {dims.out}, &layer.bias[m]); !s.ok()) {
+          return s;
+        }
       }
     }
-    if (auto s = Read(*weights, prefix + "input_layernorm.weight", {hidden}, &layer.input_norm);
+    if (auto s = Upload(b, *weights, prefix + "input_layernorm.weight", {hidden},
+                        &layer.input_norm);
         !s.ok()) {
       return s;
     }
-    if (auto s = Read(*weights, prefix + "post_attention_layernorm.weight", {hidden},
-                      &layer.post_attention_norm);
+    if (auto s = Upload(b, *weights, prefix + "post_attention_layernorm.weight", {hidden},
+                        &layer.post_attention_norm);
         !s.ok()) {
       return s;
     }
   }
-  model->inv_freq_ = RopeInverseFrequencies(c);
+  const std::vector<float> inv_freq = RopeInverseFrequencies(c);
+  auto rope = b.UploadWeight(inv_freq, {static_cast<int64_t>(inv_freq.size())}, DType::kF32);
+  if (!rope.ok()) return rope.status();
+  model->inv_freq_ = *rope;
   return model;
 }
 
@@ -88,11 +106,36 @@ kernels::KvPageLayout LlamaModel::KvLayout(int block_size) const {
   return {block_size, config_.num_layers, config_.kv_dim()};
 }
 
+std::vector<float> LlamaModel::Weight(int layer, Module module) const {
+  auto values = backend_->ReadWeight(WeightOf(layer, module));
+  return values.ok() ? std::move(*values) : std::vector<float>{};
+}
+
+std::vector<float> LlamaModel::PristineWeight(int layer, Module module) const {
+  auto values = backend_->ReadPristineWeight(WeightOf(layer, module));
+  return values.ok() ? std::move(*values) : std::vector<float>{};
+}
+
 size_t LlamaModel::ParameterCount() const {
-  size_t n = embed_tokens_.size() + lm_head_.size() + final_norm_.size();
+  size_t n = 0;
+  auto add = [&](WeightHandle w) {
+    if (!w.valid()) return;
+    auto info = backend_->Info(w);
+    if (!info.ok()) return;
+    size_t elements = 1;
+    for (int64_t d : info->shape) elements *= static_cast<size_t>(d);
+    n += elements;
+  };
+  add(embed_tokens_);
+  add(lm_head_);
+  add(final_norm_);
   for (const LayerWeights& layer : layers_) {
-    for (int m = 0; m < kNumModules; ++m) n += layer.weight[m].size() + layer.bias[m].size();
-    n += layer.input_norm.size() + layer.post_attention_norm.size();
+    for (int m = 0; m < kNumModules; ++m) {
+      add(layer.weight[m]);
+      add(layer.bias[m]);
+    }
+    add(layer.input_norm);
+    add(layer.post_attention_norm);
   }
   return n;
 }
@@ -119,9 +162,14 @@ absl::Status LlamaModel::ValidatePlan(const BatchPlan& plan,
             absl::StrCat("plan: position ", pos, " is not covered by the block table"));
       }
     }
-    if (seq.adapter_set >= static_cast<int>(plan.adapter_sets.size())) {
-      return absl::InvalidArgumentError("plan: adapter_set index out of range");
-    }
+  }
+  if (!plan.lora.module_begin.empty() &&
+      plan.lora.module_begin.size() !=
+          static_cast<size_t>(config_.num_layers) * kNumModules + 1) {
+    return absl::InvalidArgumentError("plan: the LoRA plan was built for another model");
+  }
+  if (plan.logit_rows.size() > plan.token_ids.size()) {
+    return absl::InvalidArgumentError("plan: more logit rows than rows");
   }
   for (int32_t r : plan.logit_rows) {
     if (r < 0 || r >= plan.num_tokens()) return absl::InvalidArgumentError("plan: bad logit row");
@@ -129,109 +177,96 @@ absl::Status LlamaModel::ValidatePlan(const BatchPlan& plan,
   return absl::OkStatus();
 }
 
-void LlamaModel::ApplyLinear(const BatchPlan& plan, int layer, Module module, const float* x,
-                             int64_t ldx, float* y, int64_t ldy) const {
+absl::Status LlamaModel::ApplyLinear(const BatchPlan& plan, const PoolStorage& adapter_pool,
+                                     int layer, Module module, const Tensor& x,
+                                     const Tensor& y) const {
   const int m = static_cast<int>(module);
-  const ModuleDims dims = config_.Dims(module);
   const LayerWeights& w = layers_[layer];
-  kernels::LinearForward(x, ldx, w.weight[m].data(), plan.num_tokens(), dims.in, dims.out, y, ldy);
-  if (!plan.adapter_sets.empty()) {
-    std::vector<kernels::LoraSegment> segments;
-    std::vector<kernels::LoraRef> refs;
-    // Consecutive sequences with the same adapter set share one segment.
-    for (size_t s = 0; s < plan.seqs.size();) {
-      const int set = plan.seqs[s].adapter_set;
-      size_t e = s;
-      while (e < plan.seqs.size() && plan.seqs[e].adapter_set == set &&
-             (e == s || plan.seqs[e].token_begin == plan.seqs[e - 1].token_end)) {
-        ++e;
-      }
-      if (set >= 0) {
-        kernels::LoraSegment segment{plan.seqs[s].token_begin, plan.seqs[e - 1].token_end,
-                                     static_cast<int>(refs.size()), 0, nullptr};
-        for (const auto& [adapter, weight] : plan.adapter_sets[set]) {
-          const auto& slot = adapter->modules[layer][m];
-          if (!slot) continue;
-          refs.push_back({slot->rank, weight * slot->scaling, slot->a_rows.data(),
-                          slot->b_cols.data(), slot->dtype});
-          if (!slot->dora_scale.empty()) segment.out_scale = slot->dora_scale.data();
-        }
-        segment.refs_end = static_cast<int>(refs.size());
-        if (segment.refs_end > segment.refs_begin || segment.out_scale != nullptr) {
-          segments.push_back(segment);
-        }
-      }
-      s = e;
-    }
-    if (!segments.empty()) {
-      kernels::LoraApply(plan.adapter_pool, x, ldx, y, ldy, dims.in, dims.out, segments, refs);
-    }
+  Backend& b = *backend_;
+  if (auto s = b.Linear(x, w.weight[m], y); !s.ok()) return s;
+  const auto segments = plan.lora.Segments(layer, m);
+  if (!segments.empty()) {
+    if (auto s = b.LoraApply(adapter_pool, x, y, {segments, plan.lora.refs}); !s.ok()) return s;
   }
-  if (!w.bias[m].empty()) kernels::AddBias(y, ldy, plan.num_tokens(), dims.out, w.bias[m].data());
+  if (w.bias[m].valid()) return b.AddBias(y, w.bias[m]);
+  return absl::OkStatus();
 }
 
-absl::Status LlamaModel::Forward(const BatchPlan& plan, float* kv_pool,
+absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
+                                 const PoolStorage& adapter_pool,
                                  const kernels::KvPageLayout& layout, float* logits) const {
   if (auto s = ValidatePlan(plan, layout); !s.ok()) return s;
   const ModelConfig& c = config_;
   const int T = plan.num_tokens();
   if (T == 0) return absl::OkStatus();
+  Backend& b = *backend_;
   const int H = c.hidden_size;
-  const int q_dim = c.q_dim();
-  const int kv_dim = c.kv_dim();
   const int I = c.intermediate_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
 
-  std::vector<float> x(static_cast<size_t>(T) * H);
-  for (int t = 0; t < T; ++t) {
-    std::memcpy(&x[static_cast<size_t>(t) * H], &embed_tokens_[static_cast<size_t>(plan.token_ids[t]) * H],
-                sizeof(float) * H);
+  absl::StatusOr<Buffer> buffers[9] = {b.Allocate(T, H),        b.Allocate(T, H),
+                                       b.Allocate(T, c.q_dim()), b.Allocate(T, c.kv_dim()),
+                                       b.Allocate(T, c.kv_dim()), b.Allocate(T, c.q_dim()),
+                                       b.Allocate(T, I),        b.Allocate(T, I),
+                                       b.Allocate(T, H)};
+  for (const auto& buffer : buffers) {
+    if (!buffer.ok()) return buffer.status();
   }
-  std::vector<float> h(static_cast<size_t>(T) * H);
-  std::vector<float> q(static_cast<size_t>(T) * q_dim), k(static_cast<size_t>(T) * kv_dim),
-      v(static_cast<size_t>(T) * kv_dim), attn(static_cast<size_t>(T) * q_dim);
-  std::vector<float> gate(static_cast<size_t>(T) * I), up(static_cast<size_t>(T) * I);
-  std::vector<float> proj(static_cast<size_t>(T) * H);
+  const Tensor& x = buffers[0]->tensor();
+  const Tensor& h = buffers[1]->tensor();
+  const Tensor& q = buffers[2]->tensor();
+  const Tensor& k = buffers[3]->tensor();
+  const Tensor& v = buffers[4]->tensor();
+  const Tensor& attn = buffers[5]->tensor();
+  const Tensor& gate = buffers[6]->tensor();
+  const Tensor& up = buffers[7]->tensor();
+  const Tensor& proj = buffers[8]->tensor();
   std::vector<kernels::AttentionSeq> seqs;
   for (const SequencePlan& seq : plan.seqs) {
     seqs.push_back({seq.token_begin, seq.token_end, seq.block_table.data()});
   }
+  const std::span<const int32_t> positions = plan.positions;
 
+  if (auto s = b.Embed(embed_tokens_, plan.token_ids, x); !s.ok()) return s;
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    kernels::RmsNorm(x.data(), H, w.input_norm.data(), T, H, static_cast<float>(c.rms_norm_eps),
-                     h.data(), H);
-    ApplyLinear(plan, l, Module::kQ, h.data(), H, q.data(), q_dim);
-    ApplyLinear(plan, l, Module::kK, h.data(), H, k.data(), kv_dim);
-    ApplyLinear(plan, l, Module::kV, h.data(), H, v.data(), kv_dim);
-    kernels::ApplyRope(q.data(), q_dim, T, c.num_heads, c.head_dim, plan.positions.data(),
-                       inv_freq_.data());
-    kernels::ApplyRope(k.data(), kv_dim, T, c.num_kv_heads, c.head_dim, plan.positions.data(),
-                       inv_freq_.data());
-    kernels::StoreKv(kv_pool, layout, l, seqs, plan.positions.data(), k.data(), v.data(), kv_dim);
-    kernels::PagedAttention(kv_pool, layout, l, seqs, plan.positions.data(), q.data(), q_dim,
-                            c.num_heads, c.num_kv_heads, c.head_dim, attn.data(), q_dim);
-    ApplyLinear(plan, l, Module::kO, attn.data(), q_dim, proj.data(), H);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-
-    kernels::RmsNorm(x.data(), H, w.post_attention_norm.data(), T, H,
-                     static_cast<float>(c.rms_norm_eps), h.data(), H);
-    ApplyLinear(plan, l, Module::kGate, h.data(), H, gate.data(), I);
-    ApplyLinear(plan, l, Module::kUp, h.data(), H, up.data(), I);
-    kernels::SiluMul(gate.data(), up.data(), static_cast<int64_t>(T) * I, gate.data());
-    ApplyLinear(plan, l, Module::kDown, gate.data(), I, proj.data(), H);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
+    absl::Status s = b.RmsNorm(x, w.input_norm, eps, h);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kQ, h, q);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kK, h, k);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kV, h, v);
+    if (s.ok()) s = b.Rope(q, c.num_heads, c.head_dim, positions, inv_freq_);
+    if (s.ok()) s = b.Rope(k, c.num_kv_heads, c.head_dim, positions, inv_freq_);
+    if (s.ok()) s = b.StoreKv(kv_pool, layout, l, seqs, positions, k, v);
+    if (s.ok()) {
+      s = b.PagedAttention(kv_pool, layout, l, seqs, positions, q, c.num_heads, c.num_kv_heads,
+                           c.head_dim, attn);
+    }
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kO, attn, proj);
+    if (s.ok()) s = b.Add(x, proj);
+    if (s.ok()) s = b.RmsNorm(x, w.post_attention_norm, eps, h);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kGate, h, gate);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kUp, h, up);
+    if (s.ok()) s = b.SiluMul(gate, up, gate);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kDown, gate, proj);
+    if (s.ok()) s = b.Add(x, proj);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("layer ", l, ": ", s.message()));
   }
 
   const int rows = static_cast<int>(plan.logit_rows.size());
   if (rows == 0) return absl::OkStatus();
-  std::vector<float> last(static_cast<size_t>(rows) * H);
-  for (int i = 0; i < rows; ++i) {
-    kernels::RmsNorm(&x[static_cast<size_t>(plan.logit_rows[i]) * H], H, final_norm_.data(), 1, H,
-                     static_cast<float>(c.rms_norm_eps), &last[static_cast<size_t>(i) * H], H);
-  }
-  const std::vector<float>& head = lm_head_.empty() ? embed_tokens_ : lm_head_;
-  kernels::LinearForward(last.data(), H, head.data(), rows, H, c.vocab_size, logits, c.vocab_size);
-  return absl::OkStatus();
+  // The last rows reuse the front of h: only logit rows go through the final norm and head.
+  const Tensor last = Rows(h, 0, rows);
+  const Tensor picked = Rows(proj, 0, rows);
+  if (auto s = b.GatherRows(x, plan.logit_rows, picked); !s.ok()) return s;
+  if (auto s = b.RmsNorm(picked, final_norm_, eps, last); !s.ok()) return s;
+  const WeightHandle head = lm_head_.valid() ? lm_head_ : embed_tokens_;
+  auto host = b.ViewHost(logits, rows, c.vocab_size);
+  if (host.ok()) return b.Linear(last, head, *host);
+  auto out = b.Allocate(rows, c.vocab_size);
+  if (!out.ok()) return out.status();
+  if (auto s = b.Linear(last, head, out->tensor()); !s.ok()) return s;
+  return b.CopyToHost(out->tensor(), std::span<float>(logits, static_cast<size_t>(rows) *
+                                                                  c.vocab_size));
 }
 
 }  // namespace loraserve

@@ -1,6 +1,6 @@
-// The Llama-family decoder (Llama 2/3, Mistral, Qwen2) on the CPU backend: weights held in
-// fp32, one forward pass per engine step over a BatchPlan with a paged KV cache and per-sequence
-// adapter sets applied through the LoRA segment kernels.
+// The Llama-family decoder (Llama 2/3, Mistral, Qwen2), written once against the Backend op set:
+// weights live in backend storage behind handles, and one forward pass per engine step runs a
+// BatchPlan over the paged KV cache and the step's LoRA plan.
 #pragma once
 
 #include <array>
@@ -9,55 +9,62 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/cpu/paged_attention.h"
-#include "runtime/batch_plan.h"
 #include "formats/model_config.h"
+#include "kernels/plan/kv_layout.h"
+#include "runtime/backend/backend.h"
+#include "runtime/batch_plan.h"
 
 namespace loraserve {
 
 struct LayerWeights {
-  std::array<std::vector<float>, kNumModules> weight;  // [out x in], PyTorch layout
-  std::array<std::vector<float>, kNumModules> bias;    // empty when the module has none
-  std::vector<float> input_norm;
-  std::vector<float> post_attention_norm;
+  std::array<WeightHandle, kNumModules> weight;  // [out x in], PyTorch layout
+  std::array<WeightHandle, kNumModules> bias;    // invalid when the module has none
+  WeightHandle input_norm;
+  WeightHandle post_attention_norm;
 };
 
 class LlamaModel {
  public:
-  // Loads config.json and the safetensors weights of a Hugging Face model folder.
-  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& dir);
+  // Loads config.json and the safetensors weights of a Hugging Face model folder into
+  // `backend` (the CPU backend when null).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& dir,
+                                                          std::unique_ptr<Backend> backend = {});
 
   const ModelConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
   kernels::KvPageLayout KvLayout(int block_size) const;
+  Backend& backend() const { return *backend_; }
 
-  // Runs every token of the plan; writes [plan.logit_rows.size() x vocab] logits. KV for the
-  // plan's positions is written into `kv_pool` pages named by the block tables.
-  absl::Status Forward(const BatchPlan& plan, float* kv_pool, const kernels::KvPageLayout& layout,
+  // Runs every token of the plan; writes [plan.logit_rows.size() x vocab] logits to host memory.
+  // KV for the plan's positions is written into `kv_pool` pages named by the block tables; the
+  // LoRA plan's offsets index `adapter_pool` (the same storage in the engine).
+  absl::Status Forward(const BatchPlan& plan, PoolStorage& kv_pool,
+                       const PoolStorage& adapter_pool, const kernels::KvPageLayout& layout,
                        float* logits) const;
 
-  // Live weights of one linear module; the merge controller folds adapters into them.
-  std::vector<float>& MutableWeight(int layer, Module module) {
+  // Handle of one linear module's weights (the merge controller folds adapters into them).
+  WeightHandle WeightOf(int layer, Module module) const {
     return layers_[layer].weight[static_cast<int>(module)];
   }
-  const std::vector<float>& Weight(int layer, Module module) const {
-    return layers_[layer].weight[static_cast<int>(module)];
-  }
+  // Copies of a module's live and pristine (pre-merge) weights, fp32 [out x in].
+  std::vector<float> Weight(int layer, Module module) const;
+  std::vector<float> PristineWeight(int layer, Module module) const;
   size_t ParameterCount() const;
 
  private:
   LlamaModel() = default;
   absl::Status ValidatePlan(const BatchPlan& plan, const kernels::KvPageLayout& layout) const;
-  void ApplyLinear(const BatchPlan& plan, int layer, Module module, const float* x, int64_t ldx,
-                   float* y, int64_t ldy) const;
+  absl::Status ApplyLinear(const BatchPlan& plan, const PoolStorage& adapter_pool, int layer,
+                           Module module, const Tensor& x, const Tensor& y) const;
 
   std::string dir_;
   ModelConfig config_;
-  std::vector<float> embed_tokens_;  // [vocab x hidden]
-  std::vector<float> lm_head_;       // empty when tied to embed_tokens_
-  std::vector<float> final_norm_;
+  std::unique_ptr<Backend> backend_;
+  WeightHandle embed_tokens_;  // [vocab x hidden]
+  WeightHandle lm_head_;       // invalid when tied to embed_tokens_
+  WeightHandle final_norm_;
+  WeightHandle inv_freq_;      // RoPE frequencies [head_dim / 2]
   std::vector<LayerWeights> layers_;
-  std::vector<float> inv_freq_;
 };
 
 }  // namespace loraserve

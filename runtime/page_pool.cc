@@ -1,13 +1,12 @@
+// Page ids come off a LIFO free list; the pool's bytes are the backend's (PoolStorage).
 #include "runtime/page_pool.h"
 
 #include <cassert>
 
 namespace loraserve {
 
-PagePool::PagePool(int64_t page_floats, int32_t num_pages)
-    : page_floats_(page_floats),
-      storage_(new float[static_cast<size_t>(page_floats) * num_pages]),
-      in_use_(num_pages, false) {
+PagePool::PagePool(int64_t page_units, int32_t num_pages)
+    : page_units_(page_units), in_use_(num_pages, false) {
   free_list_.reserve(num_pages);
   for (int32_t i = num_pages - 1; i >= 0; --i) free_list_.push_back(i);
 }

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/lora.h"
+#include "kernels/plan/lora_plan.h"
 #include "formats/model_config.h"
 
 namespace loraserve {

@@ -1,6 +1,7 @@
 #include "server/cli_adapters_local.h"
 
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -22,6 +23,32 @@ absl::StatusOr<std::pair<std::string, float>> ParseSpec(const std::string& spec)
 
 }  // namespace
 
+absl::StatusOr<std::vector<std::shared_ptr<const LoraAdapter>>> LoadAdapterFolders(
+    const ModelConfig& config, const std::vector<std::string>& specs) {
+  std::vector<std::shared_ptr<const LoraAdapter>> out;
+  std::set<std::string> seen;
+  for (const std::string& spec : specs) {
+    auto parsed = ParseSpec(spec);
+    if (!parsed.ok()) return parsed.status();
+    const std::string& path = parsed->first;
+    if (!seen.insert(path).second) continue;
+    auto adapter = LoadPeftAdapter(path, path, config, AdapterLimits{});
+    if (!adapter.ok()) return adapter.status();
+    out.push_back(std::make_shared<LoraAdapter>(std::move(*adapter)));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<AdapterRef>> AdapterRefs(const std::vector<std::string>& specs) {
+  std::vector<AdapterRef> refs;
+  for (const std::string& spec : specs) {
+    auto parsed = ParseSpec(spec);
+    if (!parsed.ok()) return parsed.status();
+    refs.push_back({parsed->first, parsed->second});
+  }
+  return refs;
+}
+
 absl::StatusOr<std::unique_ptr<LocalAdapters>> LocalAdapters::Load(
     const LlamaModel& model, const std::vector<std::string>& specs, AdapterStorage storage) {
   auto out = std::unique_ptr<LocalAdapters>(new LocalAdapters());
@@ -40,16 +67,20 @@ absl::StatusOr<std::unique_ptr<LocalAdapters>> LocalAdapters::Load(
     out->adapters_[path] = std::move(shared);
   }
   if (out->adapters_.empty()) return out;
-  const auto base = [&model](int layer, Module module) -> const std::vector<float>& {
-    return model.Weight(layer, module);
+  const auto base = [&model](int layer, Module module) {
+    return model.PristineWeight(layer, module);
   };
   const int64_t page_floats = model.KvLayout(16).page_floats();
   PagePool probe_pages(page_floats, 0);
-  AdapterPool probe(&probe_pages, model.config(), base, storage);
+  AdapterPool probe(&probe_pages, nullptr, model.config(), base, storage);
   int64_t needed = 0;
   for (const auto& [path, adapter] : out->adapters_) needed += probe.PagesNeeded(*adapter);
   out->pages_ = std::make_unique<PagePool>(page_floats, static_cast<int32_t>(needed));
-  out->pool_ = std::make_unique<AdapterPool>(out->pages_.get(), model.config(), base, storage);
+  auto memory = model.backend().CreatePool(page_floats, static_cast<int32_t>(needed));
+  if (!memory.ok()) return memory.status();
+  out->memory_ = std::move(*memory);
+  out->pool_ = std::make_unique<AdapterPool>(out->pages_.get(), out->memory_.get(),
+                                             model.config(), base, storage);
   for (const auto& [path, adapter] : out->adapters_) {
     auto resident = out->pool_->Acquire(path, adapter);
     if (!resident.ok()) return resident.status();

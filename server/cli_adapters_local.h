@@ -9,7 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/adapter_pool.h"
-#include "runtime/generate.h"
+#include "runtime/engine.h"
+#include "runtime/scoring.h"
 #include "runtime/llama_model.h"
 
 namespace loraserve::cli {
@@ -22,13 +23,21 @@ class LocalAdapters {
       AdapterStorage storage = AdapterStorage::kAuto);
   // The set for `specs` (every PATH must have been loaded); empty specs = base model.
   absl::StatusOr<AdapterSetView> Set(const std::vector<std::string>& specs) const;
-  const float* pool() const { return pages_ ? pages_->data() : nullptr; }
+  const PoolStorage* pool() const { return memory_.get(); }
 
  private:
   std::unique_ptr<PagePool> pages_;
+  std::unique_ptr<PoolStorage> memory_;
   std::unique_ptr<AdapterPool> pool_;
   std::map<std::string, std::shared_ptr<const LoraAdapter>> adapters_;  // by path
   std::map<std::string, const ResidentLora*> resident_;                // by path
 };
+
+// The distinct PEFT folders among `specs`, each parsed against `config` with its path as id
+// (paths are unique where folder names may not be).
+absl::StatusOr<std::vector<std::shared_ptr<const LoraAdapter>>> LoadAdapterFolders(
+    const ModelConfig& config, const std::vector<std::string>& specs);
+// `specs` as engine adapter refs (id = path), in order.
+absl::StatusOr<std::vector<AdapterRef>> AdapterRefs(const std::vector<std::string>& specs);
 
 }  // namespace loraserve::cli

@@ -1,30 +1,79 @@
-// `loraserve generate`: one request in-process (model loaded, prompt run, tokens printed as
-// they are sampled).
+// `loraserve generate`: one request in-process through the engine (model loaded, prompt run,
+// text printed as it streams), or against a server with --server.
+#include <algorithm>
+#include <filesystem>
+#include <future>
 #include <iostream>
 
-#include <filesystem>
-
-#include "runtime/generate.h"
-#include "runtime/tokenizer/incremental_detokenizer.h"
+#include "runtime/engine.h"
+#include "runtime/page_pool.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "server/cli_commands.h"
 #include "server/cli_adapters_local.h"
 #include "server/cli_common.h"
 
 namespace loraserve::cli {
+namespace {
+
+struct Options {
+  std::vector<std::string> adapters;
+  std::string model, prompt_ids, chat, system;
+  int max_tokens = 32;
+  float temperature = 0.0f, top_p = 1.0f;
+  int top_k = 0;
+  uint64_t seed = 0;
+  bool print_ids = false;
+  bool ignore_eos = false;
+  AdapterStorage adapter_storage = AdapterStorage::kAuto;
+};
+
+// One request through the same Engine the server runs (one decode loop for every path), sized
+// for it: the prompt prefills in one step, the pool fits its adapters and KV, and merging is
+// off so the tokens are the LoRA kernels' like the server's mixed traffic.
+absl::StatusOr<std::vector<int32_t>> GenerateInProcess(
+    std::unique_ptr<LlamaModel> model,
+    const std::vector<std::shared_ptr<const LoraAdapter>>& adapters,
+    const std::vector<AdapterRef>& refs, const std::vector<int32_t>& prompt,
+    const Options& options, const Tokenizer* tokenizer) {
+  EngineOptions engine_options;
+  engine_options.max_batch_tokens = std::max<int>(512, static_cast<int>(prompt.size()));
+  engine_options.max_running = 1;
+  engine_options.merge_mode = MergeMode::kNever;
+  engine_options.adapter_storage = options.adapter_storage;
+  engine_options.tokenizer = tokenizer;
+  const kernels::KvPageLayout layout = model->KvLayout(engine_options.kv_block_size);
+  PagePool probe_pages(layout.page_floats(), 0);
+  AdapterPool probe(&probe_pages, nullptr, model->config(), nullptr, options.adapter_storage);
+  int64_t pages = (static_cast<int64_t>(prompt.size()) + options.max_tokens +
+                   engine_options.kv_block_size - 1) / engine_options.kv_block_size;
+  for (const auto& adapter : adapters) pages += probe.PagesNeeded(*adapter);
+  engine_options.pool_pages = pages;
+  auto engine = Engine::Create(std::move(model), engine_options);
+  if (!engine.ok()) return engine.status();
+  for (const auto& adapter : adapters) {
+    if (auto s = (*engine)->RegisterAdapter(adapter); !s.ok()) return s;
+  }
+  GenerationRequest request;
+  request.prompt_ids = prompt;
+  request.adapters = refs;
+  request.max_tokens = options.max_tokens;
+  request.sampling = {options.temperature, options.top_k, options.top_p, options.seed};
+  request.ignore_eos = options.ignore_eos;
+  std::promise<RequestResult> done;
+  RequestCallbacks callbacks;
+  callbacks.on_token = [](const TokenEvent& event) { std::cout << event.text << std::flush; };
+  callbacks.on_finish = [&done](const RequestResult& result) { done.set_value(result); };
+  auto id = (*engine)->Submit(std::move(request), std::move(callbacks));
+  if (!id.ok()) return id.status();
+  RequestResult result = done.get_future().get();
+  if (!result.status.ok()) return result.status;
+  if (tokenizer != nullptr) std::cout << "\n";
+  return result.tokens;
+}
+
+}  // namespace
 
 void AddGenerateCommand(CLI::App& app, int* exit_code) {
-  struct Options {
-    std::vector<std::string> adapters;
-    std::string model, prompt_ids, chat, system;
-    int max_tokens = 32;
-    float temperature = 0.0f, top_p = 1.0f;
-    int top_k = 0;
-    uint64_t seed = 0;
-    bool print_ids = false;
-    bool ignore_eos = false;
-    AdapterStorage adapter_storage = AdapterStorage::kAuto;
-  };
   auto options = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text for one prompt in-process");
   cmd->add_option("--model", options->model, "Hugging Face model folder")->required();
@@ -81,28 +130,13 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
     if (!prompt.ok()) return fail(prompt.status());
     auto model = LlamaModel::Load(options->model);
     if (!model.ok()) return fail(model.status());
-    auto adapters = LocalAdapters::Load(**model, options->adapters, options->adapter_storage);
+    auto adapters = LoadAdapterFolders((*model)->config(), options->adapters);
     if (!adapters.ok()) return fail(adapters.status());
-    auto set = (*adapters)->Set(options->adapters);
-    if (!set.ok()) return fail(set.status());
-    GenerateOptions gen;
-    gen.max_tokens = options->max_tokens;
-    gen.sampling = {options->temperature, options->top_k, options->top_p, options->seed};
-    if (!options->ignore_eos) {
-      gen.stop_token_ids = (*model)->config().eos_token_ids;
-      if (tokenizer) {
-        for (int32_t id : tokenizer->eos_ids()) gen.stop_token_ids.push_back(id);
-      }
-    }
-    std::optional<IncrementalDetokenizer> detokenizer;
-    if (tokenizer) detokenizer.emplace(*tokenizer, /*skip_special_tokens=*/true);
-    auto tokens = GenerateSingle(**model, *prompt, gen, {&*set, (*adapters)->pool()},
-                                 [&](int32_t token) {
-                                   if (detokenizer) std::cout << detokenizer->Push(token) << std::flush;
-                                   return true;
-                                 });
+    auto refs = AdapterRefs(options->adapters);
+    if (!refs.ok()) return fail(refs.status());
+    auto tokens = GenerateInProcess(std::move(*model), *adapters, *refs, *prompt, *options,
+                                    tokenizer.get());
     if (!tokens.ok()) return fail(tokens.status());
-    if (detokenizer) std::cout << detokenizer->Flush() << "\n";
     if (options->print_ids) std::cout << JoinIds(*tokens) << "\n";
   });
 }

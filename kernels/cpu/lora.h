@@ -7,40 +7,9 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/plan/lora_plan.h"
+
 namespace loraserve::kernels {
-
-// How an adapter's rows are stored in the pool. Compute is always fp32; 16-bit rows halve the
-// bytes a memory-bound decode step streams (bf16 and fp16 files are stored as they came, which
-// is lossless). See docs/kernels_lora.md.
-enum class LoraDtype : uint8_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
-inline constexpr int kNumLoraDtypes = 3;
-
-// Pool units (4 bytes each, the pool's element) that one row of `length` elements occupies.
-constexpr int64_t LoraRowUnits(LoraDtype dtype, int64_t length) {
-  return dtype == LoraDtype::kF32 ? length : (length + 1) / 2;
-}
-
-// One (adapter, weight) pair applied to one LoRA target module, in the paged layout.
-// The adapter pool stores each rank-row of A (length in_dim) and each rank-column of B (stored
-// as a contiguous row of length out_dim, i.e. B transposed) somewhere in one big pool of 4-byte
-// units; the kernel gets per-rank offsets (in units) into `pool`, so the pool can place rows in
-// any pages. A 16-bit row packs two elements per unit, starting at its offset.
-struct LoraRef {
-  int rank;
-  float scale;            // request weight * (alpha/r, or alpha/sqrt(r) for rsLoRA)
-  const int64_t* a_rows;  // [rank] offsets of A's rows (each in_dim elements)
-  const int64_t* b_cols;  // [rank] offsets of B's columns (each out_dim elements, contiguous)
-  LoraDtype dtype = LoraDtype::kF32;  // element type of every row above
-};
-
-// Rows [row_begin, row_end) of x/y use refs [refs_begin, refs_end). No refs = base-only rows
-// (untouched unless out_scale is set). out_scale (optional, may be nullptr): per-output-feature
-// multiplier applied AFTER adding the deltas: y_row = (y_row + sum_refs delta) * out_scale; used
-// for DoRA. Segments must not overlap.
-struct LoraSegment {
-  int row_begin, row_end, refs_begin, refs_end;
-  const float* out_scale;
-};
 
 // y[r, :] += sum_{ref in segment(r)} ref.scale * B_ref (A_ref x[r, :]) for every row r in every
 // segment, then y[r, :] *= out_scale when the segment has one.

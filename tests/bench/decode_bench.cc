@@ -16,7 +16,7 @@
 
 #include "runtime/batch_plan.h"
 #include "runtime/llama_model.h"
-#include "runtime/page_pool.h"
+#include "runtime/backend/backend.h"
 #include "tests/bench/bandwidth.h"
 
 namespace loraserve {
@@ -31,7 +31,7 @@ constexpr int kMaxBatch = 16;
 struct Fixture {
   std::unique_ptr<LlamaModel> model;
   kernels::KvPageLayout layout;
-  std::unique_ptr<PagePool> pool;
+  std::unique_ptr<PoolStorage> pool;
   int pages_per_seq = 0;
   std::vector<float> logits;
 
@@ -90,15 +90,18 @@ Fixture& GetFixture() {
     f->layout = f->model->KvLayout(kBlockSize);
     // Room for kContext + 1 positions per sequence (the decode token's own KV slot).
     f->pages_per_seq = (kContext + 1 + kBlockSize - 1) / kBlockSize;
-    f->pool = std::make_unique<PagePool>(f->layout.page_floats(), kMaxBatch * f->pages_per_seq);
+    auto pool = f->model->backend().CreatePool(f->layout.page_floats(),
+                                               kMaxBatch * f->pages_per_seq);
+    Check(pool.status(), "creating the KV pool");
+    f->pool = *std::move(pool);
     f->logits.resize(static_cast<size_t>(kMaxBatch) * f->model->config().vocab_size);
-    Check(f->model->Forward(MakePlan(*f, 1, kContext, 0), f->pool->data(), f->layout,
+    Check(f->model->Forward(MakePlan(*f, 1, kContext, 0), *f->pool, *f->pool, f->layout,
                             f->logits.data()),
           "prefilling the context");
     const int64_t seq_floats = f->pages_per_seq * f->layout.page_floats();
-    for (int s = 1; s < kMaxBatch; ++s) {
-      std::copy_n(f->pool->data(), seq_floats, f->pool->data() + s * seq_floats);
-    }
+    auto first = f->pool->Read(0, seq_floats);
+    Check(first.status(), "reading the prefilled KV");
+    for (int s = 1; s < kMaxBatch; ++s) Check(f->pool->Write(s * seq_floats, *first), "copy KV");
     return f;
   }();
   return *fixture;
@@ -128,7 +131,7 @@ double Median(std::vector<double> samples) {
 
 double TimeForward(Fixture& f, const BatchPlan& plan) {
   const auto start = std::chrono::steady_clock::now();
-  Check(f.model->Forward(plan, f.pool->data(), f.layout, f.logits.data()), "forward");
+  Check(f.model->Forward(plan, *f.pool, *f.pool, f.layout, f.logits.data()), "forward");
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 

@@ -303,7 +303,6 @@ TEST(LoraApplyPublicTest, ReportsTheCpusVectorExtensions) {
 }
 
 TEST(LoraElementTest, F16BitsConvertExactly) {
-  using F16ToFloat;
   EXPECT_EQ(F16ToFloat(0x3c00), 1.0f);
   EXPECT_EQ(F16ToFloat(0xc000), -2.0f);
   EXPECT_EQ(F16ToFloat(0x7bff), 65504.0f);

@@ -10,7 +10,7 @@
 
 #include "runtime/adapter_pool.h"
 #include "formats/dtype.h"
-#include "runtime/generate.h"
+#include "runtime/scoring.h"
 #include "tests/runtime/test_model_fixture.h"
 
 namespace loraserve {
@@ -53,12 +53,11 @@ class AdapterStorageTest : public ::testing::Test {
   struct Pool {
     explicit Pool(const LlamaModel& model, AdapterStorage storage)
         : pages(model.KvLayout(16).page_floats(), 256),
-          adapters(&pages, model.config(),
-                   [&model](int l, Module m) -> const std::vector<float>& {
-                     return model.Weight(l, m);
-                   },
-                   storage) {}
+          memory(*model.backend().CreatePool(model.KvLayout(16).page_floats(), 256)),
+          adapters(&pages, memory.get(), model.config(),
+                   [&model](int l, Module m) { return model.Weight(l, m); }, storage) {}
     PagePool pages;
+    std::unique_ptr<PoolStorage> memory;
     AdapterPool adapters;
   };
 
@@ -72,7 +71,7 @@ class AdapterStorageTest : public ::testing::Test {
       view.push_back({*resident, weight});
     }
     const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3};
-    auto logits = ScorePrompt(*model_, prompt, true, {&view, pool.pages.data()});
+    auto logits = ScorePrompt(*model_, prompt, true, {&view, pool.memory.get()});
     EXPECT_TRUE(logits.ok()) << logits.status();
     return logits.ok() ? *logits : std::vector<float>{};
   }

@@ -11,7 +11,7 @@
 #include <mutex>
 
 #include "runtime/adapter_pool.h"
-#include "runtime/generate.h"
+#include "tests/runtime/reference_generate.h"
 #include "tests/runtime/test_model_fixture.h"
 
 namespace loraserve {
@@ -115,10 +115,8 @@ TEST_F(EngineTest, ConcurrentMixedAdaptersMatchRunningAlone) {
 TEST_F(EngineTest, EngineMatchesSingleRequestPath) {
   auto model = LoadTinyModel();
   auto engine = MakeEngine();
-  GenerateOptions options;
-  options.max_tokens = 10;
   const std::vector<int32_t> prompt = {5, 9, 33, 71, 2, 8};
-  auto reference = GenerateSingle(*model, prompt, options);
+  auto reference = testing::ReferenceGenerate(*model, prompt, 10);
   ASSERT_TRUE(reference.ok());
   EXPECT_EQ(SubmitAsync(*engine, Greedy(prompt, 10)).get().result.tokens, *reference);
 }
@@ -155,8 +153,8 @@ TEST_F(EngineTest, MemoryPressurePreemptsAndStillMatches) {
     // ~40 tokens each cannot all fit, so the youngest get preempted and recomputed.
     auto model = LoadTinyModel();
     PagePool probe_pages(model->KvLayout(4).page_floats(), 0);
-    AdapterPool probe(&probe_pages, model->config(),
-                      [&](int l, Module m) -> const std::vector<float>& { return model->Weight(l, m); });
+    AdapterPool probe(&probe_pages, nullptr, model->config(),
+                      [&](int l, Module m) { return model->Weight(l, m); });
     int64_t adapter_pages = 0;
     for (int i = 0; i < 6; ++i) {
       adapter_pages += probe.PagesNeeded(*RandomAdapter(model->config(), "x", 4 + 4 * i, 100 + i));

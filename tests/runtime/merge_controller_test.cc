@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "runtime/adapter_pool.h"
-#include "runtime/generate.h"
+#include "runtime/scoring.h"
 #include "tests/runtime/test_model_fixture.h"
 
 namespace loraserve {
@@ -27,19 +27,20 @@ TEST(MergeController, MergeUnmergeIsBitIdenticalAndMergedLogitsMatch) {
   // Unmerged LoRA path.
   const auto layout = model->KvLayout(16);
   PagePool pages(layout.page_floats(), 64);
-  AdapterPool pool(&pages, config, [&](int l, Module m) -> const std::vector<float>& {
-    return model->Weight(l, m);
-  });
+  auto memory = model->backend().CreatePool(layout.page_floats(), 64);
+  ASSERT_TRUE(memory.ok());
+  AdapterPool pool(&pages, memory->get(), config,
+                   [&](int l, Module m) { return model->Weight(l, m); });
   auto resident = pool.Acquire("m", adapter);
   ASSERT_TRUE(resident.ok());
   AdapterSetView set = {{*resident, 1.0f}};
   const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
-  auto lora_logits = ScorePrompt(*model, prompt, true, {&set, pages.data()});
+  auto lora_logits = ScorePrompt(*model, prompt, true, {&set, memory->get()});
   ASSERT_TRUE(lora_logits.ok());
   auto base_logits = ScorePrompt(*model, prompt, true);
 
   MergeController merge(model.get());
-  merge.Merge(adapter, "m#1");
+  ASSERT_TRUE(merge.Merge(adapter, "m#1").ok());
   auto merged_logits = ScorePrompt(*model, prompt, true);
   ASSERT_TRUE(merged_logits.ok());
   double max_diff = 0, max_ref = 0, max_change = 0;
@@ -51,7 +52,7 @@ TEST(MergeController, MergeUnmergeIsBitIdenticalAndMergedLogitsMatch) {
   EXPECT_LE(max_diff / max_ref, 1e-4);
   EXPECT_GT(max_change, 1e-3);  // the adapter matters, so the comparison means something
 
-  merge.Unmerge();
+  ASSERT_TRUE(merge.Unmerge().ok());
   size_t k = 0;
   for (int l = 0; l < config.num_layers; ++l) {
     for (int m = 0; m < kNumModules; ++m) {

@@ -1,0 +1,49 @@
+// The adapters a server can serve, by id: each registration gets its own pool key (so a
+// re-uploaded adapter never aliases the copy in-flight requests still read) and its own pin
+// flag (so a re-upload under a pinned id starts unpinned). Thread-safe: owns its lock.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "adapters/lora_adapter.h"
+
+namespace loraserve {
+
+struct RegisteredAdapter {
+  std::shared_ptr<const LoraAdapter> adapter;
+  std::string pool_key;  // unique per registration
+  bool pinned = false;
+  std::chrono::system_clock::time_point last_used;
+};
+
+class AdapterRegistry {
+ public:
+  // ALREADY_EXISTS when the id is registered.
+  absl::Status Register(std::shared_ptr<const LoraAdapter> adapter);
+  // NOT_FOUND when unknown; returns the pool key of the registration that was removed.
+  absl::StatusOr<std::string> Unregister(const std::string& id);
+  // NOT_FOUND when unknown; returns the registration's pool key.
+  absl::StatusOr<std::string> SetPinned(const std::string& id, bool pinned);
+  // The registration of `id`, marked used now; NOT_FOUND when unknown.
+  absl::StatusOr<RegisteredAdapter> Use(const std::string& id);
+  std::optional<std::string> PoolKey(const std::string& id) const;
+  bool Contains(const std::string& id) const;
+  // Every registration, ordered by id.
+  std::vector<RegisteredAdapter> List() const;
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;  // guards entries_ and next_registration_
+  std::map<std::string, RegisteredAdapter> entries_;
+  uint64_t next_registration_ = 1;
+};
+
+}  // namespace loraserve

@@ -1,0 +1,387 @@
+// Each op checks the shapes it is handed (a wrong view is an INVALID_ARGUMENT naming the op, not
+// a wild write) and then calls exactly the kernel the model called before the seam existed, so
+// results are bit-identical to the pre-seam engine.
+#include "runtime/backend/cpu_backend.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/lora.h"
+#include "kernels/cpu/paged_attention.h"
+#include "kernels/cpu/rms_norm.h"
+#include "kernels/cpu/rope.h"
+#include "runtime/sampler.h"
+
+namespace loraserve {
+namespace {
+
+// The pool as one host allocation. Left uninitialised: the OS commits pages on first touch, so
+// a large pool costs nothing until KV blocks or adapters are written into it.
+class CpuPool final : public PoolStorage {
+ public:
+  CpuPool(int64_t page_units, int32_t num_pages)
+      : PoolStorage(page_units, num_pages),
+        storage_(new float[static_cast<size_t>(std::max<int64_t>(1, page_units * num_pages))]) {}
+
+  absl::Status Write(int64_t offset, std::span<const uint32_t> units) override {
+    if (auto s = CheckRange(offset, static_cast<int64_t>(units.size())); !s.ok()) return s;
+    std::memcpy(storage_.get() + offset, units.data(), units.size() * sizeof(uint32_t));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<uint32_t>> Read(int64_t offset, int64_t count) const override {
+    if (auto s = CheckRange(offset, count); !s.ok()) return s;
+    std::vector<uint32_t> out(static_cast<size_t>(count));
+    std::memcpy(out.data(), storage_.get() + offset, out.size() * sizeof(uint32_t));
+    return out;
+  }
+
+  float* data() const { return storage_.get(); }
+
+ private:
+  std::unique_ptr<float[]> storage_;
+};
+
+absl::StatusOr<float*> PoolData(const PoolStorage& pool, const char* op) {
+  const auto* cpu = dynamic_cast<const CpuPool*>(&pool);
+  if (cpu == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": the pool belongs to another backend"));
+  }
+  return cpu->data();
+}
+
+float* F32(const Tensor& t) { return static_cast<float*>(t.data); }
+
+absl::Status CheckF32(const Tensor& t, const char* op, const char* name) {
+  if (t.data == nullptr && t.elements() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " has no data"));
+  }
+  if (t.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " must be F32 on the CPU, got ",
+                                                   DTypeName(t.dtype)));
+  }
+  if (t.rows > 0 && t.ld < t.cols) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " has ld ", t.ld, " < cols ",
+                                                   t.cols));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSame(const Tensor& a, const Tensor& b, const char* op) {
+  if (a.rows != b.rows || a.cols != b.cols) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ (", a.rows, "x", a.cols,
+                                                   " vs ", b.rows, "x", b.cols, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status PoolStorage::CheckRange(int64_t offset, int64_t count) const {
+  if (offset < 0 || count < 0 || offset + count > total_units()) {
+    return absl::OutOfRangeError(absl::StrCat("pool: units [", offset, ", ", offset + count,
+                                              ") outside the pool of ", total_units()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const CpuBackend::Weight*> CpuBackend::Find(WeightHandle weight) const {
+  if (weight.index < 0 || weight.index >= static_cast<int32_t>(weights_.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("weight handle ", weight.index, " is unknown"));
+  }
+  return &weights_[weight.index];
+}
+
+absl::StatusOr<CpuBackend::Weight*> CpuBackend::Find(WeightHandle weight) {
+  auto found = static_cast<const CpuBackend*>(this)->Find(weight);
+  if (!found.ok()) return found.status();
+  return const_cast<Weight*>(*found);
+}
+
+absl::StatusOr<WeightHandle> CpuBackend::UploadWeight(std::span<const float> values,
+                                                      std::vector<int64_t> shape,
+                                                      DType source_dtype) {
+  int64_t elements = 1;
+  for (int64_t d : shape) elements *= d;
+  if (elements != static_cast<int64_t>(values.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("UploadWeight: shape holds ", elements,
+                                                   " elements, got ", values.size()));
+  }
+  Weight w;
+  w.info.shape = std::move(shape);
+  w.info.stored_dtype = DType::kF32;
+  w.info.source_dtype = source_dtype;
+  w.values.assign(values.begin(), values.end());
+  weights_.push_back(std::move(w));
+  return WeightHandle{static_cast<int32_t>(weights_.size() - 1)};
+}
+
+absl::StatusOr<WeightInfo> CpuBackend::Info(WeightHandle weight) const {
+  auto w = Find(weight);
+  if (!w.ok()) return w.status();
+  return (*w)->info;
+}
+
+absl::StatusOr<std::vector<float>> CpuBackend::ReadWeight(WeightHandle weight) const {
+  auto w = Find(weight);
+  if (!w.ok()) return w.status();
+  return (*w)->values;
+}
+
+absl::StatusOr<std::vector<float>> CpuBackend::ReadPristineWeight(WeightHandle weight) const {
+  auto w = Find(weight);
+  if (!w.ok()) return w.status();
+  return (*w)->info.merged ? (*w)->pristine : (*w)->values;
+}
+
+absl::Status CpuBackend::MergeLora(WeightHandle weight, const LoraModuleWeights& module,
+                                   std::span<const float> dora_scale) {
+  auto found = Find(weight);
+  if (!found.ok()) return found.status();
+  Weight& w = **found;
+  if (w.info.shape.size() != 2) return absl::InvalidArgumentError("MergeLora: not a matrix");
+  const int64_t out = w.info.shape[0], in = w.info.shape[1];
+  if (static_cast<int64_t>(module.a.size()) != module.rank * in ||
+      static_cast<int64_t>(module.b.size()) != out * module.rank) {
+    return absl::InvalidArgumentError("MergeLora: adapter factors do not match the weight");
+  }
+  if (!dora_scale.empty() && static_cast<int64_t>(dora_scale.size()) != out) {
+    return absl::InvalidArgumentError("MergeLora: dora_scale must have one entry per row");
+  }
+  if (w.info.merged) {
+    w.values = w.pristine;
+  } else {
+    w.pristine = w.values;
+    w.info.merged = true;
+  }
+  for (int64_t o = 0; o < out; ++o) {
+    float* row = &w.values[static_cast<size_t>(o * in)];
+    for (int r = 0; r < module.rank; ++r) {
+      const float b = module.scaling * module.b[static_cast<size_t>(o) * module.rank + r];
+      const float* a = &module.a[static_cast<size_t>(r) * in];
+      for (int64_t i = 0; i < in; ++i) row[i] += b * a[i];
+    }
+    if (!dora_scale.empty()) {
+      for (int64_t i = 0; i < in; ++i) row[i] *= dora_scale[o];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RestoreWeight(WeightHandle weight) {
+  auto found = Find(weight);
+  if (!found.ok()) return found.status();
+  Weight& w = **found;
+  if (!w.info.merged) return absl::OkStatus();
+  w.values = std::move(w.pristine);
+  w.pristine.clear();
+  w.info.merged = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PoolStorage>> CpuBackend::CreatePool(int64_t page_units,
+                                                                    int32_t num_pages) {
+  if (page_units <= 0 || num_pages < 0) {
+    return absl::InvalidArgumentError("CreatePool: page_units must be positive");
+  }
+  return std::make_unique<CpuPool>(page_units, num_pages);
+}
+
+absl::StatusOr<Buffer> CpuBackend::Allocate(int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0) return absl::InvalidArgumentError("Allocate: negative shape");
+  std::shared_ptr<float[]> storage(new float[static_cast<size_t>(std::max<int64_t>(1, rows * cols))]());
+  Tensor t{storage.get(), DType::kF32, rows, cols, cols};
+  return Buffer(t, std::shared_ptr<void>(storage, storage.get()));
+}
+
+absl::StatusOr<Tensor> CpuBackend::ViewHost(float* host, int64_t rows, int64_t cols) {
+  return Tensor{host, DType::kF32, rows, cols, cols};
+}
+
+absl::Status CpuBackend::CopyToHost(const Tensor& x, std::span<float> out) {
+  if (auto s = CheckF32(x, "CopyToHost", "x"); !s.ok()) return s;
+  if (static_cast<int64_t>(out.size()) < x.elements()) {
+    return absl::InvalidArgumentError("CopyToHost: output too small");
+  }
+  for (int64_t r = 0; r < x.rows; ++r) {
+    std::memcpy(&out[static_cast<size_t>(r * x.cols)], F32(x) + r * x.ld, x.cols * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Embed(WeightHandle table, std::span<const int32_t> ids,
+                               const Tensor& out) {
+  auto w = Find(table);
+  if (!w.ok()) return w.status();
+  if (auto s = CheckF32(out, "Embed", "out"); !s.ok()) return s;
+  const auto& shape = (*w)->info.shape;
+  if (shape.size() != 2 || shape[1] != out.cols ||
+      static_cast<int64_t>(ids.size()) != out.rows) {
+    return absl::InvalidArgumentError("Embed: table and output shapes disagree");
+  }
+  const int64_t hidden = shape[1];
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (ids[t] < 0 || ids[t] >= shape[0]) {
+      return absl::InvalidArgumentError(absl::StrCat("Embed: token id ", ids[t], " out of range"));
+    }
+    std::memcpy(F32(out) + t * out.ld, &(*w)->values[static_cast<size_t>(ids[t] * hidden)],
+                sizeof(float) * hidden);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GatherRows(const Tensor& x, std::span<const int32_t> rows,
+                                    const Tensor& out) {
+  if (auto s = CheckF32(x, "GatherRows", "x"); !s.ok()) return s;
+  if (auto s = CheckF32(out, "GatherRows", "out"); !s.ok()) return s;
+  if (out.cols != x.cols || out.rows != static_cast<int64_t>(rows.size())) {
+    return absl::InvalidArgumentError("GatherRows: shapes disagree");
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] < 0 || rows[i] >= x.rows) return absl::InvalidArgumentError("GatherRows: bad row");
+    std::memcpy(F32(out) + i * out.ld, F32(x) + rows[i] * x.ld, x.cols * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Linear(const Tensor& x, WeightHandle weight, const Tensor& y) {
+  auto w = Find(weight);
+  if (!w.ok()) return w.status();
+  if (auto s = CheckF32(x, "Linear", "x"); !s.ok()) return s;
+  if (auto s = CheckF32(y, "Linear", "y"); !s.ok()) return s;
+  const auto& shape = (*w)->info.shape;
+  if (shape.size() != 2 || shape[1] != x.cols || shape[0] != y.cols || x.rows != y.rows) {
+    return absl::InvalidArgumentError(absl::StrCat("Linear: x ", x.rows, "x", x.cols, ", y ",
+                                                   y.rows, "x", y.cols, " do not fit the weight"));
+  }
+  kernels::LinearForward(F32(x), x.ld, (*w)->values.data(), static_cast<int>(x.rows),
+                         static_cast<int>(shape[1]), static_cast<int>(shape[0]), F32(y), y.ld);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
+                                   const LoraModulePlan& plan) {
+  if (plan.segments.empty()) return absl::OkStatus();
+  auto data = PoolData(pool, "LoraApply");
+  if (!data.ok()) return data.status();
+  if (auto s = CheckF32(x, "LoraApply", "x"); !s.ok()) return s;
+  if (auto s = CheckF32(y, "LoraApply", "y"); !s.ok()) return s;
+  for (const kernels::LoraSegment& segment : plan.segments) {
+    if (segment.row_begin < 0 || segment.row_end > x.rows || segment.row_end > y.rows ||
+        segment.refs_begin < 0 || segment.refs_end > static_cast<int>(plan.refs.size())) {
+      return absl::InvalidArgumentError("LoraApply: segment outside the step's rows or refs");
+    }
+  }
+  kernels::LoraApply(*data, F32(x), x.ld, F32(y), y.ld, static_cast<int>(x.cols),
+                     static_cast<int>(y.cols), plan.segments, plan.refs);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::AddBias(const Tensor& y, WeightHandle bias) {
+  auto w = Find(bias);
+  if (!w.ok()) return w.status();
+  if (auto s = CheckF32(y, "AddBias", "y"); !s.ok()) return s;
+  if (static_cast<int64_t>((*w)->values.size()) != y.cols) {
+    return absl::InvalidArgumentError("AddBias: bias length differs from the output width");
+  }
+  kernels::AddBias(F32(y), y.ld, static_cast<int>(y.rows), static_cast<int>(y.cols),
+                   (*w)->values.data());
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RmsNorm(const Tensor& x, WeightHandle weight, float eps,
+                                 const Tensor& out) {
+  auto w = Find(weight);
+  if (!w.ok()) return w.status();
+  if (auto s = CheckF32(x, "RmsNorm", "x"); !s.ok()) return s;
+  if (auto s = CheckF32(out, "RmsNorm", "out"); !s.ok()) return s;
+  if (auto s = CheckSame(x, out, "RmsNorm"); !s.ok()) return s;
+  if (static_cast<int64_t>((*w)->values.size()) != x.cols) {
+    return absl::InvalidArgumentError("RmsNorm: weight length differs from the row width");
+  }
+  kernels::RmsNorm(F32(x), x.ld, (*w)->values.data(), static_cast<int>(x.rows),
+                   static_cast<int>(x.cols), eps, F32(out), out.ld);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Rope(const Tensor& x, int num_heads, int head_dim,
+                              std::span<const int32_t> positions, WeightHandle inv_freq) {
+  auto w = Find(inv_freq);
+  if (!w.ok()) return w.status();
+  if (auto s = CheckF32(x, "Rope", "x"); !s.ok()) return s;
+  if (static_cast<int64_t>(positions.size()) != x.rows ||
+      x.cols != int64_t{num_heads} * head_dim ||
+      static_cast<int>((*w)->values.size()) != head_dim / 2) {
+    return absl::InvalidArgumentError("Rope: positions, heads or frequencies disagree with x");
+  }
+  kernels::ApplyRope(F32(x), x.ld, static_cast<int>(x.rows), num_heads, head_dim,
+                     positions.data(), (*w)->values.data());
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::StoreKv(PoolStorage& pool, const kernels::KvPageLayout& layout,
+                                 int layer, std::span<const kernels::AttentionSeq> seqs,
+                                 std::span<const int32_t> positions, const Tensor& k,
+                                 const Tensor& v) {
+  auto data = PoolData(pool, "StoreKv");
+  if (!data.ok()) return data.status();
+  if (auto s = CheckSame(k, v, "StoreKv"); !s.ok()) return s;
+  if (k.cols != layout.kv_dim || k.ld != v.ld) {
+    return absl::InvalidArgumentError("StoreKv: k/v width differs from the KV layout");
+  }
+  if (layout.page_floats() > pool.page_units()) {
+    return absl::InvalidArgumentError("StoreKv: a KV block does not fit in one pool page");
+  }
+  kernels::StoreKv(*data, layout, layer, seqs, positions.data(), F32(k), F32(v), k.ld);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::PagedAttention(const PoolStorage& pool,
+                                        const kernels::KvPageLayout& layout, int layer,
+                                        std::span<const kernels::AttentionSeq> seqs,
+                                        std::span<const int32_t> positions, const Tensor& q,
+                                        int num_heads, int num_kv_heads, int head_dim,
+                                        const Tensor& out) {
+  auto data = PoolData(pool, "PagedAttention");
+  if (!data.ok()) return data.status();
+  if (auto s = CheckSame(q, out, "PagedAttention"); !s.ok()) return s;
+  kernels::PagedAttention(*data, layout, layer, seqs, positions.data(), F32(q), q.ld, num_heads,
+                          num_kv_heads, head_dim, F32(out), out.ld);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  if (auto s = CheckSame(gate, up, "SiluMul"); !s.ok()) return s;
+  if (auto s = CheckSame(gate, out, "SiluMul"); !s.ok()) return s;
+  if (gate.ld != gate.cols || up.ld != up.cols || out.ld != out.cols) {
+    return absl::InvalidArgumentError("SiluMul: needs contiguous rows");
+  }
+  kernels::SiluMul(F32(gate), F32(up), gate.elements(), F32(out));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Add(const Tensor& x, const Tensor& y) {
+  if (auto s = CheckSame(x, y, "Add"); !s.ok()) return s;
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* xr = F32(x) + r * x.ld;
+    const float* yr = F32(y) + r * y.ld;
+    for (int64_t i = 0; i < x.cols; ++i) xr[i] += yr[i];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ArgmaxRows(const Tensor& logits, std::span<int32_t> out) {
+  if (auto s = CheckF32(logits, "ArgmaxRows", "logits"); !s.ok()) return s;
+  if (static_cast<int64_t>(out.size()) != logits.rows) {
+    return absl::InvalidArgumentError("ArgmaxRows: one output per row");
+  }
+  for (int64_t r = 0; r < logits.rows; ++r) {
+    out[r] = Argmax(std::span<const float>(F32(logits) + r * logits.ld, logits.cols));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loraserve
