@@ -14,14 +14,17 @@ ALLOWED = {
     "formats": {"formats"},
     "kernels": {"kernels", "formats"},
     "adapters": {"adapters", "formats"},
-    "runtime": {"runtime", "kernels", "adapters", "formats"},
+    "runtime": {"runtime", "kernels/plan", "adapters", "formats"},
     "server": {"server", "runtime", "adapters", "formats", "proto"},
     "cli": {"cli", "server", "runtime", "adapters", "formats", "proto"},
 }
-# Finer rules inside a folder: kernels/ must not see runtime types, runtime's model code must not
-# reach into a particular backend's kernels except through runtime/backend/.
+# Finer rules inside a folder: runtime's model and engine reach one device's kernels only through
+# runtime/backend/ (they see the device-neutral kernels/plan/ types), the tokenizer needs
+# nothing of the engine, and the device-neutral plan headers include no device's kernels.
 SUBFOLDER_ALLOWED = {
+    "runtime/backend": {"runtime", "kernels", "adapters", "formats"},
     "runtime/tokenizer": {"runtime/tokenizer", "formats"},
+    "kernels/plan": {"kernels/plan", "formats"},
 }
 SOURCE_SUFFIXES = {".h", ".cc", ".cu", ".cuh", ".inc"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
@@ -29,7 +32,7 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 def layer_of(relative: pathlib.PurePosixPath) -> str:
     text = relative.as_posix()
-    for sub in SUBFOLDER_ALLOWED:
+    for sub in sorted(SUBFOLDER_ALLOWED, key=len, reverse=True):
         if text.startswith(sub + "/"):
             return sub
     return relative.parts[0]

@@ -257,5 +257,35 @@ TEST_F(EngineTest, QueueFullIsResourceExhausted) {
   for (auto& f : futures) f.get();
 }
 
+TEST_F(EngineTest, ReuploadUnderAPinnedIdIsListedUnpinned) {
+  auto engine = MakeEngine();
+  ASSERT_TRUE(engine->PinAdapter("a2", true).ok());
+  auto pinned = [&](const std::string& id) {
+    for (const AdapterInfo& info : engine->ListAdapters()) {
+      if (info.id == id) return info.pinned;
+    }
+    ADD_FAILURE() << id << " is not listed";
+    return false;
+  };
+  EXPECT_TRUE(pinned("a2"));
+  ASSERT_TRUE(engine->UnregisterAdapter("a2").ok());
+  ASSERT_TRUE(engine->RegisterAdapter(RandomAdapter(config_, "a2", 8, 999)).ok());
+  EXPECT_FALSE(pinned("a2"));
+}
+
+TEST_F(EngineTest, StatsReadersDoNotStealAdapterLoadSamples) {
+  auto engine = MakeEngine();
+  SubmitAsync(*engine, Greedy({1, 2, 3}, 2, {{"a0", 1.0f}})).get();
+  SubmitAsync(*engine, Greedy({1, 2, 3}, 2, {{"a1", 1.0f}})).get();
+  const EngineStats first = engine->Stats();
+  const EngineStats second = engine->Stats();
+  EXPECT_EQ(first.adapter_load_seconds.count, 2u);
+  EXPECT_EQ(second.adapter_load_seconds.count, 2u);
+  EXPECT_GT(second.adapter_load_seconds.sum, 0.0);
+  uint64_t in_buckets = 0;
+  for (uint64_t c : second.adapter_load_seconds.counts) in_buckets += c;
+  EXPECT_EQ(in_buckets, 2u);
+}
+
 }  // namespace
 }  // namespace loraserve
