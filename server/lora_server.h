@@ -1,6 +1,7 @@
 // The whole serving process minus flag parsing: binds the gRPC port (health NOT_SERVING), loads
 // the model, opens the adapter store, starts the engine, registers stored and --adapter-dir
-// adapters, then reports SERVING. Shutdown drains in-flight requests within a deadline.
+// adapters, then reports SERVING. Shutdown drains in-flight requests within a deadline. The
+// server owns the admin worker pool.
 #pragma once
 
 #include <chrono>
@@ -18,6 +19,7 @@
 #include "server/inference_service.h"
 #include "server/metrics_http.h"
 #include "server/serving_state.h"
+#include "server/worker_pool.h"
 
 namespace loraserve::server {
 
@@ -32,6 +34,8 @@ struct ServerOptions {
   std::string tls_cert, tls_key, tls_client_ca;  // PEM files; cert+key enable TLS
   int max_message_bytes = 64 << 20;
   int default_max_tokens = 16;
+  // Threads for slow admin work (uploads, loads, unloads, fusion); at least 1.
+  int admin_threads = 2;
   EngineOptions engine;
   AdapterManagerOptions adapters;
   // Receives log lines (start-up events, skipped adapters); defaults to spdlog.
@@ -61,6 +65,8 @@ class LoraServer {
 
   ServerOptions options_;
   ServingState state_;
+  // Started before gRPC, stopped (queued work finished, threads joined) in Shutdown.
+  WorkerPool admin_workers_;
   BearerAuth admin_auth_;
   BearerAuth inference_auth_;
   InferenceService inference_service_;
