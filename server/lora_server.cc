@@ -1,14 +1,14 @@
 #include "server/lora_server.h"
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -141,8 +141,8 @@ absl::Status LoraServer::LoadModel() {
   auto engine = Engine::Create(*std::move(model), std::move(engine_options));
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
-  adapters_ = std::make_unique<AdapterManager>(engine_.get(), store_.get(), config,
-                                               options_.adapters);
+  adapters_ =
+      std::make_unique<AdapterManager>(engine_.get(), store_.get(), config, options_.adapters);
   adapters_->RegisterStored(options_.log);
   if (!options_.adapter_dir.empty()) {
     if (absl::Status s = adapters_->RegisterDirectory(options_.adapter_dir, options_.log);
@@ -170,8 +170,8 @@ bool LoraServer::Shutdown(std::chrono::steady_clock::duration drain) {
   if (engine_ != nullptr) drained = engine_->Drain(drain);
   // Every engine request has finished (or was cancelled); give the calls until the deadline
   // to write their last messages, and at least a second for the cancelled ones to finish.
-  drained = state_.WaitForCalls(std::max(deadline, std::chrono::steady_clock::now() +
-                                                       std::chrono::seconds(1))) &&
+  drained = state_.WaitForCalls(
+                std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1))) &&
             drained;
   // Admin work already accepted finishes and answers its call (gRPC's Shutdown would wait for
   // it anyway); later admin calls get UNAVAILABLE.

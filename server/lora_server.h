@@ -4,11 +4,11 @@
 // server owns the admin worker pool.
 #pragma once
 
+#include <grpcpp/server.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
-
-#include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
 #include "adapters/adapter_store.h"
@@ -25,11 +25,11 @@ namespace loraserve::server {
 
 struct ServerOptions {
   std::string model_dir;
-  std::string listen = "127.0.0.1:50051";      // port 0 = pick one (see LoraServer::port)
+  std::string listen = "127.0.0.1:50051";         // port 0 = pick one (see LoraServer::port)
   std::string metrics_listen = "127.0.0.1:9400";  // empty = no /metrics
-  std::string store_dir;     // empty = no store: uploads and LoadAdapter are unavailable
-  std::string adapter_dir;   // every subfolder registered at start (not stored)
-  std::string admin_token;   // empty = the admin API answers PERMISSION_DENIED
+  std::string store_dir;        // empty = no store: uploads and LoadAdapter are unavailable
+  std::string adapter_dir;      // every subfolder registered at start (not stored)
+  std::string admin_token;      // empty = the admin API answers PERMISSION_DENIED
   std::string inference_token;  // empty = inference needs no token
   std::string tls_cert, tls_key, tls_client_ca;  // PEM files; cert+key enable TLS
   int max_message_bytes = 64 << 20;

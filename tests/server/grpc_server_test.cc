@@ -52,7 +52,8 @@ TEST_F(GrpcServerTest, UploadGenerateUnloadWhileStreamingAndUploadAgain) {
   // A long stream on the adapter; unload after its first message.
   const int long_tokens = 1500;
   grpc::ClientContext stream_context;
-  auto reader = inference_->GenerateStream(&stream_context, Request(Prompt(0), "alpha", long_tokens));
+  auto reader =
+      inference_->GenerateStream(&stream_context, Request(Prompt(0), "alpha", long_tokens));
   v1::GenerateStreamResponse message;
   ASSERT_TRUE(reader->Read(&message));
   int streamed = message.token_ids_size();
@@ -207,7 +208,8 @@ TEST_F(GrpcServerTest, StatusCodes) {
     grpc::ClientContext escape_context;
     Authorize(&escape_context);
     request.set_adapter_id("escape");
-    request.set_path(load_root_.path() + "/../" + std::filesystem::path(outside.path()).filename().string() + "/a");
+    request.set_path(load_root_.path() + "/../" +
+                     std::filesystem::path(outside.path()).filename().string() + "/a");
     EXPECT_EQ(admin_->LoadAdapter(&escape_context, request, &status).error_code(),
               grpc::StatusCode::PERMISSION_DENIED);
   }
@@ -270,8 +272,8 @@ TEST_F(GrpcServerTest, CorruptUploadsAreRejectedAndChangeNothing) {
   AddModule(tensors, base_, 0, Module::kQ, 4);
   tensors[1].values[3] = std::nanf("");
   auto nan_files = AdapterFiles(base_, 6);
-  nan_files["adapter_config.json"] = LoraConfigJson({{"r", 4}, {"target_modules", {"q_proj"}},
-                                                     {"layers_to_transform", {0}}});
+  nan_files["adapter_config.json"] =
+      LoraConfigJson({{"r", 4}, {"target_modules", {"q_proj"}}, {"layers_to_transform", {0}}});
   nan_files["adapter_model.safetensors"] = SafetensorsBytes(tensors);
   expect_rejected("nan", nan_files, grpc::StatusCode::INVALID_ARGUMENT, "finite");
 

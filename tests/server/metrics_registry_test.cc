@@ -11,7 +11,8 @@ using ::testing::HasSubstr;
 
 TEST(MetricsRegistryTest, CounterWithLabelsRendersHelpTypeAndSamples) {
   MetricsRegistry registry;
-  ScalarFamily* requests = registry.AddCounter("x_requests_total", "Requests.", {"adapter", "status"});
+  ScalarFamily* requests =
+      registry.AddCounter("x_requests_total", "Requests.", {"adapter", "status"});
   requests->Add({"a", "OK"}, 2);
   requests->Add({"a", "OK"}, 1);
   EXPECT_EQ(registry.Render(),
