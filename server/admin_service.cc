@@ -7,21 +7,42 @@
 #include "absl/strings/strip.h"
 #include "adapters/fusion.h"
 #include "server/grpc_status.h"
+#include "server/stats_proto.h"
 
 namespace loraserve::server {
 namespace {
 
-// Runs `body` after the admin checks and finishes the call with its status.
+// The admin checks every call passes first: the token, then a loaded model.
+absl::StatusOr<ServingCore*> Admit(grpc::CallbackServerContext* context, ServingState* state,
+                                   const BearerAuth* auth) {
+  if (absl::Status s = auth->Check(*context); !s.ok()) return s;
+  return state->Ready();
+}
+
+// Runs a quick `body` inline after the admin checks and finishes the call with its status.
 template <typename Body>
 grpc::ServerUnaryReactor* RunAdmin(grpc::CallbackServerContext* context, ServingState* state,
                                    const BearerAuth* auth, Body body) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = auth->Check(*context);
-  if (status.ok()) {
-    auto core = state->Ready();
-    status = core.ok() ? body(**core) : core.status();
+  auto core = Admit(context, state, auth);
+  reactor->Finish(ToGrpcStatus(core.ok() ? body(**core) : core.status()));
+  return reactor;
+}
+
+// The same for a slow `body` (disk, hashing, SVD): it runs on `workers` and finishes the call
+// from there, so it captures by value (request and response stay valid until Finish).
+template <typename Body>
+grpc::ServerUnaryReactor* RunAdminOnWorker(grpc::CallbackServerContext* context,
+                                           ServingState* state, const BearerAuth* auth,
+                                           WorkerPool* workers, Body body) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto core = Admit(context, state, auth);
+  absl::Status status = core.status();
+  if (core.ok()) {
+    status = workers->Submit(
+        [reactor, core = *core, body]() mutable { reactor->Finish(ToGrpcStatus(body(*core))); });
   }
-  reactor->Finish(ToGrpcStatus(status));
+  if (!status.ok()) reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
@@ -35,24 +56,12 @@ v1::AdapterState ToProtoState(AdapterInfo::State state) {
   return v1::ADAPTER_STATE_UNSPECIFIED;
 }
 
-v1::MergeMode ToProtoMergeMode(MergeMode mode) {
-  switch (mode) {
-    case MergeMode::kAuto:
-      return v1::MERGE_MODE_AUTO;
-    case MergeMode::kNever:
-      return v1::MERGE_MODE_NEVER;
-    case MergeMode::kForced:
-      return v1::MERGE_MODE_FORCED;
-  }
-  return v1::MERGE_MODE_UNSPECIFIED;
-}
-
 // Collects an upload: the header, then file chunks in order. Processing happens once the client
 // half-closes; any protocol error finishes the call at once and drops what was received.
 class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest> {
  public:
-  UploadCall(ServingState* state, v1::AdapterStatus* response)
-      : state_(state), response_(response) {}
+  UploadCall(ServingState* state, WorkerPool* workers, v1::AdapterStatus* response)
+      : state_(state), workers_(workers), response_(response) {}
 
   void Start(grpc::CallbackServerContext* context, const BearerAuth* auth) {
     absl::Status status = auth->Check(*context);
@@ -69,7 +78,13 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return Complete();  // the client half-closed: all chunks are in
+    if (!ok) {
+      // The client half-closed: all chunks are in. Parsing, validation, sha256 and fsync take
+      // a while, so they run on a worker; no read is outstanding, so nothing races with it.
+      absl::Status queued = workers_->Submit([this] { Complete(); });
+      if (!queued.ok()) Reject(queued);
+      return;
+    }
     absl::Status status = Absorb();
     if (!status.ok()) return Reject(status);
     message_.Clear();
@@ -95,7 +110,8 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest
       return absl::OkStatus();
     }
     if (!header_.has_value()) {
-      return absl::InvalidArgumentError("header: the first message of an upload must be the header");
+      return absl::InvalidArgumentError(
+          "header: the first message of an upload must be the header");
     }
     if (!message_.has_chunk()) return absl::InvalidArgumentError("message: empty upload message");
     const v1::FileChunk& chunk = message_.chunk();
@@ -124,8 +140,7 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest
     if (!header_.has_value()) {
       return Reject(absl::InvalidArgumentError("header: the upload had no header"));
     }
-    auto adapter =
-        core_->adapters->Upload(header_->adapter_id(), files_, header_->sha256());
+    auto adapter = core_->adapters->Upload(header_->adapter_id(), files_, header_->sha256());
     if (!adapter.ok()) return Reject(adapter.status());
     ToProto(*adapter, response_);
     state_->metrics().RecordUpload(true);
@@ -138,9 +153,11 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest
   }
 
   ServingState* const state_;
+  WorkerPool* const workers_;
   v1::AdapterStatus* const response_;
   ServingCore* core_ = nullptr;
-  // Reactions of one call are serialised by gRPC (one read at a time), so no lock is needed.
+  // Reactions of one call are serialised by gRPC (one read at a time) and Complete runs only
+  // after the last read, so no lock is needed.
   v1::UploadAdapterRequest message_;
   std::optional<v1::UploadHeader> header_;
   std::map<std::string, std::string> files_;
@@ -169,7 +186,7 @@ void ToProto(const ManagedAdapter& adapter, v1::AdapterStatus* out) {
 
 grpc::ServerReadReactor<v1::UploadAdapterRequest>* AdminService::UploadAdapter(
     grpc::CallbackServerContext* context, v1::AdapterStatus* response) {
-  auto* call = new UploadCall(state_, response);
+  auto* call = new UploadCall(state_, workers_, response);
   call->Start(context, auth_);
   return call;
 }
@@ -177,26 +194,29 @@ grpc::ServerReadReactor<v1::UploadAdapterRequest>* AdminService::UploadAdapter(
 grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext* context,
                                                     const v1::LoadAdapterRequest* request,
                                                     v1::AdapterStatus* response) {
-  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
-    auto adapter = core.adapters->LoadFromPath(request->adapter_id(), request->path());
-    if (!adapter.ok()) return adapter.status();
-    ToProto(*adapter, response);
-    return absl::OkStatus();
-  });
+  return RunAdminOnWorker(
+      context, state_, auth_, workers_, [request, response](ServingCore& core) -> absl::Status {
+        auto adapter = core.adapters->LoadFromPath(request->adapter_id(), request->path());
+        if (!adapter.ok()) return adapter.status();
+        ToProto(*adapter, response);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContext* context,
                                                       const v1::UnloadAdapterRequest* request,
                                                       v1::UnloadAdapterResponse* response) {
-  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
-    if (request->adapter_id().empty()) {
-      return absl::InvalidArgumentError("adapter_id: must not be empty");
-    }
-    auto in_flight = core.adapters->Unload(request->adapter_id(), request->keep_in_store());
-    if (!in_flight.ok()) return in_flight.status();
-    response->set_in_flight(*in_flight);
-    return absl::OkStatus();
-  });
+  // The store's delete renames and fsyncs: a worker's job.
+  return RunAdminOnWorker(
+      context, state_, auth_, workers_, [request, response](ServingCore& core) -> absl::Status {
+        if (request->adapter_id().empty()) {
+          return absl::InvalidArgumentError("adapter_id: must not be empty");
+        }
+        auto in_flight = core.adapters->Unload(request->adapter_id(), request->keep_in_store());
+        if (!in_flight.ok()) return in_flight.status();
+        response->set_in_flight(*in_flight);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext* context,
@@ -227,45 +247,48 @@ grpc::ServerUnaryReactor* AdminService::PinAdapter(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AdminService::FuseAdapters(grpc::CallbackServerContext* context,
                                                      const v1::FuseAdaptersRequest* request,
                                                      v1::AdapterStatus* response) {
-  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
-    if (request->new_adapter_id().empty()) {
-      return absl::InvalidArgumentError("new_adapter_id: must not be empty");
-    }
-    if (request->sources().empty()) {
-      return absl::InvalidArgumentError("sources: name at least one adapter to fuse");
-    }
-    if (request->method() == v1::FUSE_METHOD_UNSPECIFIED ||
-        !v1::FuseMethod_IsValid(request->method())) {
-      return absl::InvalidArgumentError("method: choose a FuseMethod (e.g. FUSE_METHOD_CAT)");
-    }
-    // FUSE_METHOD_DARE_TIES_SVD -> "dare_ties_svd", PEFT's combination_type.
-    auto combination = ParseFuseCombination(absl::AsciiStrToLower(
-        absl::StripPrefix(v1::FuseMethod_Name(request->method()), "FUSE_METHOD_")));
-    if (!combination.ok()) return combination.status();
-    FuseOptions options;
-    options.combination = *combination;
-    if (request->rank() < 0) return absl::InvalidArgumentError("rank: must be >= 0");
-    if (request->rank() > 0) options.svd_rank = request->rank();
-    if (request->density() != 0) options.density = request->density();
-    if (request->has_svd_clamp()) options.svd_clamp = request->svd_clamp();
-    options.majority_sign = request->majority_sign_method() == v1::MAJORITY_SIGN_METHOD_FREQUENCY
-                                ? MajoritySign::kFrequency
-                                : MajoritySign::kTotal;
-    options.seed = request->seed();
-    std::vector<std::pair<std::string, double>> sources;
-    for (int i = 0; i < request->sources_size(); ++i) {
-      const v1::FuseSource& source = request->sources(i);
-      if (source.adapter_id().empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("sources[", i, "].adapter_id: must not be empty"));
-      }
-      sources.emplace_back(source.adapter_id(), source.weight());
-    }
-    auto fused = core.adapters->Fuse(request->new_adapter_id(), sources, options);
-    if (!fused.ok()) return fused.status();
-    ToProto(*fused, response);
-    return absl::OkStatus();
-  });
+  // Validation is quick, but fusion's SVD is seconds of math: all of it runs on a worker.
+  return RunAdminOnWorker(
+      context, state_, auth_, workers_, [request, response](ServingCore& core) -> absl::Status {
+        if (request->new_adapter_id().empty()) {
+          return absl::InvalidArgumentError("new_adapter_id: must not be empty");
+        }
+        if (request->sources().empty()) {
+          return absl::InvalidArgumentError("sources: name at least one adapter to fuse");
+        }
+        if (request->method() == v1::FUSE_METHOD_UNSPECIFIED ||
+            !v1::FuseMethod_IsValid(request->method())) {
+          return absl::InvalidArgumentError("method: choose a FuseMethod (e.g. FUSE_METHOD_CAT)");
+        }
+        // FUSE_METHOD_DARE_TIES_SVD -> "dare_ties_svd", PEFT's combination_type.
+        auto combination = ParseFuseCombination(absl::AsciiStrToLower(
+            absl::StripPrefix(v1::FuseMethod_Name(request->method()), "FUSE_METHOD_")));
+        if (!combination.ok()) return combination.status();
+        FuseOptions options;
+        options.combination = *combination;
+        if (request->rank() < 0) return absl::InvalidArgumentError("rank: must be >= 0");
+        if (request->rank() > 0) options.svd_rank = request->rank();
+        if (request->density() != 0) options.density = request->density();
+        if (request->has_svd_clamp()) options.svd_clamp = request->svd_clamp();
+        options.majority_sign =
+            request->majority_sign_method() == v1::MAJORITY_SIGN_METHOD_FREQUENCY
+                ? MajoritySign::kFrequency
+                : MajoritySign::kTotal;
+        options.seed = request->seed();
+        std::vector<std::pair<std::string, double>> sources;
+        for (int i = 0; i < request->sources_size(); ++i) {
+          const v1::FuseSource& source = request->sources(i);
+          if (source.adapter_id().empty()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("sources[", i, "].adapter_id: must not be empty"));
+          }
+          sources.emplace_back(source.adapter_id(), source.weight());
+        }
+        auto fused = core.adapters->Fuse(request->new_adapter_id(), sources, options);
+        if (!fused.ok()) return fused.status();
+        ToProto(*fused, response);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminService::SetMergeMode(grpc::CallbackServerContext* context,
@@ -298,33 +321,9 @@ grpc::ServerUnaryReactor* AdminService::SetMergeMode(grpc::CallbackServerContext
 }
 
 grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* context,
-                                                 const v1::GetStatsRequest*,
-                                                 v1::Stats* response) {
-  return RunAdmin(context, state_, auth_, [&](ServingCore& core) -> absl::Status {
-    const EngineStats stats = core.engine->Stats();
-    state_->metrics().RecordAdapterLoads(stats.adapter_load_seconds);
-    response->set_waiting(stats.waiting);
-    response->set_running(stats.running);
-    response->set_pool_pages_total(stats.pool_pages_total);
-    response->set_kv_pages_used(stats.kv_pages_used);
-    response->set_adapter_pages_used(stats.adapter_pages_used);
-    response->set_kv_usage(stats.kv_usage);
-    response->set_adapters_resident(stats.adapters_resident);
-    response->set_adapter_loads(stats.adapter_loads);
-    response->set_adapter_evictions(stats.adapter_evictions);
-    response->set_adapter_hits(stats.adapter_hits);
-    response->set_adapter_misses(stats.adapter_misses);
-    response->set_preemptions(stats.preemptions);
-    response->set_generated_tokens(stats.generated_tokens);
-    response->set_steps(stats.steps);
-    response->set_merge_mode(ToProtoMergeMode(stats.merge_mode));
-    response->set_merged_adapter(stats.merged_adapter);
-    response->set_merge_switches(stats.merge_switches);
-    response->set_seconds_merged(stats.seconds_merged);
-    response->set_seconds_unmerged(stats.seconds_unmerged);
-    for (const auto& id : stats.running_adapters) response->add_running_adapters(id);
-    for (const auto& id : stats.waiting_adapters) response->add_waiting_adapters(id);
-    return absl::OkStatus();
+                                                 const v1::GetStatsRequest*, v1::Stats* response) {
+  return RunAdmin(context, state_, auth_, [&](ServingCore& core) {
+    return FillStatsProto(core.engine->Stats(), response);
   });
 }
 

@@ -1,17 +1,20 @@
 // The loraserve.v1.Admin service: adapter upload (client streaming), load from a server-side
-// path, unload, list, pin, merge mode and statistics. Every call checks the admin bearer token
-// first.
+// path, unload, fuse, list, pin, merge mode and statistics. Every call checks the admin bearer
+// token first; the ones that touch disk or do heavy math run on the server's WorkerPool.
 #pragma once
 
 #include "proto/admin.grpc.pb.h"
 #include "server/bearer_auth.h"
 #include "server/serving_state.h"
+#include "server/worker_pool.h"
 
 namespace loraserve::server {
 
 class AdminService final : public v1::Admin::CallbackService {
  public:
-  AdminService(ServingState* state, const BearerAuth* auth) : state_(state), auth_(auth) {}
+  // `workers` runs uploads, loads, unloads and fusions; it outlives every call it accepted.
+  AdminService(ServingState* state, const BearerAuth* auth, WorkerPool* workers)
+      : state_(state), auth_(auth), workers_(workers) {}
 
   grpc::ServerReadReactor<v1::UploadAdapterRequest>* UploadAdapter(
       grpc::CallbackServerContext* context, v1::AdapterStatus* response) override;
@@ -40,6 +43,7 @@ class AdminService final : public v1::Admin::CallbackService {
  private:
   ServingState* const state_;
   const BearerAuth* const auth_;
+  WorkerPool* const workers_;
 };
 
 // Fills the proto view of one adapter.

@@ -1,266 +1,148 @@
+// gRPC reactors for the inference service: thin mappings between loraserve.v1 messages and the
+// transport-neutral GenerationCall, plus the tokenizer and model-info RPCs.
 #include "server/inference_service.h"
 
-#include <chrono>
 #include <deque>
 #include <mutex>
 #include <optional>
 
-#include "absl/strings/str_cat.h"
+#include "server/generate_proto.h"
+#include "server/generation_call.h"
 #include "server/grpc_status.h"
-#include "server/request_builder.h"
 
 namespace loraserve::server {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// The status a finished engine request ends its call with.
-grpc::Status FinishStatus(const RequestResult& result, bool draining) {
-  switch (result.finish_reason) {
-    case FinishReason::kLength:
-    case FinishReason::kStop:
-      return grpc::Status::OK;
-    case FinishReason::kDeadline:
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          "request deadline passed before generation finished");
-    case FinishReason::kCancelled:
-      if (draining) {
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            "server shut down before the request finished: retry");
-      }
-      return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
-    case FinishReason::kError:
-      break;
-  }
-  return ToGrpcStatus(result.status.ok() ? absl::InternalError("generation failed")
-                                         : result.status);
+// The gRPC request as a call input; an unauthenticated caller gets no further.
+absl::StatusOr<GenerationInput> Decode(const grpc::CallbackServerContext& context,
+                                       const v1::GenerateRequest& request, const BearerAuth* auth) {
+  if (absl::Status s = auth->Check(context); !s.ok()) return s;
+  return FromProto(request, context.deadline());
 }
 
-// What both generate calls share: validation, submission, cancellation and metrics. A call's
-// lifetime ends in OnDone; Finish is called exactly once, by whichever thread decides it under
-// `mutex_`, and nothing touches the call after that decision.
-class EngineCall {
- protected:
-  EngineCall(ServingState* state, grpc::CallbackServerContext* context)
-      : state_(state), context_(context), arrival_(Clock::now()) {}
-
-  // Submits; OK or the status to finish with right away.
-  absl::Status Submit(const v1::GenerateRequest& proto, const BearerAuth* auth) {
-    if (absl::Status s = auth->Check(*context_); !s.ok()) return s;
-    auto core = state_->Ready();
-    if (!core.ok()) return core.status();
-    engine_ = (*core)->engine;
-    auto built = BuildGenerationRequest(proto, (*core)->tokenizer, engine_->model_config(),
-                                        (*core)->default_max_tokens, context_->deadline());
-    if (!built.ok()) return built.status();
-    adapter_label_ = built->adapter_label;
-    prompt_ids_ = built->request.prompt_ids;
-    return_prompt_ids_ = proto.return_prompt_ids();
-    RequestCallbacks callbacks;
-    callbacks.on_token = [this](const TokenEvent& event) {
-      if (event.token < 0) return OnToken(event);  // held-back text only
-      const Clock::time_point now = Clock::now();
-      if (last_token_.has_value()) {
-        state_->metrics().RecordInterToken(std::chrono::duration<double>(now - *last_token_).count());
-      }
-      last_token_ = now;
-      OnToken(event);
-    };
-    callbacks.on_finish = [this](const RequestResult& result) {
-      state_->metrics().RecordFinished(adapter_label_, result);
-      OnFinish(result);
-    };
-    state_->CallStarted();
-    auto id = engine_->Submit(std::move(built->request), std::move(callbacks));
-    if (!id.ok()) {
-      state_->CallFinished();
-      return id.status();
-    }
-    submitted_ = true;
-    bool cancel_now;
-    {
-      std::lock_guard lock(mutex_);
-      id_ = *id;
-      cancel_now = cancelled_;
-    }
-    if (cancel_now) engine_->Cancel(*id);
-    return absl::OkStatus();
-  }
-
-  void CancelEngineRequest() {
-    std::optional<uint64_t> id;
-    {
-      std::lock_guard lock(mutex_);
-      cancelled_ = true;
-      id = id_;
-    }
-    if (id.has_value()) engine_->Cancel(*id);
-  }
-
-  // Called right before Finish: the call's last act.
-  void RecordStatus(const grpc::Status& status) {
-    state_->metrics().RecordRequest(adapter_label_, GrpcCodeName(status.error_code()));
-    if (submitted_) state_->CallFinished();
-  }
-
-  virtual void OnToken(const TokenEvent& event) = 0;
-  virtual void OnFinish(const RequestResult& result) = 0;
-  virtual ~EngineCall() = default;
-
-  ServingState* const state_;
-  grpc::CallbackServerContext* const context_;
-  const Clock::time_point arrival_;
-  Engine* engine_ = nullptr;
-  std::string adapter_label_;
-  std::vector<int32_t> prompt_ids_;
-  bool return_prompt_ids_ = false;
-  bool submitted_ = false;  // counted in ServingState's active calls
-  std::optional<Clock::time_point> last_token_;  // engine thread only
-
-  // Guards id_, cancelled_ and the subclasses' state marked "guarded by mutex_".
-  std::mutex mutex_;
-  std::optional<uint64_t> id_;
-  bool cancelled_ = false;
-};
-
-class GenerateCall final : public grpc::ServerUnaryReactor, public EngineCall {
+// Generate: the whole result in one response.
+class GenerateCall final : public grpc::ServerUnaryReactor, public GenerationSink {
  public:
-  GenerateCall(ServingState* state, grpc::CallbackServerContext* context,
-               v1::GenerateResponse* response)
-      : EngineCall(state, context), response_(response) {}
+  GenerateCall(ServingState* state, v1::GenerateResponse* response, bool return_prompt_ids)
+      : call_(state, this), response_(response), return_prompt_ids_(return_prompt_ids) {}
 
-  void Start(const v1::GenerateRequest& request, const BearerAuth* auth) {
-    if (absl::Status s = Submit(request, auth); !s.ok()) return FinishNow(ToGrpcStatus(s));
-    std::optional<grpc::Status> finish;
-    {
-      std::lock_guard lock(mutex_);
-      started_ = true;
-      finish.swap(pending_);
-    }
-    if (finish.has_value()) FinishNow(*finish);
-  }
-
-  void OnCancel() override { CancelEngineRequest(); }
+  void Start(absl::StatusOr<GenerationInput> input) { call_.Start(std::move(input)); }
+  void OnCancel() override { call_.Cancel(); }
   void OnDone() override { delete this; }
 
  private:
   void OnToken(const TokenEvent&) override {}
-  void OnFinish(const RequestResult& result) override {
-    grpc::Status status = FinishStatus(result, !state_->Ready().ok());
-    if (status.ok()) FillResponse(result, prompt_ids_, return_prompt_ids_, response_);
-    {
-      std::lock_guard lock(mutex_);
-      if (!started_) {
-        pending_ = status;
-        return;
-      }
-    }
-    FinishNow(status);
-  }
-  void FinishNow(const grpc::Status& status) {
-    RecordStatus(status);
-    Finish(status);
+  void OnFinish(const GenerationOutcome& outcome) override {
+    if (outcome.status.ok()) FillResponse(outcome, return_prompt_ids_, response_);
+    Finish(ToGrpcStatus(outcome.status));
   }
 
+  GenerationCall call_;
   v1::GenerateResponse* const response_;
-  bool started_ = false;                 // guarded by mutex_
-  std::optional<grpc::Status> pending_;  // guarded by mutex_: finished before Start returned
+  const bool return_prompt_ids_;
 };
 
+// GenerateStream: one message per write, tokens sampled during a write coalesced into the next,
+// then the final message. At most one write or the Finish is in flight; each is decided under
+// `mutex_` and started after it is released, and nothing touches the call after Finish.
 class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse>,
-                                 public EngineCall {
+                                 public GenerationSink {
  public:
-  GenerateStreamCall(ServingState* state, grpc::CallbackServerContext* context)
-      : EngineCall(state, context) {}
+  GenerateStreamCall(ServingState* state, bool return_prompt_ids)
+      : call_(state, this), return_prompt_ids_(return_prompt_ids) {}
 
-  void Start(const v1::GenerateRequest& request, const BearerAuth* auth) {
-    if (absl::Status s = Submit(request, auth); !s.ok()) {
-      const grpc::Status status = ToGrpcStatus(s);
-      RecordStatus(status);
-      return Finish(status);
-    }
+  void Start(absl::StatusOr<GenerationInput> input) {
+    call_.Start(std::move(input));
+    Action action;
     {
       std::lock_guard lock(mutex_);
       started_ = true;
+      action = NextLocked();
     }
-    Pump();
+    Act(action);
   }
 
   void OnWriteDone(bool ok) override {
-    bool lost = false;
+    // The client is gone: let the engine free the request. A write is still marked in flight,
+    // so no other thread can finish the call under us.
+    if (!ok) call_.Cancel();
+    Action action;
     {
       std::lock_guard lock(mutex_);
       writing_ = false;
       queue_.pop_front();
       if (!ok) {
-        // The client is gone: stop sending and let the engine free the request.
-        lost = client_gone_ = true;
+        client_gone_ = true;
         queue_.clear();
       }
+      action = NextLocked();
     }
-    if (lost) CancelEngineRequest();
-    Pump();
+    Act(action);
   }
-  void OnCancel() override { CancelEngineRequest(); }
+  void OnCancel() override { call_.Cancel(); }
   void OnDone() override { delete this; }
 
  private:
+  struct Action {
+    const v1::GenerateStreamResponse* write = nullptr;
+    std::optional<grpc::Status> finish;
+  };
+
   void OnToken(const TokenEvent& event) override {
+    Action action;
     {
       std::lock_guard lock(mutex_);
       if (client_gone_) return;
-      // Tokens sampled while a write is in flight are coalesced into one message.
       if (queue_.size() < 2) queue_.emplace_back();
       v1::GenerateStreamResponse& message = queue_.back();
       if (event.token >= 0) message.add_token_ids(event.token);
       message.mutable_text()->append(event.text);
+      action = NextLocked();
     }
-    Pump();
+    Act(action);
   }
 
-  void OnFinish(const RequestResult& result) override {
-    const bool draining = !state_->Ready().ok();
-    grpc::Status status = FinishStatus(result, draining);
+  void OnFinish(const GenerationOutcome& outcome) override {
+    Action action;
     {
       std::lock_guard lock(mutex_);
-      if (client_gone_ && status.ok()) status = grpc::Status::CANCELLED;
-      if (status.ok()) {
-        v1::GenerateStreamResponse& last = queue_.emplace_back();
-        FillResponse(result, prompt_ids_, return_prompt_ids_, last.mutable_final());
+      if (outcome.status.ok() && !client_gone_) {
+        FillResponse(outcome, return_prompt_ids_, queue_.emplace_back().mutable_final());
       }
-      finish_ = status;
+      finish_ = ToGrpcStatus(outcome.status);
+      action = NextLocked();
     }
-    Pump();
+    Act(action);
   }
 
-  // Starts the next write, or finishes once everything is written; at most one of either is
-  // in flight, and Finish is the last thing any thread does with this call.
-  void Pump() {
-    const v1::GenerateStreamResponse* to_write = nullptr;
-    std::optional<grpc::Status> finish;
-    {
-      std::lock_guard lock(mutex_);
-      if (!started_ || writing_ || finished_) return;
-      if (!queue_.empty()) {
-        writing_ = true;
-        to_write = &queue_.front();
-      } else if (finish_.has_value()) {
-        finished_ = true;
-        finish = finish_;
-      }
+  // The next write, or the Finish once everything is written. Requires mutex_.
+  Action NextLocked() {
+    Action action;
+    if (!started_ || writing_ || finished_) return action;
+    if (!queue_.empty()) {
+      writing_ = true;
+      action.write = &queue_.front();
+    } else if (finish_.has_value()) {
+      finished_ = true;
+      action.finish = finish_;
     }
-    if (to_write != nullptr) {
-      StartWrite(to_write);
-    } else if (finish.has_value()) {
-      RecordStatus(*finish);
-      Finish(*finish);
+    return action;
+  }
+  void Act(const Action& action) {
+    if (action.write != nullptr) {
+      StartWrite(action.write);
+    } else if (action.finish.has_value()) {
+      Finish(*action.finish);
     }
   }
 
-  // All guarded by mutex_. queue_.front() is the message being written while writing_;
+  GenerationCall call_;
+  const bool return_prompt_ids_;
+  // Guards everything below. queue_.front() is the message being written while writing_;
   // std::deque keeps it in place as more are appended.
+  std::mutex mutex_;
   std::deque<v1::GenerateStreamResponse> queue_;
-  bool started_ = false;
+  bool started_ = false;  // handed back to gRPC: writes may start
   bool writing_ = false;
   bool client_gone_ = false;
   bool finished_ = false;
@@ -272,15 +154,15 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
 grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* context,
                                                      const v1::GenerateRequest* request,
                                                      v1::GenerateResponse* response) {
-  auto* call = new GenerateCall(state_, context, response);
-  call->Start(*request, auth_);
+  auto* call = new GenerateCall(state_, response, request->return_prompt_ids());
+  call->Start(Decode(*context, *request, auth_));
   return call;
 }
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* InferenceService::GenerateStream(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  auto* call = new GenerateStreamCall(state_, context);
-  call->Start(*request, auth_);
+  auto* call = new GenerateStreamCall(state_, request->return_prompt_ids());
+  call->Start(Decode(*context, *request, auth_));
   return call;
 }
 
@@ -300,7 +182,7 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
     if (request->input_case() == v1::TokenizeRequest::kText) {
       ids = tokenizer->Encode(request->text(), request->add_special_tokens());
     } else if (request->input_case() == v1::TokenizeRequest::kChat) {
-      auto rendered = RenderChat(request->chat(), tokenizer, "chat");
+      auto rendered = RenderChat(FromProto(request->chat()), tokenizer, "chat");
       if (!rendered.ok()) return rendered.status();
       response->set_rendered(*rendered);
       ids = tokenizer->Encode(*rendered, /*add_special_tokens=*/false);

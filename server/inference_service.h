@@ -1,6 +1,6 @@
-// The loraserve.v1.Inference service on gRPC's callback API: each call is a reactor that
-// submits to the engine and finishes from the engine's callbacks, so no thread waits per
-// request. Client cancellation and deadlines reach Engine::Cancel / GenerationRequest.deadline.
+// The loraserve.v1.Inference service on gRPC's callback API. Generate and GenerateStream are
+// reactors that map the proto onto a GenerationCall (server/generation_call.h) and its sink onto
+// proto writes, so no thread waits per request; Tokenize and GetModelInfo answer inline.
 #pragma once
 
 #include "proto/inference.grpc.pb.h"

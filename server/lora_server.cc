@@ -1,14 +1,14 @@
 #include "server/lora_server.h"
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -54,12 +54,13 @@ constexpr const char* kServiceNames[] = {"loraserve.v1.Inference", "loraserve.v1
 
 LoraServer::LoraServer(ServerOptions options)
     : options_(std::move(options)),
+      admin_workers_(options_.admin_threads),
       admin_auth_(options_.admin_token, /*required=*/true,
                   "the admin API is disabled: start the server with --admin-token, "
                   "--admin-token-file or LORASERVE_ADMIN_TOKEN"),
       inference_auth_(options_.inference_token, /*required=*/false, ""),
       inference_service_(&state_, &inference_auth_),
-      admin_service_(&state_, &admin_auth_) {
+      admin_service_(&state_, &admin_auth_, &admin_workers_) {
   if (!options_.log) {
     options_.log = [](const std::string& line) { spdlog::info("{}", line); };
   }
@@ -67,6 +68,7 @@ LoraServer::LoraServer(ServerOptions options)
 
 absl::StatusOr<std::unique_ptr<LoraServer>> LoraServer::Start(ServerOptions options) {
   std::unique_ptr<LoraServer> server(new LoraServer(std::move(options)));
+  server->admin_workers_.Start();
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
   if (!server->options_.metrics_listen.empty()) {
     LoraServer* raw = server.get();
@@ -139,8 +141,8 @@ absl::Status LoraServer::LoadModel() {
   auto engine = Engine::Create(*std::move(model), std::move(engine_options));
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
-  adapters_ = std::make_unique<AdapterManager>(engine_.get(), store_.get(), config,
-                                               options_.adapters);
+  adapters_ =
+      std::make_unique<AdapterManager>(engine_.get(), store_.get(), config, options_.adapters);
   adapters_->RegisterStored(options_.log);
   if (!options_.adapter_dir.empty()) {
     if (absl::Status s = adapters_->RegisterDirectory(options_.adapter_dir, options_.log);
@@ -168,9 +170,12 @@ bool LoraServer::Shutdown(std::chrono::steady_clock::duration drain) {
   if (engine_ != nullptr) drained = engine_->Drain(drain);
   // Every engine request has finished (or was cancelled); give the calls until the deadline
   // to write their last messages, and at least a second for the cancelled ones to finish.
-  drained = state_.WaitForCalls(std::max(deadline, std::chrono::steady_clock::now() +
-                                                       std::chrono::seconds(1))) &&
+  drained = state_.WaitForCalls(
+                std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1))) &&
             drained;
+  // Admin work already accepted finishes and answers its call (gRPC's Shutdown would wait for
+  // it anyway); later admin calls get UNAVAILABLE.
+  admin_workers_.Stop();
   if (grpc_ != nullptr) {
     grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     grpc_->Wait();

@@ -1,13 +1,14 @@
 // The whole serving process minus flag parsing: binds the gRPC port (health NOT_SERVING), loads
 // the model, opens the adapter store, starts the engine, registers stored and --adapter-dir
-// adapters, then reports SERVING. Shutdown drains in-flight requests within a deadline.
+// adapters, then reports SERVING. Shutdown drains in-flight requests within a deadline. The
+// server owns the admin worker pool.
 #pragma once
+
+#include <grpcpp/server.h>
 
 #include <chrono>
 #include <memory>
 #include <string>
-
-#include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
 #include "adapters/adapter_store.h"
@@ -18,20 +19,23 @@
 #include "server/inference_service.h"
 #include "server/metrics_http.h"
 #include "server/serving_state.h"
+#include "server/worker_pool.h"
 
 namespace loraserve::server {
 
 struct ServerOptions {
   std::string model_dir;
-  std::string listen = "127.0.0.1:50051";      // port 0 = pick one (see LoraServer::port)
+  std::string listen = "127.0.0.1:50051";         // port 0 = pick one (see LoraServer::port)
   std::string metrics_listen = "127.0.0.1:9400";  // empty = no /metrics
-  std::string store_dir;     // empty = no store: uploads and LoadAdapter are unavailable
-  std::string adapter_dir;   // every subfolder registered at start (not stored)
-  std::string admin_token;   // empty = the admin API answers PERMISSION_DENIED
+  std::string store_dir;        // empty = no store: uploads and LoadAdapter are unavailable
+  std::string adapter_dir;      // every subfolder registered at start (not stored)
+  std::string admin_token;      // empty = the admin API answers PERMISSION_DENIED
   std::string inference_token;  // empty = inference needs no token
   std::string tls_cert, tls_key, tls_client_ca;  // PEM files; cert+key enable TLS
   int max_message_bytes = 64 << 20;
   int default_max_tokens = 16;
+  // Threads for slow admin work (uploads, loads, unloads, fusion); at least 1.
+  int admin_threads = 2;
   EngineOptions engine;
   AdapterManagerOptions adapters;
   // Receives log lines (start-up events, skipped adapters); defaults to spdlog.
@@ -61,6 +65,8 @@ class LoraServer {
 
   ServerOptions options_;
   ServingState state_;
+  // Started before gRPC, stopped (queued work finished, threads joined) in Shutdown.
+  WorkerPool admin_workers_;
   BearerAuth admin_auth_;
   BearerAuth inference_auth_;
   InferenceService inference_service_;

@@ -129,6 +129,19 @@ void HistogramFamily::Observe(const LabelValues& labels, double value) {
   ++series.count;
 }
 
+void HistogramFamily::SetCumulative(const LabelValues& labels,
+                                    const std::vector<uint64_t>& bucket_counts, double sum,
+                                    uint64_t count) {
+  CheckArity(labels);
+  // A programming error: the source histogram must use this family's bounds.
+  if (bucket_counts.size() != bounds_.size() + 1) {
+    throw std::logic_error(absl::StrCat("histogram ", name(), " has ", bounds_.size() + 1,
+                                        " buckets, got ", bucket_counts.size()));
+  }
+  std::lock_guard lock(mutex_);
+  series_[labels] = Series{bucket_counts, sum, count};
+}
+
 uint64_t HistogramFamily::Count(const LabelValues& labels) const {
   std::lock_guard lock(mutex_);
   auto it = series_.find(labels);

@@ -63,6 +63,11 @@ class HistogramFamily : public MetricFamily {
   HistogramFamily(std::string name, std::string help, std::vector<std::string> label_names,
                   std::vector<double> bounds);
   void Observe(const LabelValues& labels, double value);
+  // Replaces a series with a histogram kept elsewhere (the engine's cumulative one), so any
+  // number of scrapes read the same samples instead of draining them. `bucket_counts` are per
+  // bucket, not cumulative: one per bound, then +Inf.
+  void SetCumulative(const LabelValues& labels, const std::vector<uint64_t>& bucket_counts,
+                     double sum, uint64_t count);
   uint64_t Count(const LabelValues& labels) const;
 
  protected:

@@ -1,14 +1,15 @@
+// The metric set: request series by hand, engine scalars from the EngineStatFields() table, and
+// the adapter-load histogram copied from the engine's cumulative snapshot at each scrape.
 #include "server/serving_metrics.h"
 
 #include <set>
+#include <stdexcept>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace loraserve::server {
 namespace {
-
-const std::vector<double> kLatencyBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                            0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
 
 // Distinct, sorted, comma-joined without spaces (the Gateway API Inference Extension format).
 std::string AdapterList(const std::vector<std::string>& ids) {
@@ -19,63 +20,71 @@ std::string AdapterList(const std::vector<std::string>& ids) {
   return absl::StrJoin(distinct, ",");
 }
 
+LabelValues FieldLabels(const EngineStatField& field) {
+  if (field.label_name.empty()) return {};
+  return {std::string(field.label_value)};
+}
+
 }  // namespace
 
 ServingMetrics::ServingMetrics() {
   MetricsRegistry& r = registry_;
+  const std::vector<double> latency = LatencyBounds();
   requests_ = r.AddCounter("loraserve_requests_total",
                            "Finished inference requests by adapter and gRPC status code.",
                            {"adapter", "status"});
   prompt_tokens_ = r.AddCounter("loraserve_prompt_tokens_total", "Prompt tokens processed.");
-  generation_tokens_ =
-      r.AddCounter("loraserve_generation_tokens_total", "Tokens generated, by adapter.",
-                   {"adapter"});
+  generation_tokens_ = r.AddCounter("loraserve_generation_tokens_total",
+                                    "Tokens generated, by adapter.", {"adapter"});
   ttft_ = r.AddHistogram("loraserve_time_to_first_token_seconds",
-                         "Time from request arrival to its first generated token.", {},
-                         kLatencyBounds);
-  inter_token_ = r.AddHistogram("loraserve_inter_token_latency_seconds",
-                                "Time between consecutive generated tokens of one request.", {},
-                                kLatencyBounds);
-  queue_time_ = r.AddHistogram("loraserve_request_queue_time_seconds",
-                               "Time from request arrival until it was first scheduled.", {},
-                               kLatencyBounds);
+                         "Time from request arrival to its first generated token.", {}, latency);
+  inter_token_ =
+      r.AddHistogram("loraserve_inter_token_latency_seconds",
+                     "Time between consecutive generated tokens of one request.", {}, latency);
+  queue_time_ =
+      r.AddHistogram("loraserve_request_queue_time_seconds",
+                     "Time from request arrival until it was first scheduled.", {}, latency);
   e2e_ = r.AddHistogram("loraserve_request_duration_seconds",
-                        "Time from request arrival until it finished.", {}, kLatencyBounds);
-  waiting_ = r.AddGauge("loraserve_num_requests_waiting", "Requests waiting to be scheduled.");
-  running_ = r.AddGauge("loraserve_num_requests_running", "Requests in the running batch.");
-  kv_usage_ = r.AddGauge("loraserve_kv_cache_usage_ratio",
-                         "KV cache pages in use over pages the KV cache could use (0-1).");
-  pool_pages_ = r.AddGauge("loraserve_pool_pages", "Pages of the unified KV and adapter pool.");
-  kv_pages_used_ = r.AddGauge("loraserve_kv_cache_pages_used", "Pool pages holding KV blocks.");
-  adapter_pages_used_ = r.AddGauge("loraserve_adapter_pool_pages_used",
-                                   "Pool pages holding adapter weights.");
-  adapters_resident_ = r.AddGauge("loraserve_adapter_pool_resident_adapters",
-                                  "Adapters resident in the adapter pool.");
+                        "Time from request arrival until it finished.", {}, latency);
+
+  // Fields sharing a family must agree on everything but the label value: a programming error
+  // in runtime/engine_stats.cc otherwise, caught by the first test that builds this object.
+  std::map<std::string_view, const EngineStatField*> first;
+  for (const EngineStatField& field : EngineStatFields()) {
+    if (field.metric.empty()) continue;
+    auto [it, added] = first.emplace(field.metric, &field);
+    if (!added) {
+      const EngineStatField& a = *it->second;
+      if (a.kind != field.kind || a.help != field.help || a.label_name != field.label_name ||
+          field.label_name.empty()) {
+        // absl::string_view is not std::string_view in this abseil build.
+        throw std::logic_error(absl::StrCat("EngineStatFields: ", std::string(field.proto_field),
+                                            " and ", std::string(a.proto_field), " share metric ",
+                                            std::string(field.metric),
+                                            " but differ in kind, help or label"));
+      }
+      continue;
+    }
+    std::vector<std::string> labels;
+    if (!field.label_name.empty()) labels.emplace_back(field.label_name);
+    const std::string name(field.metric), help(field.help);
+    engine_families_[field.metric] = field.kind == StatKind::kCounter
+                                         ? r.AddCounter(name, help, std::move(labels))
+                                         : r.AddGauge(name, help, std::move(labels));
+  }
+
   adapters_registered_ = r.AddGauge("loraserve_adapters_registered",
                                     "Adapters registered with the engine (servable).");
-  adapter_loads_ = r.AddCounter("loraserve_adapter_pool_loads_total",
-                                "Adapter loads into the adapter pool.");
-  adapter_evictions_ = r.AddCounter("loraserve_adapter_pool_evictions_total",
-                                    "Adapter evictions from the adapter pool.");
-  adapter_hits_ = r.AddCounter("loraserve_adapter_pool_hits_total",
-                               "Requests whose adapters were already resident.");
-  adapter_misses_ = r.AddCounter("loraserve_adapter_pool_misses_total",
-                                 "Requests that waited for an adapter load.");
-  adapter_load_seconds_ = r.AddHistogram("loraserve_adapter_pool_load_duration_seconds",
-                                         "Time to load one adapter into the adapter pool.", {},
-                                         kLatencyBounds);
-  uploads_ = r.AddCounter("loraserve_adapter_uploads_total", "Adapter uploads by result.",
-                          {"result"});
-  preemptions_ = r.AddCounter("loraserve_preemptions_total", "Requests preempted for memory.");
-  steps_ = r.AddCounter("loraserve_engine_steps_total", "Engine steps (batched forward passes).");
+  adapter_load_seconds_ =
+      r.AddHistogram("loraserve_adapter_pool_load_duration_seconds",
+                     "Time to load one adapter into the adapter pool.", {}, latency);
+  uploads_ =
+      r.AddCounter("loraserve_adapter_uploads_total", "Adapter uploads by result.", {"result"});
   merge_mode_ = r.AddGauge("loraserve_merge_mode_info",
                            "Configured merge mode (auto, never, forced); always 1.", {"mode"});
   merged_ = r.AddGauge("loraserve_merged_adapter_info",
                        "Adapter folded into the base weights now (empty = pristine); always 1.",
                        {"adapter"});
-  merge_switches_ = r.AddCounter("loraserve_merge_switches_total", "Merges plus unmerges.");
-  merge_seconds_ = r.AddCounter("loraserve_merge_mode_seconds_total",
-                                "Time spent with the base weights merged or unmerged.", {"state"});
   lora_info_ = r.AddGauge(
       "loraserve_lora_requests_info",
       "Adapters of running and waiting requests (comma-separated, no spaces) and the most "
@@ -98,45 +107,30 @@ void ServingMetrics::RecordFinished(const std::string& adapter, const RequestRes
 
 void ServingMetrics::RecordInterToken(double seconds) { inter_token_->Observe({}, seconds); }
 
-void ServingMetrics::RecordAdapterLoads(const std::vector<double>& seconds) {
-  for (double s : seconds) adapter_load_seconds_->Observe({}, s);
-}
-
 void ServingMetrics::RecordUpload(bool ok) { uploads_->Add({ok ? "ok" : "rejected"}, 1); }
 
-std::string ServingMetrics::Scrape(const Engine* engine, int max_lora, int registered_adapters) {
-  if (engine != nullptr) {
-    EngineStats stats = engine->Stats();
-    waiting_->Set({}, stats.waiting);
-    running_->Set({}, stats.running);
-    kv_usage_->Set({}, stats.kv_usage);
-    pool_pages_->Set({}, static_cast<double>(stats.pool_pages_total));
-    kv_pages_used_->Set({}, static_cast<double>(stats.kv_pages_used));
-    adapter_pages_used_->Set({}, static_cast<double>(stats.adapter_pages_used));
-    adapters_resident_->Set({}, stats.adapters_resident);
-    adapters_registered_->Set({}, registered_adapters);
-    adapter_loads_->Set({}, static_cast<double>(stats.adapter_loads));
-    adapter_evictions_->Set({}, static_cast<double>(stats.adapter_evictions));
-    adapter_hits_->Set({}, static_cast<double>(stats.adapter_hits));
-    adapter_misses_->Set({}, static_cast<double>(stats.adapter_misses));
-    RecordAdapterLoads(stats.adapter_load_seconds);
-    preemptions_->Set({}, static_cast<double>(stats.preemptions));
-    steps_->Set({}, static_cast<double>(stats.steps));
-    merge_mode_->Clear();
-    merge_mode_->Set({MergeModeName(stats.merge_mode)}, 1);
-    merged_->Clear();
-    merged_->Set({stats.merged_adapter}, 1);
-    merge_switches_->Set({}, static_cast<double>(stats.merge_switches));
-    merge_seconds_->Set({"merged"}, stats.seconds_merged);
-    merge_seconds_->Set({"unmerged"}, stats.seconds_unmerged);
-    const double now = std::chrono::duration<double>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
-    lora_info_->Clear();
-    lora_info_->Set({AdapterList(stats.running_adapters), AdapterList(stats.waiting_adapters),
-                     std::to_string(max_lora)},
-                    now);
+void ServingMetrics::Refresh(const EngineStats& stats, int max_lora, int registered_adapters) {
+  for (const EngineStatField& field : EngineStatFields()) {
+    if (field.metric.empty()) continue;
+    engine_families_.at(field.metric)->Set(FieldLabels(field), field.value(stats));
   }
+  adapters_registered_->Set({}, registered_adapters);
+  const CumulativeHistogram& loads = stats.adapter_load_seconds;
+  adapter_load_seconds_->SetCumulative({}, loads.counts, loads.sum, loads.count);
+  merge_mode_->Clear();
+  merge_mode_->Set({MergeModeName(stats.merge_mode)}, 1);
+  merged_->Clear();
+  merged_->Set({stats.merged_adapter}, 1);
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  lora_info_->Clear();
+  lora_info_->Set({AdapterList(stats.running_adapters), AdapterList(stats.waiting_adapters),
+                   std::to_string(max_lora)},
+                  now);
+}
+
+std::string ServingMetrics::Scrape(const Engine* engine, int max_lora, int registered_adapters) {
+  if (engine != nullptr) Refresh(engine->Stats(), max_lora, registered_adapters);
   return registry_.Render();
 }
 

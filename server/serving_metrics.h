@@ -1,9 +1,11 @@
-// The loraserve_* metrics: per-request series recorded by the services as requests finish, and
-// engine gauges refreshed from Engine::Stats() at each scrape. docs/metrics.md documents each.
+// The loraserve_* metrics: per-request series recorded by the generation call as requests
+// finish, and engine families refreshed from Engine::Stats() at each scrape (one family per
+// metric of EngineStatFields()). docs/metrics.md documents each.
 #pragma once
 
-#include <chrono>
+#include <map>
 #include <string>
+#include <string_view>
 
 #include "runtime/engine.h"
 #include "server/metrics_registry.h"
@@ -15,16 +17,15 @@ class ServingMetrics {
   ServingMetrics();
 
   // `adapter`: the request's adapter label ("" = base model; several joined with '+').
-  // `status`: a gRPC status code name ("OK", "NOT_FOUND", ...).
+  // `status`: a status code name ("OK", "NOT_FOUND", ...; gRPC and absl spell them alike).
   void RecordRequest(const std::string& adapter, const std::string& status);
   void RecordFinished(const std::string& adapter, const RequestResult& result);
   void RecordInterToken(double seconds);
   void RecordUpload(bool ok);
-  // Engine::Stats() hands each adapter-load time out once; whoever calls it passes them here.
-  void RecordAdapterLoads(const std::vector<double>& seconds);
 
-  // Pulls engine state into the gauges and renders the exposition. `max_lora` is the number of
-  // adapters the pool holds at most.
+  // Sets the engine families from `stats`. `max_lora` is the most adapters the pool holds.
+  void Refresh(const EngineStats& stats, int max_lora, int registered_adapters);
+  // Refresh from engine->Stats() (when there is an engine yet), then the whole exposition.
   std::string Scrape(const Engine* engine, int max_lora, int registered_adapters);
   MetricsRegistry& registry() { return registry_; }
 
@@ -37,26 +38,13 @@ class ServingMetrics {
   HistogramFamily* inter_token_;
   HistogramFamily* queue_time_;
   HistogramFamily* e2e_;
-  ScalarFamily* waiting_;
-  ScalarFamily* running_;
-  ScalarFamily* kv_usage_;
-  ScalarFamily* pool_pages_;
-  ScalarFamily* kv_pages_used_;
-  ScalarFamily* adapter_pages_used_;
-  ScalarFamily* adapters_resident_;
+  // EngineStatField::metric -> its family (the names are static strings of the table).
+  std::map<std::string_view, ScalarFamily*> engine_families_;
   ScalarFamily* adapters_registered_;
-  ScalarFamily* adapter_loads_;
-  ScalarFamily* adapter_evictions_;
-  ScalarFamily* adapter_hits_;
-  ScalarFamily* adapter_misses_;
   HistogramFamily* adapter_load_seconds_;
   ScalarFamily* uploads_;
-  ScalarFamily* preemptions_;
-  ScalarFamily* steps_;
   ScalarFamily* merge_mode_;
   ScalarFamily* merged_;
-  ScalarFamily* merge_switches_;
-  ScalarFamily* merge_seconds_;
   ScalarFamily* lora_info_;
 };
 

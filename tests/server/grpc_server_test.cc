@@ -1,6 +1,8 @@
 // The real server on a loopback port, driven by real gRPC clients: adapter upload / generate /
 // unload-while-streaming / re-upload, every status code of the API, corrupt uploads, auth,
 // drain on shutdown, and 100 concurrent streams over 20 adapters.
+#include <httplib.h>
+
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -50,7 +52,8 @@ TEST_F(GrpcServerTest, UploadGenerateUnloadWhileStreamingAndUploadAgain) {
   // A long stream on the adapter; unload after its first message.
   const int long_tokens = 1500;
   grpc::ClientContext stream_context;
-  auto reader = inference_->GenerateStream(&stream_context, Request(Prompt(0), "alpha", long_tokens));
+  auto reader =
+      inference_->GenerateStream(&stream_context, Request(Prompt(0), "alpha", long_tokens));
   v1::GenerateStreamResponse message;
   ASSERT_TRUE(reader->Read(&message));
   int streamed = message.token_ids_size();
@@ -205,7 +208,8 @@ TEST_F(GrpcServerTest, StatusCodes) {
     grpc::ClientContext escape_context;
     Authorize(&escape_context);
     request.set_adapter_id("escape");
-    request.set_path(load_root_.path() + "/../" + std::filesystem::path(outside.path()).filename().string() + "/a");
+    request.set_path(load_root_.path() + "/../" +
+                     std::filesystem::path(outside.path()).filename().string() + "/a");
     EXPECT_EQ(admin_->LoadAdapter(&escape_context, request, &status).error_code(),
               grpc::StatusCode::PERMISSION_DENIED);
   }
@@ -268,8 +272,8 @@ TEST_F(GrpcServerTest, CorruptUploadsAreRejectedAndChangeNothing) {
   AddModule(tensors, base_, 0, Module::kQ, 4);
   tensors[1].values[3] = std::nanf("");
   auto nan_files = AdapterFiles(base_, 6);
-  nan_files["adapter_config.json"] = LoraConfigJson({{"r", 4}, {"target_modules", {"q_proj"}},
-                                                     {"layers_to_transform", {0}}});
+  nan_files["adapter_config.json"] =
+      LoraConfigJson({{"r", 4}, {"target_modules", {"q_proj"}}, {"layers_to_transform", {0}}});
   nan_files["adapter_model.safetensors"] = SafetensorsBytes(tensors);
   expect_rejected("nan", nan_files, grpc::StatusCode::INVALID_ARGUMENT, "finite");
 
@@ -355,6 +359,40 @@ TEST_F(GrpcServerTest, MetricsEndpointServesPrometheusText) {
   EXPECT_THAT(text, HasSubstr("loraserve_lora_requests_info{running_lora_adapters=\""));
   EXPECT_THAT(text, HasSubstr("\",max_lora=\"128\"} "));
   EXPECT_THAT(text, HasSubstr("loraserve_time_to_first_token_seconds_count 1\n"));
+}
+
+TEST_F(GrpcServerTest, GetStatsAndEveryScrapeSeeTheSameAdapterLoads) {
+  ASSERT_TRUE(Upload("h", AdapterFiles(base_, 8)).ok());
+  v1::GenerateResponse response;
+  ASSERT_TRUE(Generate(Request(Prompt(7), "h", 3), &response).ok());  // loads "h" into the pool
+  auto get_stats = [&] {
+    grpc::ClientContext context;
+    Authorize(&context);
+    v1::Stats stats;
+    const grpc::Status status = admin_->GetStats(&context, {}, &stats);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return stats;
+  };
+  const v1::Stats first = get_stats();
+  EXPECT_GE(first.adapter_loads(), 1);
+  EXPECT_EQ(get_stats().adapter_loads(), first.adapter_loads());
+
+  // Reading the engine's statistics once used to drain the load samples: now every reader sees
+  // the whole cumulative histogram.
+  httplib::Client http("127.0.0.1", server_->metrics_port());
+  auto load_count = [&]() -> std::string {
+    auto reply = http.Get("/metrics");
+    if (!reply || reply->status != 200) return "no /metrics reply";
+    const std::string key = "\nloraserve_adapter_pool_load_duration_seconds_count ";
+    const size_t at = reply->body.find(key);
+    if (at == std::string::npos) return "no load histogram";
+    const size_t begin = at + key.size();
+    return reply->body.substr(begin, reply->body.find('\n', begin) - begin);
+  };
+  const std::string after_get_stats = load_count();
+  EXPECT_EQ(after_get_stats, std::to_string(first.adapter_loads()));
+  EXPECT_EQ(load_count(), after_get_stats) << "the first scrape consumed the samples";
+  EXPECT_EQ(get_stats().adapter_loads(), first.adapter_loads());
 }
 
 }  // namespace

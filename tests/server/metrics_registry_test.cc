@@ -11,7 +11,8 @@ using ::testing::HasSubstr;
 
 TEST(MetricsRegistryTest, CounterWithLabelsRendersHelpTypeAndSamples) {
   MetricsRegistry registry;
-  ScalarFamily* requests = registry.AddCounter("x_requests_total", "Requests.", {"adapter", "status"});
+  ScalarFamily* requests =
+      registry.AddCounter("x_requests_total", "Requests.", {"adapter", "status"});
   requests->Add({"a", "OK"}, 2);
   requests->Add({"a", "OK"}, 1);
   EXPECT_EQ(registry.Render(),
@@ -45,6 +46,21 @@ TEST(MetricsRegistryTest, HistogramBucketsAreCumulativeWithSumAndCount) {
             "x_seconds_bucket{le=\"0.10000000000000001\"} 1\nx_seconds_bucket{le=\"1\"} 2\n"
             "x_seconds_bucket{le=\"+Inf\"} 3\nx_seconds_sum 5.5499999999999998\n"
             "x_seconds_count 3\n");
+}
+
+TEST(MetricsRegistryTest, SetCumulativeReplacesTheSeriesAndSurvivesRenders) {
+  MetricsRegistry registry;
+  HistogramFamily* h = registry.AddHistogram("x_seconds", "Latency.", {}, {1});
+  h->Observe({}, 0.5);  // replaced, not added to
+  h->SetCumulative({}, {2, 1}, 7.5, 3);
+  const std::string expected =
+      "# HELP x_seconds Latency.\n# TYPE x_seconds histogram\n"
+      "x_seconds_bucket{le=\"1\"} 2\nx_seconds_bucket{le=\"+Inf\"} 3\nx_seconds_sum 7.5\n"
+      "x_seconds_count 3\n";
+  EXPECT_EQ(registry.Render(), expected);
+  EXPECT_EQ(registry.Render(), expected) << "a render must not consume the samples";
+  EXPECT_EQ(h->Count({}), 3u);
+  EXPECT_THROW(h->SetCumulative({}, {1, 2, 3}, 0, 6), std::logic_error) << "wrong bucket count";
 }
 
 TEST(MetricsRegistryTest, ClearDropsEverySeriesForInfoGauges) {

@@ -1,0 +1,201 @@
+// The exported metric set is a contract (dashboards, the Gateway API endpoint picker): every
+// family keeps its name, type, help text and labels, and readers never drain each other.
+#include "server/serving_metrics.h"
+
+#include <set>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace loraserve::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Family {
+  std::string name, type, help;
+  std::vector<std::string> labels;
+};
+
+// The metric set as documented in docs/metrics.md (and as it was before the stats table).
+const std::vector<Family>& ExpectedFamilies() {
+  static const std::vector<Family> families = {
+      {"loraserve_requests_total",
+       "counter",
+       "Finished inference requests by adapter and gRPC status code.",
+       {"adapter", "status"}},
+      {"loraserve_prompt_tokens_total", "counter", "Prompt tokens processed.", {}},
+      {"loraserve_generation_tokens_total",
+       "counter",
+       "Tokens generated, by adapter.",
+       {"adapter"}},
+      {"loraserve_time_to_first_token_seconds",
+       "histogram",
+       "Time from request arrival to its first generated token.",
+       {}},
+      {"loraserve_inter_token_latency_seconds",
+       "histogram",
+       "Time between consecutive generated tokens of one request.",
+       {}},
+      {"loraserve_request_queue_time_seconds",
+       "histogram",
+       "Time from request arrival until it was first scheduled.",
+       {}},
+      {"loraserve_request_duration_seconds",
+       "histogram",
+       "Time from request arrival until it finished.",
+       {}},
+      {"loraserve_num_requests_waiting", "gauge", "Requests waiting to be scheduled.", {}},
+      {"loraserve_num_requests_running", "gauge", "Requests in the running batch.", {}},
+      {"loraserve_kv_cache_usage_ratio",
+       "gauge",
+       "KV cache pages in use over pages the KV cache could use (0-1).",
+       {}},
+      {"loraserve_pool_pages", "gauge", "Pages of the unified KV and adapter pool.", {}},
+      {"loraserve_kv_cache_pages_used", "gauge", "Pool pages holding KV blocks.", {}},
+      {"loraserve_adapter_pool_pages_used", "gauge", "Pool pages holding adapter weights.", {}},
+      {"loraserve_adapter_pool_resident_adapters",
+       "gauge",
+       "Adapters resident in the adapter pool.",
+       {}},
+      {"loraserve_adapters_registered",
+       "gauge",
+       "Adapters registered with the engine (servable).",
+       {}},
+      {"loraserve_adapter_pool_loads_total", "counter", "Adapter loads into the adapter pool.", {}},
+      {"loraserve_adapter_pool_evictions_total",
+       "counter",
+       "Adapter evictions from the adapter pool.",
+       {}},
+      {"loraserve_adapter_pool_hits_total",
+       "counter",
+       "Requests whose adapters were already resident.",
+       {}},
+      {"loraserve_adapter_pool_misses_total",
+       "counter",
+       "Requests that waited for an adapter load.",
+       {}},
+      {"loraserve_adapter_pool_load_duration_seconds",
+       "histogram",
+       "Time to load one adapter into the adapter pool.",
+       {}},
+      {"loraserve_adapter_uploads_total", "counter", "Adapter uploads by result.", {"result"}},
+      {"loraserve_preemptions_total", "counter", "Requests preempted for memory.", {}},
+      {"loraserve_engine_steps_total", "counter", "Engine steps (batched forward passes).", {}},
+      {"loraserve_merge_mode_info",
+       "gauge",
+       "Configured merge mode (auto, never, forced); always 1.",
+       {"mode"}},
+      {"loraserve_merged_adapter_info",
+       "gauge",
+       "Adapter folded into the base weights now (empty = pristine); always 1.",
+       {"adapter"}},
+      {"loraserve_merge_switches_total", "counter", "Merges plus unmerges.", {}},
+      {"loraserve_merge_mode_seconds_total",
+       "counter",
+       "Time spent with the base weights merged or unmerged.",
+       {"state"}},
+      {"loraserve_lora_requests_info",
+       "gauge",
+       "Adapters of running and waiting requests (comma-separated, no spaces) and the most "
+       "adapters the pool holds; the value is the unix time of the update, like vLLM's "
+       "vllm:lora_requests_info.",
+       {"running_lora_adapters", "waiting_lora_adapters", "max_lora"}},
+  };
+  return families;
+}
+
+EngineStats SomeStats() {
+  EngineStats stats;
+  stats.waiting = 3;
+  stats.running = 5;
+  stats.pool_pages_total = 1000;
+  stats.kv_pages_used = 40;
+  stats.adapter_pages_used = 60;
+  stats.kv_usage = 0.25;
+  stats.adapters_resident = 2;
+  stats.adapter_loads = 7;
+  stats.adapter_evictions = 1;
+  stats.adapter_hits = 11;
+  stats.adapter_misses = 4;
+  stats.preemptions = 2;
+  stats.generated_tokens = 999;
+  stats.steps = 123;
+  stats.merge_switches = 6;
+  stats.seconds_merged = 1.5;
+  stats.seconds_unmerged = 2.5;
+  stats.merge_mode = MergeMode::kForced;
+  stats.merged_adapter = "m";
+  stats.running_adapters = {"b", "a", "b"};
+  stats.waiting_adapters = {"c"};
+  return stats;
+}
+
+TEST(ServingMetricsTest, EveryFamilyKeepsItsNameTypeHelpAndLabels) {
+  ServingMetrics metrics;
+  metrics.RecordRequest("a", "OK");
+  RequestResult finished;
+  finished.tokens = {5, 6};
+  metrics.RecordFinished("a", finished);
+  metrics.RecordUpload(true);
+  metrics.Refresh(SomeStats(), 16, 9);
+  const std::string text = metrics.registry().Render();
+  std::set<std::string> typed;
+  for (size_t at = text.find("# TYPE "); at != std::string::npos;
+       at = text.find("# TYPE ", at + 1)) {
+    typed.insert(text.substr(at + 7, text.find(' ', at + 7) - at - 7));
+  }
+  for (const Family& f : ExpectedFamilies()) {
+    EXPECT_THAT(text, HasSubstr("# HELP " + f.name + " " + f.help + "\n# TYPE " + f.name + " " +
+                                f.type + "\n"))
+        << f.name;
+    if (!f.labels.empty()) {
+      EXPECT_THAT(text, HasSubstr("\n" + f.name + "{" + f.labels[0] + "=\"")) << f.name;
+      EXPECT_THAT(text, HasSubstr(f.labels.back() + "=\"")) << f.name;
+    }
+    typed.erase(f.name);
+  }
+  EXPECT_TRUE(typed.empty()) << "unexpected family " << *typed.begin();
+}
+
+TEST(ServingMetricsTest, EngineFieldsComeFromTheStatsTable) {
+  ServingMetrics metrics;
+  metrics.Refresh(SomeStats(), 16, 9);
+  const std::string text = metrics.registry().Render();
+  EXPECT_THAT(text, HasSubstr("\nloraserve_num_requests_waiting 3\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_kv_cache_usage_ratio 0.25\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_adapter_pool_loads_total 7\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_engine_steps_total 123\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_merge_mode_seconds_total{state=\"merged\"} 1.5\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_merge_mode_seconds_total{state=\"unmerged\"} 2.5\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_adapters_registered 9\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_merge_mode_info{mode=\"forced\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("\nloraserve_merged_adapter_info{adapter=\"m\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("loraserve_lora_requests_info{running_lora_adapters=\"a,b\","
+                              "waiting_lora_adapters=\"c\",max_lora=\"16\"} "));
+  // generated_tokens has no metric of its own (loraserve_generation_tokens_total is per adapter).
+  EXPECT_THAT(text, ::testing::Not(HasSubstr(" 999\n")));
+}
+
+TEST(ServingMetricsTest, LoadHistogramIsTheEngineSnapshotForEveryReader) {
+  ServingMetrics metrics;
+  EngineStats stats = SomeStats();
+  stats.adapter_load_seconds.Observe(0.02);
+  stats.adapter_load_seconds.Observe(0.3);
+  for (int reader = 0; reader < 2; ++reader) {
+    metrics.Refresh(stats, 16, 9);
+    const std::string text = metrics.registry().Render();
+    EXPECT_THAT(text, HasSubstr("\nloraserve_adapter_pool_load_duration_seconds_count 2\n"))
+        << "reader " << reader;
+    EXPECT_THAT(text, HasSubstr("loraserve_adapter_pool_load_duration_seconds_bucket{le="
+                                "\"0.025000000000000001\"} 1\n"))
+        << "reader " << reader;
+  }
+  stats.adapter_load_seconds.Observe(0.001);
+  metrics.Refresh(stats, 16, 9);
+  EXPECT_THAT(metrics.registry().Render(),
+              HasSubstr("\nloraserve_adapter_pool_load_duration_seconds_count 3\n"));
+}
+
+}  // namespace
+}  // namespace loraserve::server
