@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "nlohmann/json.hpp"
-#include "runtime/generate.h"
+#include "runtime/scoring.h"
 #include "server/cli_adapters_local.h"
 #include "server/cli_commands.h"
 #include "server/cli_common.h"
