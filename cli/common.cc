@@ -1,4 +1,4 @@
-#include "server/cli_common.h"
+#include "cli/common.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"

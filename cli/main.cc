@@ -1,7 +1,7 @@
 // Entry point of the `loraserve` binary: dispatches to the subcommands in cli_*.cc.
 #include <CLI/CLI.hpp>
 
-#include "server/cli_commands.h"
+#include "cli/commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"loraserve: one base model, many LoRA adapters, one batched forward pass"};

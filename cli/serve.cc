@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/bearer_auth.h"
-#include "server/cli_commands.h"
-#include "server/cli_common.h"
+#include "cli/commands.h"
+#include "cli/common.h"
 #include "server/log_setup.h"
 #include "server/lora_server.h"
 

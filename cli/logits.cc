@@ -6,9 +6,9 @@
 
 #include "nlohmann/json.hpp"
 #include "runtime/scoring.h"
-#include "server/cli_adapters_local.h"
-#include "server/cli_commands.h"
-#include "server/cli_common.h"
+#include "cli/local_adapters.h"
+#include "cli/commands.h"
+#include "cli/common.h"
 
 namespace loraserve::cli {
 namespace {

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "adapters/fusion.h"
 #include "adapters/peft_writer.h"
-#include "server/cli_commands.h"
+#include "cli/commands.h"
 
 namespace loraserve::cli {
 namespace {

@@ -8,9 +8,9 @@
 #include "runtime/engine.h"
 #include "runtime/page_pool.h"
 #include "runtime/tokenizer/tokenizer.h"
-#include "server/cli_commands.h"
-#include "server/cli_adapters_local.h"
-#include "server/cli_common.h"
+#include "cli/commands.h"
+#include "cli/local_adapters.h"
+#include "cli/common.h"
 
 namespace loraserve::cli {
 namespace {

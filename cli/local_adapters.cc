@@ -1,4 +1,4 @@
-#include "server/cli_adapters_local.h"
+#include "cli/local_adapters.h"
 
 #include <filesystem>
 #include <set>

@@ -11,8 +11,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "proto/admin.grpc.pb.h"
-#include "server/cli_commands.h"
-#include "server/grpc_client.h"
+#include "cli/commands.h"
+#include "cli/grpc_client.h"
 
 namespace loraserve::cli {
 namespace {

@@ -1,4 +1,4 @@
-#include "server/grpc_client.h"
+#include "cli/grpc_client.h"
 
 #include <cstdlib>
 #include <fstream>

@@ -15,7 +15,7 @@
 
 #include "nlohmann/json.hpp"
 #include "runtime/tokenizer/tokenizer.h"
-#include "server/cli_commands.h"
+#include "cli/commands.h"
 
 namespace loraserve::cli {
 namespace {

@@ -7,9 +7,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "proto/inference.grpc.pb.h"
-#include "server/cli_commands.h"
-#include "server/cli_common.h"
-#include "server/grpc_client.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "cli/grpc_client.h"
 
 namespace loraserve::cli {
 
