@@ -35,7 +35,10 @@ std::vector<double> Reference(const std::vector<float>& logits, float temperatur
   const int n = static_cast<int>(logits.size());
   std::vector<double> p(n);
   double total = 0.0;
-  for (int i = 0; i < n; ++i) total += p[i] = std::exp(static_cast<double>(logits[i]) / temperature);
+  for (int i = 0; i < n; ++i) {
+    p[i] = std::exp(static_cast<double>(logits[i]) / temperature);
+    total += p[i];
+  }
   for (double& v : p) v /= total;
   // rank[i]: how many tokens are more likely than token i (logits are distinct).
   std::vector<int> rank(n, 0);
@@ -130,7 +133,8 @@ TEST(SamplerTest, TopKKeepsExactlyTheKMostLikely) {
     const std::vector<int> counts = Histogram(Params(4.0f, k), kLogits, 4000);
     std::vector<int> by_logit(kLogits.size());
     std::iota(by_logit.begin(), by_logit.end(), 0);
-    std::sort(by_logit.begin(), by_logit.end(), [](int a, int b) { return kLogits[a] > kLogits[b]; });
+    std::sort(by_logit.begin(), by_logit.end(),
+              [](int a, int b) { return kLogits[a] > kLogits[b]; });
     for (int r = 0; r < static_cast<int>(by_logit.size()); ++r) {
       if (r < k) {
         EXPECT_GT(counts[by_logit[r]], 0) << "k=" << k << ": rank " << r << " never sampled";
@@ -216,8 +220,8 @@ TEST(SamplerTest, SampledFrequenciesMatchReference) {
       {0.7f, 3, 1.0f}, {1.0f, 0, 0.70f}, {1.5f, 5, 0.80f},
   };
   for (const Case& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "T=" << c.temperature << " top_k=" << c.top_k
-                                      << " top_p=" << c.top_p);
+    SCOPED_TRACE(::testing::Message()
+                 << "T=" << c.temperature << " top_k=" << c.top_k << " top_p=" << c.top_p);
     const std::vector<int> counts =
         Histogram(Params(c.temperature, c.top_k, c.top_p, /*seed=*/2024), kLogits, kDraws);
     EXPECT_LT(ChiSquare(counts, Reference(kLogits, c.temperature, c.top_k, c.top_p)),
@@ -255,10 +259,10 @@ TEST(SamplingParamsTest, ValidateRejectsBadValuesNamingTheField) {
     const char* field;
   };
   const std::vector<Case> cases = {
-      {Params(-0.1f), "temperature"},       {Params(nan), "temperature"},
-      {Params(INFINITY), "temperature"},    {Params(1.0f, -1), "top_k"},
-      {Params(1.0f, 0, 0.0f), "top_p"},     {Params(1.0f, 0, -0.5f), "top_p"},
-      {Params(1.0f, 0, 1.0001f), "top_p"},  {Params(1.0f, 0, nan), "top_p"},
+      {Params(-0.1f), "temperature"},      {Params(nan), "temperature"},
+      {Params(INFINITY), "temperature"},   {Params(1.0f, -1), "top_k"},
+      {Params(1.0f, 0, 0.0f), "top_p"},    {Params(1.0f, 0, -0.5f), "top_p"},
+      {Params(1.0f, 0, 1.0001f), "top_p"}, {Params(1.0f, 0, nan), "top_p"},
       {Params(0.0f, 0, 2.0f), "top_p"},  // checked even when greedy ignores it
   };
   for (const Case& c : cases) {

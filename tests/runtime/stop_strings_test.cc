@@ -2,8 +2,6 @@
 // (even one spread over several tokens) never reaches the stream, and streamed chunks are whole
 // UTF-8. Driven token by token through RequestState with the real Llama 3 tokenizer, then once
 // end to end through Engine::Submit.
-#include "runtime/request_state.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "runtime/engine.h"
+#include "runtime/request_state.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/tokenizer/utf8.h"
 #include "tests/runtime/test_model_fixture.h"
@@ -169,6 +168,16 @@ TEST(StopStringsTest, StopStringAtTheVeryStartStreamsNothing) {
   EXPECT_EQ(stream.streamed(), "");
 }
 
+TEST(StopStringsTest, EmptyStopStringIsIgnored) {
+  // "" occurs everywhere; honouring it would end every request before its first character.
+  StreamedRequest stream({""});
+  ASSERT_FALSE(stream.Feed("Hello").has_value());
+  EXPECT_EQ(stream.streamed(), "Hello") << "nothing can start a stop: no hold-back";
+  ASSERT_FALSE(stream.Feed(" world").has_value());
+  EXPECT_EQ(stream.Finish(FinishReason::kLength).text, "Hello world");
+  EXPECT_EQ(stream.streamed(), "Hello world");
+}
+
 TEST(StopStringsTest, MultiByteStopStringAcrossTokens) {
   // "日本語" is two tokens ("日本", "語"); the stop must not leak its first character.
   StreamedRequest stream({"日本語"});
@@ -188,8 +197,8 @@ TEST(StopStringsTest, MultiByteStopStringAcrossTokens) {
 TEST(StopStringsTest, DISABLED_StreamedChunksNeverSplitMultiByteCharacters) {
   // Emoji (4 bytes, one byte-token each), accented Latin (2 bytes), CJK (3 bytes), tried with
   // every hold-back length from 1 to 9 bytes so that cuts land at every offset in a character.
-  const std::vector<std::string> pieces = {"Hi", " 🦙", " café", " 日本語", " été", "🦙",
-                                           "🦙",  " naïve", " 語", " done"};
+  const std::vector<std::string> pieces = {"Hi",   " 🦙", " café",  " 日本語", " été",
+                                           "🦙", "🦙",  " naïve", " 語",     " done"};
   std::string full;
   for (const std::string& piece : pieces) full += piece;
   for (int stop_length = 2; stop_length <= 10; ++stop_length) {
@@ -224,6 +233,17 @@ TEST(StopStringsTest, DISABLED_EarliestStopWinsWhateverTheListOrder) {
     EXPECT_EQ(stream.Finish(FinishReason::kStop).text, "hell");
     EXPECT_EQ(stream.streamed(), "hell");
   }
+}
+
+TEST(StopStringsEngineTest, StopStringsWithoutTokenizerAreRejected) {
+  auto engine = Engine::Create(testing::LoadTinyModel(), EngineOptions{});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerationRequest request;
+  request.prompt_ids = {4, 8, 15};
+  request.stop_strings = {"stop"};
+  const auto id = (*engine)->Submit(std::move(request), RequestCallbacks{});
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(id.status().message().find("tokenizer"), std::string::npos) << id.status();
 }
 
 // End to end through the engine: a greedy run without stop strings gives the text, then the
