@@ -11,3 +11,8 @@ cmake --preset default >/dev/null
 cmake --build --preset default -j"$(nproc)"
 ctest --preset default -j"$(nproc)"
 .venv/bin/python -m pytest -q tests/python
+# The unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (Debug, CPU only, no
+# benchmarks): memory errors and undefined behaviour fail CI instead of passing by luck.
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j"$(nproc)"
+ctest --preset asan -j"$(nproc)"

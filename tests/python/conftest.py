@@ -42,16 +42,22 @@ def relative_error(ours, reference) -> float:
 
 @pytest.fixture(scope="session")
 def model_factory(tmp_path_factory):
-    """gen_model(name, **flags) -> folder, cached per session."""
+    """gen_model(name, *flags) -> folder, cached per session on the name and the flags.
+
+    The folders live in this session's pytest temp dir, so an edited tools/gen_model.py never
+    meets a model from an older run; keying on the flags too means one name reused with other
+    flags gets its own model instead of the first one's.
+    """
     import gen_model
 
     cache = {}
 
     def make(name, *flags):
-        if name not in cache:
+        key = (name, *map(str, flags))
+        if key not in cache:
             out = str(tmp_path_factory.mktemp(name))
             assert gen_model.main(["--out", out, *flags]) == 0
-            cache[name] = out
-        return cache[name]
+            cache[key] = out
+        return cache[key]
 
     return make

@@ -1,15 +1,20 @@
 // A tiny generated Hugging Face model shared by runtime tests: tools/gen_model.py writes it
-// once per test binary run (through the project's virtualenv), and random LoRA adapters are
-// built in memory against its config.
+// (through the project's virtualenv) into a /tmp folder keyed on the generator's bytes and flags,
+// and random LoRA adapters are built in memory against its config.
 #pragma once
 
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
+#include <string_view>
 
 #include <gtest/gtest.h>
 
@@ -18,9 +23,35 @@
 
 namespace loraserve::testing {
 
+// FNV-1a, 64-bit: stable across builds and runs, unlike std::hash, so a cache key survives.
+inline uint64_t Fnv1a(std::string_view bytes, uint64_t hash = 14695981039346656037ull) {
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+// 16 hex digits over tools/gen_model.py's content and the flags: an edited generator or other
+// flags name another folder, so a stale model is never reused.
+inline std::string GeneratorKey(const std::string& flags) {
+  const std::string script = std::string(LORASERVE_SOURCE_DIR) + "/tools/gen_model.py";
+  std::ifstream in(script, std::ios::binary);
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (!in) ADD_FAILURE() << "cannot read the model generator " << script;
+  uint64_t hash = Fnv1a(content.str());
+  hash = Fnv1a(std::string_view("\0", 1), hash);  // "ab"+"c" and "a"+"bc" differ
+  hash = Fnv1a(flags, hash);
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash));
+  return hex;
+}
+
 inline std::string GeneratedModelDir(const std::string& name, const std::string& flags) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("loraserve_test_" + name);
+  const fs::path dir =
+      fs::temp_directory_path() / ("loraserve_test_" + name + "_" + GeneratorKey(flags));
   if (!fs::exists(dir / "config.json")) {
     // ctest runs test processes in parallel: generate privately, then publish with one rename.
     const fs::path staging = dir.string() + ".tmp." + std::to_string(::getpid());

@@ -1,9 +1,8 @@
-// Shared pieces of the server tests: a tiny generated base model (tools/gen_model.py, once per
-// process), PEFT adapters written byte by byte, and a fixture that starts the real LoraServer
-// on a loopback port with an adapter store and an admin token.
+// Shared pieces of the server tests: a tiny generated base model (tools/gen_model.py, cached on
+// the generator), PEFT adapters written byte by byte, and a fixture that starts the real
+// LoraServer on a loopback port with an adapter store and an admin token.
 #pragma once
 
-#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -17,21 +16,17 @@
 #include "proto/inference.grpc.pb.h"
 #include "server/lora_server.h"
 #include "tests/adapters/adapter_test_util.h"
+#include "tests/runtime/test_model_fixture.h"
 
 namespace loraserve::testing {
 
 inline constexpr char kAdminToken[] = "test-admin-token";
 
 // hidden 64, 2 layers, vocab 512, 2048 positions, with tokenizer.json and a chat template.
+// Generated once per generator version and shared by every test process (ctest runs each test
+// in its own), not once per process.
 inline const std::string& TinyModelDir() {
-  static const std::string dir = [] {
-    static TempDir temp;
-    const std::string cmd = std::string(LORASERVE_SOURCE_DIR) + "/.venv/bin/python " +
-                            LORASERVE_SOURCE_DIR + "/tools/gen_model.py --out " + temp.path() +
-                            " --seed 1 > " + temp.path() + "/gen.log 2>&1";
-    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    return temp.path();
-  }();
+  static const std::string dir = GeneratedModelDir("server_tiny", "--seed 1");
   return dir;
 }
 
