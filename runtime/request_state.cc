@@ -44,18 +44,25 @@ std::optional<FinishReason> RequestState::Append(int32_t token, bool is_eos,
   if (tokenizer != nullptr) {
     if (!detokenizer_) detokenizer_.emplace(*tokenizer, /*skip_special_tokens=*/true);
     text_ += detokenizer_->Push(token);
+    // The earliest occurrence of any stop string ends the text, whatever the list order.
+    size_t first = std::string::npos;
     for (const std::string& stop : request.stop_strings) {
       if (stop.empty()) continue;
       const size_t from = streamed_ > stop.size() ? streamed_ - stop.size() : 0;
-      const size_t pos = text_.find(stop, from);
-      if (pos != std::string::npos) {
-        text_.resize(pos);
-        Stream(token, text_.size());
-        return FinishReason::kStop;
-      }
+      first = std::min(first, text_.find(stop, from));
+    }
+    if (first != std::string::npos) {
+      text_.resize(first);
+      Stream(token, text_.size());
+      return FinishReason::kStop;
     }
   }
-  const size_t safe = text_.size() > stop_holdback_ ? text_.size() - stop_holdback_ : 0;
+  size_t safe = text_.size() > stop_holdback_ ? text_.size() - stop_holdback_ : 0;
+  // Never cut inside a UTF-8 sequence: back up to the start of the character.
+  while (safe > streamed_ && safe < text_.size() &&
+         (static_cast<unsigned char>(text_[safe]) & 0xC0) == 0x80) {
+    --safe;
+  }
   Stream(token, std::max(safe, streamed_));
   if (static_cast<int>(generated.size()) >= request.max_tokens) return FinishReason::kLength;
   return std::nullopt;

@@ -23,7 +23,7 @@ void ExpectIdsUniqueAndInRange(const std::vector<int32_t>& ids, int32_t num_page
 
 TEST(PagePoolTest, StartsAllFree) {
   PagePool pool(/*page_floats=*/64, /*num_pages=*/10);
-  EXPECT_EQ(pool.page_floats(), 64);
+  EXPECT_EQ(pool.page_units(), 64);
   EXPECT_EQ(pool.num_pages(), 10);
   EXPECT_EQ(pool.free_pages(), 10);
   EXPECT_EQ(pool.used_pages(), 0);

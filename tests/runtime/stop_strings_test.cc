@@ -190,11 +190,9 @@ TEST(StopStringsTest, MultiByteStopStringAcrossTokens) {
 }
 
 // Every streamed chunk must be valid UTF-8 on its own: each becomes a proto3 `string` field of a
-// GenerateStream message, and a client rejects a message holding half a character. Disabled:
-// RequestState::Append holds back a fixed number of bytes (longest stop - 1) and streams up to
-// text_.size() - hold-back, a byte offset that can fall inside a character (bug reported with
-// the stop-string tests; enable once the cut backs off to a character boundary).
-TEST(StopStringsTest, DISABLED_StreamedChunksNeverSplitMultiByteCharacters) {
+// GenerateStream message, and a client rejects a message holding half a character. The hold-back
+// (longest stop - 1 bytes) must back off to a character boundary rather than cut at a byte.
+TEST(StopStringsTest, StreamedChunksNeverSplitMultiByteCharacters) {
   // Emoji (4 bytes, one byte-token each), accented Latin (2 bytes), CJK (3 bytes), tried with
   // every hold-back length from 1 to 9 bytes so that cuts land at every offset in a character.
   const std::vector<std::string> pieces = {"Hi",   " 🦙", " café",  " 日本語", " été",
@@ -219,11 +217,9 @@ TEST(StopStringsTest, DISABLED_StreamedChunksNeverSplitMultiByteCharacters) {
 }
 
 // When one token completes two stop strings, the output must end before the earlier one,
-// whichever order the request lists them in. Disabled: RequestState::Append cuts at the first
-// stop in list order that occurs, so {"ld", "o w"} returns "hello wor", which holds the whole
-// stop "o w" (bug reported with the stop-string tests; enable once Append cuts at the smallest
-// position over all stops).
-TEST(StopStringsTest, DISABLED_EarliestStopWinsWhateverTheListOrder) {
+// whichever order the request lists them in ({"ld", "o w"} once returned "hello wor", which
+// holds the whole stop "o w").
+TEST(StopStringsTest, EarliestStopWinsWhateverTheListOrder) {
   for (const std::vector<std::string>& stops :
        {std::vector<std::string>{"ld", "o w"}, std::vector<std::string>{"o w", "ld"}}) {
     SCOPED_TRACE(stops[0]);
