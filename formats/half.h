@@ -6,11 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define LORASERVE_HOST_DEVICE __host__ __device__
-#else
-#define LORASERVE_HOST_DEVICE
-#endif
+#include "formats/host_device.h"
 
 namespace loraserve {
 

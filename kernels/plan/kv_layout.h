@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "formats/host_device.h"
+
 namespace loraserve::kernels {
 
 struct KvPageLayout {
@@ -12,9 +14,11 @@ struct KvPageLayout {
   int num_layers = 0;
   int kv_dim = 0;
 
-  int64_t page_floats() const { return int64_t{num_layers} * 2 * block_size * kv_dim; }
+  LORASERVE_HOST_DEVICE int64_t page_floats() const {
+    return int64_t{num_layers} * 2 * block_size * kv_dim;
+  }
   // Offset of the key (kv = 0) or value (kv = 1) vector of `slot` in `page` for `layer`.
-  int64_t Offset(int32_t page, int layer, int kv, int slot) const {
+  LORASERVE_HOST_DEVICE int64_t Offset(int32_t page, int layer, int kv, int slot) const {
     return page * page_floats() + ((int64_t{layer} * 2 + kv) * block_size + slot) * kv_dim;
   }
 };

@@ -8,6 +8,8 @@
 #include <span>
 #include <vector>
 
+#include "formats/host_device.h"
+
 namespace loraserve::kernels {
 
 // How an adapter's rows are stored in the pool. Compute is always fp32; 16-bit rows halve the
@@ -17,7 +19,7 @@ enum class LoraDtype : uint8_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
 inline constexpr int kNumLoraDtypes = 3;
 
 // Pool units (4 bytes each, the pool's element) that one row of `length` elements occupies.
-constexpr int64_t LoraRowUnits(LoraDtype dtype, int64_t length) {
+LORASERVE_HOST_DEVICE constexpr int64_t LoraRowUnits(LoraDtype dtype, int64_t length) {
   return dtype == LoraDtype::kF32 ? length : (length + 1) / 2;
 }
 

@@ -86,7 +86,7 @@ bool StartsWith(const std::string& s, const std::string& prefix) {
 TEST(StopStringsTest, StopSpanningTokensIsNeverStreamedNotEvenPartly) {
   StreamedRequest stream({" the end"});
   const std::string before = "Hello world";
-  for (const std::string& piece : {"Hello", " world", " the"}) {
+  for (const char* piece : {"Hello", " world", " the"}) {
     ASSERT_FALSE(stream.Feed(piece).has_value());
     EXPECT_TRUE(StartsWith(before, stream.streamed())) << "streamed: " << stream.streamed();
   }
@@ -110,7 +110,7 @@ TEST(StopStringsTest, TextBeforeAStopIsStreamedWhileGenerating) {
   // than 5 bytes back from the end cannot be part of a stop and must already be out.
   StreamedRequest stream({"<END>"});
   std::string text;
-  for (const std::string& piece : {"The", " quick", " brown", " fox", " jumps", " over"}) {
+  for (const char* piece : {"The", " quick", " brown", " fox", " jumps", " over"}) {
     ASSERT_FALSE(stream.Feed(piece).has_value());
     text += piece;
     EXPECT_TRUE(StartsWith(text, stream.streamed()));
