@@ -30,7 +30,7 @@ StepBatch Scheduler::Schedule(Clock::time_point now) {
       // Preempt the youngest running request (recomputed later); never an older one.
       RequestState& victim = *running_.back();
       Preempt(victim);
-      ++batch.preempted;
+      batch.preempted.push_back(&victim);
       waiting_.push_front(std::move(running_.back()));
       running_.pop_back();
       if (&victim == &r) {
@@ -42,7 +42,7 @@ StepBatch Scheduler::Schedule(Clock::time_point now) {
     batch.sequences.push_back({&r, chunk});
     budget -= chunk;
   }
-  if (batch.preempted > 0) return batch;
+  if (!batch.preempted.empty()) return batch;
   while (!waiting_.empty() && budget > 0 &&
          static_cast<int>(running_.size()) < options_.max_running) {
     RequestState& r = *waiting_.front();

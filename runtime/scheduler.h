@@ -48,7 +48,9 @@ struct ScheduledSequence {
 
 struct StepBatch {
   std::vector<ScheduledSequence> sequences;  // running order; empty when nothing can run
-  int preempted = 0;                          // requests sent back to the waiting queue
+  // Requests preempted this step, youngest first: back at the front of the waiting queue with
+  // their KV and adapter references returned (they stay owned by the scheduler).
+  std::vector<const RequestState*> preempted;
 };
 
 class Scheduler {

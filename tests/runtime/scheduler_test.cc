@@ -160,7 +160,8 @@ TEST_F(SchedulerTest, PreemptsTheYoungestAndAdmitsNothingInThatStep) {
   scheduler.Enqueue(Request(3, 1));  // would fit in the freed memory, must not be admitted
 
   StepBatch second = scheduler.Schedule(now_);
-  EXPECT_EQ(second.preempted, 1);
+  ASSERT_EQ(second.preempted.size(), 1u);
+  EXPECT_EQ(second.preempted[0]->id, 2u);
   ASSERT_EQ(Ids(second), (std::vector<uint64_t>{1}));
   EXPECT_EQ(scheduler.preemptions(), 1);
   ASSERT_EQ(scheduler.running().size(), 1u);
@@ -185,7 +186,8 @@ TEST_F(SchedulerTest, PreemptsItselfWhenItIsTheYoungestAndNothingElseFrees) {
   Complete(first);
   StepBatch second = scheduler.Schedule(now_);  // needs a third block: none anywhere
   EXPECT_TRUE(second.sequences.empty());
-  EXPECT_EQ(second.preempted, 1);
+  ASSERT_EQ(second.preempted.size(), 1u);
+  EXPECT_EQ(second.preempted[0]->id, 1u);
   EXPECT_EQ(kv.free(), 2);
   ASSERT_EQ(scheduler.waiting().size(), 1u);
   EXPECT_EQ(scheduler.waiting().front()->id, 1u);
