@@ -11,6 +11,25 @@ absl::Status NotLoaded(const std::string& id) {
 
 }  // namespace
 
+AdapterInfo DescribeAdapter(const RegisteredAdapter& entry) {
+  AdapterInfo info;
+  info.id = entry.adapter->id;
+  info.pinned = entry.pinned;
+  info.max_rank = entry.adapter->max_rank;
+  info.alpha = entry.adapter->config.lora_alpha;
+  for (int m = 0; m < kNumModules; ++m) {
+    for (const auto& layer : entry.adapter->modules) {
+      if (layer[m]) {
+        info.target_modules.push_back(kModuleNames[m]);
+        break;
+      }
+    }
+  }
+  info.bytes = entry.adapter->weight_bytes;
+  info.last_used = entry.last_used;
+  return info;
+}
+
 absl::Status AdapterRegistry::Register(std::shared_ptr<const LoraAdapter> adapter) {
   std::lock_guard<std::mutex> lock(mu_);
   if (entries_.count(adapter->id)) {

@@ -24,6 +24,22 @@ struct RegisteredAdapter {
   std::chrono::system_clock::time_point last_used;
 };
 
+// What ListAdapters reports of one registration.
+struct AdapterInfo {
+  std::string id;
+  enum class State { kHost, kResident } state = State::kHost;
+  bool pinned = false;
+  int max_rank = 0;
+  double alpha = 0;
+  std::vector<std::string> target_modules;
+  size_t bytes = 0;
+  int in_flight = 0;
+  std::chrono::system_clock::time_point last_used;
+};
+// The static part of an adapter's listing (id, pin, rank, alpha, target modules, size, last use);
+// residency and in-flight counts are the engine's to fill in.
+AdapterInfo DescribeAdapter(const RegisteredAdapter& entry);
+
 class AdapterRegistry {
  public:
   // ALREADY_EXISTS when the id is registered.

@@ -157,25 +157,11 @@ class Engine::Impl {
     const std::vector<RegisteredAdapter> entries = registry_.List();
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
     for (const RegisteredAdapter& entry : entries) {
-      AdapterInfo info;
-      info.id = entry.adapter->id;
+      AdapterInfo info = DescribeAdapter(entry);
       info.state = resident_snapshot_.count(entry.pool_key) ? AdapterInfo::State::kResident
                                                             : AdapterInfo::State::kHost;
-      info.pinned = entry.pinned;
-      info.max_rank = entry.adapter->max_rank;
-      info.alpha = entry.adapter->config.lora_alpha;
-      for (int m = 0; m < kNumModules; ++m) {
-        for (const auto& layer : entry.adapter->modules) {
-          if (layer[m]) {
-            info.target_modules.push_back(kModuleNames[m]);
-            break;
-          }
-        }
-      }
-      info.bytes = entry.adapter->weight_bytes;
       auto inflight = in_flight_snapshot_.find(entry.pool_key);
       info.in_flight = inflight == in_flight_snapshot_.end() ? 0 : inflight->second;
-      info.last_used = entry.last_used;
       out.push_back(std::move(info));
     }
     return out;

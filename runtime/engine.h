@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "adapters/lora_adapter.h"
 #include "runtime/adapter_pool.h"
+#include "runtime/adapter_registry.h"
 #include "runtime/engine_stats.h"
 #include "runtime/llama_model.h"
 #include "runtime/sampler.h"
@@ -76,17 +77,6 @@ struct EngineOptions {
   const Tokenizer* tokenizer = nullptr;  // for stop strings and streamed text
 };
 
-struct AdapterInfo {
-  std::string id;
-  enum class State { kHost, kResident } state = State::kHost;
-  bool pinned = false;
-  int max_rank = 0;
-  double alpha = 0;
-  std::vector<std::string> target_modules;
-  size_t bytes = 0;
-  int in_flight = 0;
-  std::chrono::system_clock::time_point last_used;
-};
 
 
 class Engine {
