@@ -5,6 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+# torch first: loading grpc (with grpc_tools) before torch aborts the interpreter in a pthread
+# mutex assertion, so a run of test files in which a gRPC test precedes a torch one would crash.
+import torch  # noqa: F401
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
