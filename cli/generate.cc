@@ -6,7 +6,7 @@
 #include <iostream>
 
 #include "runtime/engine.h"
-#include "runtime/page_pool.h"
+#include "runtime/adapter_pool.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "cli/commands.h"
 #include "cli/local_adapters.h"
@@ -42,11 +42,12 @@ absl::StatusOr<std::vector<int32_t>> GenerateInProcess(
   engine_options.adapter_storage = options.adapter_storage;
   engine_options.tokenizer = tokenizer;
   const kernels::KvPageLayout layout = model->KvLayout(engine_options.kv_block_size);
-  PagePool probe_pages(layout.page_floats(), 0);
-  AdapterPool probe(&probe_pages, nullptr, model->config(), nullptr, options.adapter_storage);
   int64_t pages = (static_cast<int64_t>(prompt.size()) + options.max_tokens +
                    engine_options.kv_block_size - 1) / engine_options.kv_block_size;
-  for (const auto& adapter : adapters) pages += probe.PagesNeeded(*adapter);
+  for (const auto& adapter : adapters) {
+    pages += AdapterPool::PagesNeeded(*adapter, model->config(), layout.page_floats(),
+                                      options.adapter_storage);
+  }
   engine_options.pool_pages = pages;
   auto engine = Engine::Create(std::move(model), engine_options);
   if (!engine.ok()) return engine.status();

@@ -32,9 +32,14 @@ absl::StatusOr<std::vector<std::shared_ptr<const LoraAdapter>>> LoadAdapterFolde
     if (!parsed.ok()) return parsed.status();
     const std::string& path = parsed->first;
     if (!seen.insert(path).second) continue;
-    auto adapter = LoadPeftAdapter(path, path, config, AdapterLimits{});
+    // Errors name the folder; the id is the path, unique where folder names may not be.
+    std::string name = std::filesystem::path(path).lexically_normal().filename().string();
+    if (name.empty()) name = path;
+    auto adapter = LoadPeftAdapter(name, path, config, AdapterLimits{});
     if (!adapter.ok()) return adapter.status();
-    out.push_back(std::make_shared<LoraAdapter>(std::move(*adapter)));
+    auto shared = std::make_shared<LoraAdapter>(std::move(*adapter));
+    shared->id = path;
+    out.push_back(std::move(shared));
   }
   return out;
 }
@@ -52,29 +57,18 @@ absl::StatusOr<std::vector<AdapterRef>> AdapterRefs(const std::vector<std::strin
 absl::StatusOr<std::unique_ptr<LocalAdapters>> LocalAdapters::Load(
     const LlamaModel& model, const std::vector<std::string>& specs, AdapterStorage storage) {
   auto out = std::unique_ptr<LocalAdapters>(new LocalAdapters());
-  for (const std::string& spec : specs) {
-    auto parsed = ParseSpec(spec);
-    if (!parsed.ok()) return parsed.status();
-    const std::string& path = parsed->first;
-    if (out->adapters_.count(path)) continue;
-    std::string id = std::filesystem::path(path).lexically_normal().filename().string();
-    if (id.empty()) id = path;
-    auto adapter = LoadPeftAdapter(id, path, model.config(), AdapterLimits{});
-    if (!adapter.ok()) return adapter.status();
-    // Ids must be unique inside the pool; paths are.
-    auto shared = std::make_shared<LoraAdapter>(std::move(*adapter));
-    shared->id = path;
-    out->adapters_[path] = std::move(shared);
-  }
+  auto loaded = LoadAdapterFolders(model.config(), specs);
+  if (!loaded.ok()) return loaded.status();
+  for (auto& adapter : *loaded) out->adapters_[adapter->id] = std::move(adapter);
   if (out->adapters_.empty()) return out;
   const auto base = [&model](int layer, Module module) {
     return model.PristineWeight(layer, module);
   };
   const int64_t page_floats = model.KvLayout(16).page_floats();
-  PagePool probe_pages(page_floats, 0);
-  AdapterPool probe(&probe_pages, nullptr, model.config(), base, storage);
   int64_t needed = 0;
-  for (const auto& [path, adapter] : out->adapters_) needed += probe.PagesNeeded(*adapter);
+  for (const auto& [path, adapter] : out->adapters_) {
+    needed += AdapterPool::PagesNeeded(*adapter, model.config(), page_floats, storage);
+  }
   out->pages_ = std::make_unique<PagePool>(page_floats, static_cast<int32_t>(needed));
   auto memory = model.backend().CreatePool(page_floats, static_cast<int32_t>(needed));
   if (!memory.ok()) return memory.status();

@@ -114,11 +114,12 @@ AdapterPool::AdapterPool(PagePool* pages, PoolStorage* memory, const ModelConfig
       storage_(storage),
       base_weight_(std::move(base_weight)) {}
 
-int64_t AdapterPool::PagesNeeded(const LoraAdapter& adapter) const {
-  const int64_t page = pages_->page_units();
+int64_t AdapterPool::PagesNeeded(const LoraAdapter& adapter, const ModelConfig& config,
+                                 int64_t page_units, AdapterStorage storage) {
+  const int64_t page = page_units;
   int64_t pages = 0;
   int64_t used = page;  // forces a first page
-  ForEachRow(adapter, config_, storage_, [&](int, int, bool, int, int length, LoraDtype dtype) {
+  ForEachRow(adapter, config, storage, [&](int, int, bool, int, int length, LoraDtype dtype) {
     const int64_t units = kernels::LoraRowUnits(dtype, length);
     if (used + units > page) {
       ++pages;

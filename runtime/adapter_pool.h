@@ -64,7 +64,12 @@ class AdapterPool {
                                               double* load_seconds = nullptr);
   void Release(const std::string& id);
   // Pages an adapter would take; lets the scheduler check before it commits.
-  int64_t PagesNeeded(const LoraAdapter& adapter) const;
+  int64_t PagesNeeded(const LoraAdapter& adapter) const {
+    return PagesNeeded(adapter, config_, pages_->page_units(), storage_);
+  }
+  // The same for any pool of `page_units`-unit pages (sizing a pool before it exists).
+  static int64_t PagesNeeded(const LoraAdapter& adapter, const ModelConfig& config,
+                             int64_t page_units, AdapterStorage storage);
 
   bool IsResident(const std::string& id) const { return entries_.count(id) != 0; }
   int RefCount(const std::string& id) const;

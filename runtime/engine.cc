@@ -207,7 +207,7 @@ class Engine::Impl {
   void Step();
   void ExpireRequests(const std::set<uint64_t>& cancels, bool cancel_all, Clock::time_point now);
   void UpdateMerge(Clock::time_point now);
-  void RunStep(std::vector<ScheduledSequence> sequences);
+  void RunStep(const std::vector<ScheduledSequence>& sequences);
   void Finish(RequestState& r, FinishReason reason, absl::Status status = absl::OkStatus());
   void EmitToken(RequestState& r, int32_t token);
   void DeliverCompletions();
@@ -364,7 +364,6 @@ void Engine::Impl::UpdateMerge(Clock::time_point now) {
   }
   // A failed merge leaves the pristine weights: requests still run, on the LoRA kernels.
   (void)status;
-  merge_policy_.Tick(merge_.merged());
 }
 
 void Engine::Impl::Step() {
@@ -387,28 +386,26 @@ void Engine::Impl::Step() {
   UpdateMerge(now);
   if (!scheduler_.idle()) {
     StepBatch batch = scheduler_.Schedule(now);
-    if (!batch.sequences.empty()) RunStep(std::move(batch.sequences));
+    if (!batch.sequences.empty()) RunStep(batch.sequences);
     scheduler_.RemoveIf([](RequestState& r) { return r.finished; });
   }
   PublishStats();
   DeliverCompletions();
 }
 
-void Engine::Impl::RunStep(std::vector<ScheduledSequence> sequences) {
-  auto step = BuildStepPlan(std::move(sequences), merge_.merged() ? merge_.merged_id() : "",
+void Engine::Impl::RunStep(const std::vector<ScheduledSequence>& sequences) {
+  auto step = BuildStepPlan(sequences, merge_.merged() ? merge_.merged_id() : "",
                             model_->config().num_layers);
-  absl::Status status = step.status();
   std::vector<float> logits;
+  absl::Status status = step.status();
   if (status.ok()) {
     logits.resize(step->plan.logit_rows.size() * model_->config().vocab_size);
     status = model_->Forward(step->plan, *memory_, *memory_, layout_, logits.data());
     ++steps_;
-    for (auto& [r, chunk] : step->sequences) r->num_computed += chunk;
+    for (const auto& [r, chunk] : sequences) r->num_computed += chunk;
   }
   if (!status.ok()) {
-    if (step.ok()) {
-      for (auto& [r, chunk] : step->sequences) Finish(*r, FinishReason::kError, status);
-    }
+    for (const auto& [r, chunk] : sequences) Finish(*r, FinishReason::kError, status);
     return;
   }
   const int vocab = model_->config().vocab_size;

@@ -28,14 +28,6 @@ absl::Status Upload(Backend& backend, const SafetensorsFolder& weights, const st
   return absl::OkStatus();
 }
 
-// Views of rows of one activation buffer.
-Tensor Rows(const Tensor& t, int64_t begin, int64_t count) {
-  Tensor view = t;
-  view.data = static_cast<float*>(t.data) + begin * t.ld;
-  view.rows = count;
-  return view;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& dir,
@@ -255,8 +247,8 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
   const int rows = static_cast<int>(plan.logit_rows.size());
   if (rows == 0) return absl::OkStatus();
   // The last rows reuse the front of h: only logit rows go through the final norm and head.
-  const Tensor last = Rows(h, 0, rows);
-  const Tensor picked = Rows(proj, 0, rows);
+  const Tensor last = h.RowRange(0, rows);
+  const Tensor picked = proj.RowRange(0, rows);
   if (auto s = b.GatherRows(x, plan.logit_rows, picked); !s.ok()) return s;
   if (auto s = b.RmsNorm(picked, final_norm_, eps, last); !s.ok()) return s;
   const WeightHandle head = lm_head_.valid() ? lm_head_ : embed_tokens_;

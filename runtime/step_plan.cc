@@ -7,9 +7,10 @@
 
 namespace loraserve {
 
-absl::StatusOr<StepPlan> BuildStepPlan(std::vector<ScheduledSequence> sequences,
+absl::StatusOr<StepPlan> BuildStepPlan(const std::vector<ScheduledSequence>& scheduled_sequences,
                                        const std::string& merged_key, int num_layers) {
   StepPlan step;
+  std::vector<ScheduledSequence> sequences = scheduled_sequences;
   std::stable_sort(sequences.begin(), sequences.end(), [](const auto& a, const auto& b) {
     return a.request->set_key < b.request->set_key;
   });
@@ -48,7 +49,6 @@ absl::StatusOr<StepPlan> BuildStepPlan(std::vector<ScheduledSequence> sequences,
   auto lora = BuildLoraPlan(plan.seqs, sets, num_layers);
   if (!lora.ok()) return lora.status();
   plan.lora = std::move(*lora);
-  step.sequences = std::move(sequences);
   return step;
 }
 

@@ -15,12 +15,11 @@ namespace loraserve {
 
 struct StepPlan {
   BatchPlan plan;
-  std::vector<ScheduledSequence> sequences;            // in plan order
   std::vector<std::pair<RequestState*, int>> sampled;  // request, index into plan.logit_rows
 };
 
 // `merged_key`: the pool key merged into the base weights now ("" = none).
-absl::StatusOr<StepPlan> BuildStepPlan(std::vector<ScheduledSequence> sequences,
+absl::StatusOr<StepPlan> BuildStepPlan(const std::vector<ScheduledSequence>& sequences,
                                        const std::string& merged_key, int num_layers);
 
 }  // namespace loraserve

@@ -30,6 +30,13 @@ struct Tensor {
   int64_t ld = 0;
 
   int64_t elements() const { return rows * cols; }
+  // Rows [begin, begin + count) as a view of the same memory.
+  Tensor RowRange(int64_t begin, int64_t count) const {
+    Tensor view = *this;
+    view.data = static_cast<char*>(data) + begin * ld * static_cast<int64_t>(DTypeSize(dtype));
+    view.rows = count;
+    return view;
+  }
 };
 
 // Backend-owned activation memory; the view stays valid while the buffer lives.

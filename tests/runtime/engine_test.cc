@@ -152,12 +152,11 @@ TEST_F(EngineTest, MemoryPressurePreemptsAndStillMatches) {
     // Room for every adapter plus 12 KV blocks (48 tokens): 12 concurrent requests of up to
     // ~40 tokens each cannot all fit, so the youngest get preempted and recomputed.
     auto model = LoadTinyModel();
-    PagePool probe_pages(model->KvLayout(4).page_floats(), 0);
-    AdapterPool probe(&probe_pages, nullptr, model->config(),
-                      [&](int l, Module m) { return model->Weight(l, m); });
     int64_t adapter_pages = 0;
     for (int i = 0; i < 6; ++i) {
-      adapter_pages += probe.PagesNeeded(*RandomAdapter(model->config(), "x", 4 + 4 * i, 100 + i));
+      adapter_pages += AdapterPool::PagesNeeded(*RandomAdapter(model->config(), "x", 4 + 4 * i, 100 + i),
+                                                model->config(), model->KvLayout(4).page_floats(),
+                                                AdapterStorage::kAuto);
     }
     tight.pool_pages = adapter_pages + 12;
   }
