@@ -23,17 +23,42 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     double drain_seconds = 30;
     std::string log_format = "text", log_level = "info";
     int64_t max_upload_bytes = 256ll << 20;
+    int64_t http_max_body_bytes = 8ll << 20;
   };
   auto flags = std::make_shared<Flags>();
   server::ServerOptions& o = flags->server;
+  o.http.listen = "127.0.0.1:8000";
   CLI::App* cmd = app.add_subcommand("serve", "Serve the gRPC inference and admin APIs");
   cmd->add_option("--model", o.model_dir, "Hugging Face model folder (config.json, *.safetensors, "
                                           "tokenizer.json)")
       ->required();
   cmd->add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0 = pick one)")
       ->capture_default_str();
+  cmd->add_option("--http-listen", o.http.listen,
+                  "OpenAI-compatible HTTP API address HOST:PORT (/v1/*, /health, /metrics); "
+                  "empty = off")
+      ->capture_default_str();
+  cmd->add_option("--served-model-name", o.http.served_model_name,
+                  "The base model's name in the OpenAI API's `model` field; default = the --model "
+                  "path, as vLLM does");
+  cmd->add_option("--api-key", o.http.api_key,
+                  "Bearer key the HTTP /v1/* inference routes require (else env "
+                  "LORASERVE_API_KEY, else the inference token); /health and /metrics stay open");
+  cmd->add_option("--lora-resolver-dir", o.http.lora_resolver_dir,
+                  "A request whose `model` is not loaded but is a PEFT LoRA folder here for this "
+                  "base model is loaded on the spot (vLLM's filesystem resolver); empty = off");
+  cmd->add_flag("--allow-loopback-lora-updates", o.http.allow_loopback_lora_updates,
+                "Let /v1/load_lora_adapter and /v1/unload_lora_adapter through without the admin "
+                "token when the client is on loopback (a LoRA syncer sidecar in the same pod)");
+  cmd->add_option("--http-threads", o.http.threads,
+                  "HTTP connections served at once (each streaming request holds one)")
+      ->capture_default_str();
+  cmd->add_option("--http-max-body-bytes", flags->http_max_body_bytes,
+                  "Largest HTTP request body; larger ones get 413")
+      ->capture_default_str();
   cmd->add_option("--metrics-listen", o.metrics_listen,
-                  "Prometheus /metrics HTTP address HOST:PORT; empty = off")
+                  "Separate Prometheus /metrics HTTP address HOST:PORT (the --http-listen port serves "
+                  "/metrics too); empty = off")
       ->capture_default_str();
   cmd->add_option("--store", o.store_dir,
                   "Adapter store folder (uploads are kept here, crash-safe); its adapters are "
@@ -123,6 +148,14 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                                           flags->inference_token_file);
     if (!inference.ok()) return fail(inference.status());
     options.inference_token = *inference;
+    auto api_key = server::ResolveToken(options.http.api_key, "LORASERVE_API_KEY", "");
+    if (!api_key.ok()) return fail(api_key.status());
+    // One token guards inference on both transports unless the HTTP API has its own key.
+    options.http.api_key = api_key->empty() ? options.inference_token : *api_key;
+    if (flags->http_max_body_bytes < 1024) {
+      return fail(absl::InvalidArgumentError("--http-max-body-bytes: must be at least 1024"));
+    }
+    options.http.max_body_bytes = static_cast<size_t>(flags->http_max_body_bytes);
     if (options.admin_token.empty()) {
       spdlog::warn("no admin token: the admin API answers PERMISSION_DENIED");
     }
@@ -139,8 +172,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
 
     auto server = server::LoraServer::Start(options);
     if (!server.ok()) return fail(server.status());
-    spdlog::info("listening on port {} (metrics on port {})", (*server)->port(),
-                 (*server)->metrics_port());
+    spdlog::info("listening on port {} (HTTP on port {}, metrics on port {})", (*server)->port(),
+                 (*server)->http_port(), (*server)->metrics_port());
     int signal_number = 0;
     sigwait(&signals, &signal_number);
     spdlog::info("signal {}: draining for up to {} s", signal_number, flags->drain_seconds);

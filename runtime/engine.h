@@ -29,6 +29,15 @@ struct AdapterRef {
   float weight = 1.0f;
 };
 
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+};
+struct TokenLogprobs {
+  TokenLogprob chosen;
+  std::vector<TokenLogprob> top;  // most likely first, size = requested k
+};
+
 struct GenerationRequest {
   std::vector<int32_t> prompt_ids;
   std::vector<AdapterRef> adapters;  // empty = base model; several = weighted fusion
@@ -37,6 +46,8 @@ struct GenerationRequest {
   std::vector<std::string> stop_strings;  // needs EngineOptions::tokenizer
   bool ignore_eos = false;
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  int logprobs = -1;   // -1 = none; k >= 0: each sampled token's log-probability plus the k most likely alternatives
+  int min_tokens = 0;  // EOS and stop strings are ignored until this many tokens are generated (vLLM's min_tokens)
 };
 
 enum class FinishReason { kLength, kStop, kCancelled, kDeadline, kError };
@@ -45,6 +56,7 @@ const char* FinishReasonName(FinishReason reason);
 struct TokenEvent {
   int32_t token = 0;  // -1: no new token, only held-back text flushed at the end
   std::string text;  // newly complete UTF-8 text (empty without a tokenizer)
+  std::optional<TokenLogprobs> logprobs;  // set with the token when requested (token >= 0)
 };
 
 struct RequestResult {
@@ -56,6 +68,7 @@ struct RequestResult {
   double queued_seconds = 0;       // submit -> first scheduled
   double first_token_seconds = 0;  // submit -> first token
   double total_seconds = 0;
+  std::vector<TokenLogprobs> logprobs;    // parallel to tokens when requested
 };
 
 struct RequestCallbacks {

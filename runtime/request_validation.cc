@@ -29,7 +29,7 @@ absl::Status ValidateRequest(const GenerationRequest& request, const RequestLimi
   }
   const int64_t context = static_cast<int64_t>(request.prompt_ids.size()) + request.max_tokens;
   if (context > c.max_position_embeddings) {
-    return absl::ResourceExhaustedError(absl::StrCat(
+    return absl::InvalidArgumentError(absl::StrCat(
         "prompt (", request.prompt_ids.size(), " tokens) + max_tokens (", request.max_tokens,
         ") exceeds the model context of ", c.max_position_embeddings, " tokens"));
   }

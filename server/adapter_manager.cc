@@ -8,8 +8,9 @@
 namespace loraserve::server {
 namespace {
 
-ManagedAdapter FromInfo(const AdapterInfo& info, const std::string& sha256, bool stored) {
-  return ManagedAdapter{info, sha256, stored};
+ManagedAdapter FromInfo(const AdapterInfo& info, const std::string& sha256, bool stored,
+                        std::string source) {
+  return ManagedAdapter{info, sha256, stored, std::move(source)};
 }
 
 }  // namespace
@@ -45,6 +46,7 @@ void AdapterManager::RegisterStored(const std::function<void(const std::string&)
     sha256_[entry.id] = entry.adapter_sha256;
     parsed_[entry.id] = std::move(parsed);
     stored_.insert(entry.id);
+    source_[entry.id] = entry.path;
   }
 }
 
@@ -62,38 +64,47 @@ absl::Status AdapterManager::RegisterDirectory(
   }
   std::sort(folders.begin(), folders.end());
   for (const auto& folder : folders) {
-    const std::string id = folder.filename().string();
-    {
-      std::lock_guard lock(mutex_);
-      if (absl::Status s = CheckNew(id); !s.ok()) {
-        log(absl::StrCat("adapter folder ", folder.string(), " skipped: ", s.message()));
-        continue;
-      }
+    auto registered = RegisterFolder(folder.filename().string(), folder.string());
+    if (!registered.ok()) {
+      log(absl::StrCat("adapter folder ", folder.string(), " skipped: ",
+                       registered.status().message()));
     }
-    auto adapter = LoadPeftAdapter(id, folder.string(), base_, options_.limits);
-    absl::Status status = adapter.status();
-    std::string sha;
-    std::shared_ptr<const LoraAdapter> parsed;
-    if (status.ok()) {
-      sha = adapter->sha256;
-      parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
-      status = engine_->RegisterAdapter(parsed);
-    }
-    if (!status.ok()) {
-      log(absl::StrCat("adapter folder ", folder.string(), " skipped: ", status.message()));
-      continue;
-    }
-    std::lock_guard lock(mutex_);
-    sha256_[id] = sha;
-    parsed_[id] = std::move(parsed);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<ManagedAdapter> AdapterManager::RegisterFolder(const std::string& id,
+                                                              const std::string& folder) {
+  {
+    std::lock_guard lock(mutex_);
+    if (absl::Status s = CheckNew(id); !s.ok()) return s;
+    pending_.insert(id);
+  }
+  auto adapter = LoadPeftAdapter(id, folder, base_, options_.limits);
+  absl::Status status = adapter.status();
+  std::string sha;
+  std::shared_ptr<const LoraAdapter> parsed;
+  if (status.ok()) {
+    sha = adapter->sha256;
+    parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
+    status = engine_->RegisterAdapter(parsed);
+  }
+  std::lock_guard lock(mutex_);
+  pending_.erase(id);
+  if (!status.ok()) return status;
+  sha256_[id] = sha;
+  parsed_[id] = std::move(parsed);
+  source_[id] = folder;
+  for (const AdapterInfo& info : engine_->ListAdapters()) {
+    if (info.id == id) return FromInfo(info, sha, false, folder);
+  }
+  return absl::InternalError(absl::StrCat("adapter '", id, "' vanished after registration"));
 }
 
 absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
     const std::string& id,
     const std::function<absl::StatusOr<StoredAdapter>(const PutOptions&)>& put,
-    const std::string& expected_sha256) {
+    const std::string& expected_sha256, const std::string& source) {
   {
     std::lock_guard lock(mutex_);
     if (absl::Status s = CheckNew(id); !s.ok()) return s;
@@ -125,8 +136,11 @@ absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
   sha256_[id] = stored->adapter_sha256;
   parsed_[id] = parsed;
   if (store_ != nullptr) stored_.insert(id);
+  source_[id] = source.empty() ? stored->path : source;
   for (const AdapterInfo& info : engine_->ListAdapters()) {
-    if (info.id == id) return FromInfo(info, stored->adapter_sha256, store_ != nullptr);
+    if (info.id == id) {
+      return FromInfo(info, stored->adapter_sha256, store_ != nullptr, source_[id]);
+    }
   }
   return absl::InternalError(absl::StrCat("adapter '", id, "' vanished after registration"));
 }
@@ -146,7 +160,7 @@ absl::StatusOr<ManagedAdapter> AdapterManager::Upload(
   }
   return StoreAndRegister(
       id, [&](const PutOptions& put) { return store_->PutFromFiles(id, files, put); },
-      expected_sha256);
+      expected_sha256, "");
 }
 
 absl::StatusOr<ManagedAdapter> AdapterManager::LoadFromPath(const std::string& id,
@@ -175,7 +189,7 @@ absl::StatusOr<ManagedAdapter> AdapterManager::LoadFromPath(const std::string& i
   return StoreAndRegister(
       id,
       [&](const PutOptions& put) { return store_->PutFromDirectory(id, target.string(), put); },
-      "");
+      "", path);
 }
 
 absl::StatusOr<int> AdapterManager::Unload(const std::string& id, bool keep_in_store) {
@@ -190,6 +204,7 @@ absl::StatusOr<int> AdapterManager::Unload(const std::string& id, bool keep_in_s
   if (absl::Status s = engine_->UnregisterAdapter(id); !s.ok()) return s;
   sha256_.erase(id);
   parsed_.erase(id);
+  source_.erase(id);
   if (stored_.erase(id) > 0 && !keep_in_store) {
     if (absl::Status s = store_->Delete(id); !s.ok()) return s;
   }
@@ -246,7 +261,7 @@ absl::StatusOr<ManagedAdapter> AdapterManager::Fuse(
   if (!files.ok()) return files.status();
   return StoreAndRegister(
       new_id, [&](const PutOptions& put) { return store_->PutFromFiles(new_id, *files, put); },
-      "");
+      "", "");
 }
 
 std::vector<ManagedAdapter> AdapterManager::List() const {
@@ -258,9 +273,16 @@ std::vector<ManagedAdapter> AdapterManager::List() const {
   for (const AdapterInfo& info : infos) {
     auto it = sha256_.find(info.id);
     if (it == sha256_.end()) continue;  // mid-registration or mid-unload
-    out.push_back(FromInfo(info, it->second, stored_.contains(info.id)));
+    auto source = source_.find(info.id);
+    out.push_back(FromInfo(info, it->second, stored_.contains(info.id),
+                           source == source_.end() ? "" : source->second));
   }
   return out;
+}
+
+bool AdapterManager::Has(const std::string& id) const {
+  std::lock_guard lock(mutex_);
+  return sha256_.contains(id);
 }
 
 absl::StatusOr<ManagedAdapter> AdapterManager::Get(const std::string& id) const {

@@ -31,6 +31,7 @@ struct ManagedAdapter {
   AdapterInfo info;
   std::string sha256;
   bool stored = false;  // in the store (else registered from --adapter-dir only)
+  std::string source;   // the folder it came from (a load path, an --adapter-dir folder, the store)
 };
 
 class AdapterManager {
@@ -45,6 +46,9 @@ class AdapterManager {
   // Registers every subfolder of `dir` (id = folder name) without storing it.
   absl::Status RegisterDirectory(const std::string& dir,
                                  const std::function<void(const std::string&)>& log);
+  // Validates and registers one PEFT folder as `id` without storing it (--adapter-dir entries,
+  // the HTTP LoRA resolver). ALREADY_EXISTS when the id is taken.
+  absl::StatusOr<ManagedAdapter> RegisterFolder(const std::string& id, const std::string& folder);
 
   // Validates, stores and registers an uploaded PEFT adapter (file name -> bytes).
   absl::StatusOr<ManagedAdapter> Upload(const std::string& id,
@@ -63,6 +67,8 @@ class AdapterManager {
                                       const FuseOptions& options);
 
   std::vector<ManagedAdapter> List() const;
+  // Whether `id` is registered now; cheap (no engine call), for per-request routing.
+  bool Has(const std::string& id) const;
   absl::StatusOr<ManagedAdapter> Get(const std::string& id) const;
   int registered() const;
   const AdapterManagerOptions& options() const { return options_; }
@@ -72,7 +78,7 @@ class AdapterManager {
   absl::StatusOr<ManagedAdapter> StoreAndRegister(
       const std::string& id,
       const std::function<absl::StatusOr<StoredAdapter>(const PutOptions&)>& put,
-      const std::string& expected_sha256);
+      const std::string& expected_sha256, const std::string& source);
 
   Engine* const engine_;
   AdapterStore* const store_;
@@ -84,6 +90,7 @@ class AdapterManager {
   mutable std::mutex mutex_;
   std::map<std::string, std::string> sha256_;  // every registered adapter
   std::set<std::string> stored_;               // the registered adapters that are in the store
+  std::map<std::string, std::string> source_;  // every registered adapter's folder
   std::set<std::string> pending_;              // ids with an upload or load in flight
   // The parsed form of every registered adapter (shared with the engine): Fuse's input.
   std::map<std::string, std::shared_ptr<const LoraAdapter>> parsed_;

@@ -92,7 +92,31 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const GenerationInput& input
     return absl::InvalidArgumentError(
         absl::StrCat(f.max_tokens, ": must be >= 1 (0 = server default)"));
   }
-  request.max_tokens = input.max_tokens == 0 ? default_max_tokens : input.max_tokens;
+  const int64_t prompt_tokens = static_cast<int64_t>(request.prompt_ids.size());
+  const std::string& prompt_field = std::holds_alternative<ChatPrompt>(input.prompt) ? f.chat
+                                    : std::holds_alternative<TextPrompt>(input.prompt)
+                                        ? f.text
+                                        : f.token_ids;
+  if (prompt_tokens >= model.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prompt_field, ": the prompt has ", prompt_tokens, " tokens; the model's context is ",
+        model.max_position_embeddings, " tokens, which leaves no room to generate"));
+  }
+  if (input.max_tokens == 0) {
+    request.max_tokens = input.max_tokens_to_context
+                             ? static_cast<int>(model.max_position_embeddings - prompt_tokens)
+                             : default_max_tokens;
+  } else {
+    request.max_tokens = input.max_tokens;
+  }
+  // A request that can never fit is the client's to change, not a capacity error to retry.
+  if (prompt_tokens + request.max_tokens > model.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        f.max_tokens, ": the prompt (", prompt_tokens, " tokens) + ", request.max_tokens,
+        " new tokens exceeds the model's context of ", model.max_position_embeddings,
+        " tokens; lower ", f.max_tokens, " to at most ",
+        model.max_position_embeddings - prompt_tokens));
+  }
   if (input.sampling.has_value()) {
     request.sampling = *input.sampling;
     if (absl::Status v = request.sampling.Validate(); !v.ok()) {

@@ -44,16 +44,22 @@ struct InputFieldNames {
   std::string max_tokens = "max_tokens";
   std::string sampling = "sampling";  // empty: SamplingParams' own field names stand alone
   std::string stop = "stop";
+  std::string logprobs = "logprobs";
+  std::string min_tokens = "min_tokens";
 };
 
 struct GenerationInput {
   PromptInput prompt;
   std::vector<AdapterInput> adapters;      // empty = base model; several = request-time fusion
   int max_tokens = 0;                      // 0 = the server's default
+  // max_tokens 0 means the rest of the model's context (OpenAI chat) instead.
+  bool max_tokens_to_context = false;
   std::optional<SamplingParams> sampling;  // unset = greedy
   std::vector<std::string> stop;
   bool ignore_eos = false;
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  int logprobs = -1;
+  int min_tokens = 0;
   InputFieldNames fields;
 };
 

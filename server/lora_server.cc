@@ -48,7 +48,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   return grpc::SslServerCredentials(ssl);
 }
 
+// Readiness (weights loaded, not draining): "" and each service's name.
 constexpr const char* kServiceNames[] = {"loraserve.v1.Inference", "loraserve.v1.Admin"};
+constexpr const char* kLivenessService = "liveness";
 
 }  // namespace
 
@@ -70,16 +72,19 @@ absl::StatusOr<std::unique_ptr<LoraServer>> LoraServer::Start(ServerOptions opti
   std::unique_ptr<LoraServer> server(new LoraServer(std::move(options)));
   server->admin_workers_.Start();
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
+  LoraServer* raw = server.get();
   if (!server->options_.metrics_listen.empty()) {
-    LoraServer* raw = server.get();
-    auto metrics = MetricsHttpServer::Start(server->options_.metrics_listen, [raw] {
-      ServingCore* core = raw->state_.core();
-      return raw->state_.metrics().Scrape(core ? core->engine : nullptr,
-                                          raw->options_.engine.max_adapters_resident,
-                                          core ? core->adapters->registered() : 0);
-    });
+    auto metrics = MetricsHttpServer::Start(server->options_.metrics_listen,
+                                            [raw] { return raw->ScrapeMetrics(); });
     if (!metrics.ok()) return metrics.status();
     server->metrics_ = *std::move(metrics);
+  }
+  if (!server->options_.http.listen.empty()) {
+    auto http = http::OpenAiHttpServer::Start(server->options_.http, server->options_.model_dir,
+                                              server->options_.admin_token, &server->state_,
+                                              [raw] { return raw->ScrapeMetrics(); });
+    if (!http.ok()) return http.status();
+    server->http_ = *std::move(http);
   }
   if (absl::Status s = server->LoadModel(); !s.ok()) return s;
   server->SetHealth(true);
@@ -87,6 +92,13 @@ absl::StatusOr<std::unique_ptr<LoraServer>> LoraServer::Start(ServerOptions opti
                                     server->port_, " with ", server->adapters_->registered(),
                                     " adapters"));
   return server;
+}
+
+std::string LoraServer::ScrapeMetrics() {
+  ServingCore* core = state_.core();
+  return state_.metrics().Scrape(core ? core->engine : nullptr,
+                                 options_.engine.max_adapters_resident,
+                                 core ? core->adapters->registered() : 0);
 }
 
 absl::Status LoraServer::StartGrpc() {
@@ -106,6 +118,10 @@ absl::Status LoraServer::StartGrpc() {
         absl::StrCat("--listen: cannot listen on ", options_.listen, " (in use or bad address)"));
   }
   SetHealth(false);
+  // Process health for a liveness probe: SERVING from bind to exit, through loading and drain.
+  if (auto* health = grpc_->GetHealthCheckService(); health != nullptr) {
+    health->SetServingStatus(kLivenessService, true);
+  }
   return absl::OkStatus();
 }
 
@@ -180,6 +196,7 @@ bool LoraServer::Shutdown(std::chrono::steady_clock::duration drain) {
     grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     grpc_->Wait();
   }
+  http_.reset();
   metrics_.reset();
   return drained;
 }

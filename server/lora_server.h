@@ -1,4 +1,5 @@
-// The whole serving process minus flag parsing: binds the gRPC port (health NOT_SERVING), loads
+// The whole serving process minus flag parsing: binds the gRPC and HTTP ports (health
+// NOT_SERVING, HTTP /health 503), loads
 // the model, opens the adapter store, starts the engine, registers stored and --adapter-dir
 // adapters, then reports SERVING. Shutdown drains in-flight requests within a deadline. The
 // server owns the admin worker pool.
@@ -16,6 +17,8 @@
 #include "server/adapter_manager.h"
 #include "server/admin_service.h"
 #include "server/bearer_auth.h"
+#include "server/http/http_options.h"
+#include "server/http/openai_server.h"
 #include "server/inference_service.h"
 #include "server/metrics_http.h"
 #include "server/serving_state.h"
@@ -38,6 +41,7 @@ struct ServerOptions {
   int admin_threads = 2;
   EngineOptions engine;
   AdapterManagerOptions adapters;
+  http::HttpOptions http;  // the OpenAI API; http.listen empty = none
   // Receives log lines (start-up events, skipped adapters); defaults to spdlog.
   std::function<void(const std::string&)> log;
 };
@@ -49,6 +53,7 @@ class LoraServer {
 
   int port() const { return port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  int http_port() const { return http_ ? http_->port() : 0; }
   Engine* engine() { return engine_.get(); }
   ServingState& state() { return state_; }
 
@@ -60,6 +65,7 @@ class LoraServer {
  private:
   explicit LoraServer(ServerOptions options);
   absl::Status StartGrpc();
+  std::string ScrapeMetrics();
   absl::Status LoadModel();
   void SetHealth(bool serving);
 
@@ -79,6 +85,7 @@ class LoraServer {
   ServingCore core_;
   std::unique_ptr<grpc::Server> grpc_;
   std::unique_ptr<MetricsHttpServer> metrics_;
+  std::unique_ptr<http::OpenAiHttpServer> http_;
   int port_ = 0;
   bool shut_down_ = false;
 };

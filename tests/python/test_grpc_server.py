@@ -101,7 +101,7 @@ def server(model, tmp_path_factory):
     port, metrics_port = free_port(), free_port()
     proc = subprocess.Popen(
         [loraserve_bin(), "serve", "--model", model, "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", f"127.0.0.1:{metrics_port}", "--store", store,
+         "--metrics-listen", f"127.0.0.1:{metrics_port}", "--http-listen", "", "--store", store,
          "--admin-token", TOKEN, "--pool-bytes", str(64 << 20), "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -250,7 +250,7 @@ def test_sigterm_drains_and_exits_cleanly(model):
     import json
     port = free_port()
     proc = subprocess.Popen([loraserve_bin(), "serve", "--model", model, "--listen",
-                             f"127.0.0.1:{port}", "--metrics-listen", "", "--log-format", "json",
+                             f"127.0.0.1:{port}", "--metrics-listen", "", "--http-listen", "", "--log-format", "json",
                              "--drain-seconds", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

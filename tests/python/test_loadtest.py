@@ -52,7 +52,7 @@ def server(tmp_path_factory):
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
         [loraserve_bin(), "serve", "--model", model, "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", "", "--adapter-dir", adapters, "--admin-token", TOKEN,
+         "--metrics-listen", "", "--http-listen", "", "--adapter-dir", adapters, "--admin-token", TOKEN,
          "--log-format", "json", "--drain-seconds", "5"],
         stdout=subprocess.DEVNULL, stderr=log,
         # One kernel thread: CI and dev machines are small and shared, and OpenMP barriers

@@ -161,10 +161,16 @@ TEST_F(GrpcServerTest, StatusCodes) {
   ASSERT_TRUE(Upload("dup", AdapterFiles(base_, 1)).ok());
   s = Upload("dup", AdapterFiles(base_, 2));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
-  // RESOURCE_EXHAUSTED: prompt beyond the context.
+  // INVALID_ARGUMENT (not a retryable capacity error): prompt beyond the context, and a prompt
+  // that fits but leaves too little room for max_tokens.
   s = Generate(Request(std::vector<int32_t>(base_.max_position_embeddings + 1, 5), "", 4),
                &response);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("token_ids"));
+  s = Generate(Request(std::vector<int32_t>(base_.max_position_embeddings - 2, 5), "", 4),
+               &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("max_tokens"));
   // DEADLINE_EXCEEDED.
   {
     grpc::ClientContext context;
