@@ -456,8 +456,23 @@ void Engine::Impl::PublishStats() {
     s.running_adapters.assign(running_ids.begin(), running_ids.end());
     s.waiting_adapters.assign(waiting_ids.begin(), waiting_ids.end());
     for (double seconds : load_seconds) s.adapter_load_seconds.Observe(seconds);
+    s.kv_block_size = layout_.block_size;
     const std::vector<std::string> keys = adapters_.ResidentKeys();
     resident_snapshot_ = std::set<std::string>(keys.begin(), keys.end());
+    // Pool keys are "<id>#<registration>"; a retired registration (unloaded, or replaced under
+    // the same id) is not the adapter a request for that id would get.
+    std::set<std::string> resident_ids;
+    for (const std::string& key : keys) {
+      const std::string id = key.substr(0, key.rfind('#'));
+      if (registry_.PoolKey(id) == key) resident_ids.insert(id);
+    }
+    s.resident_adapters.assign(resident_ids.begin(), resident_ids.end());
+    s.pending_adapters.clear();
+    for (const std::set<std::string>* ids : {&running_ids, &waiting_ids}) {
+      for (const std::string& id : *ids) {
+        if (!resident_ids.contains(id)) s.pending_adapters.push_back(id);
+      }
+    }
     in_flight_snapshot_ = std::move(in_flight);
   }
   std::lock_guard<std::mutex> lock(mu_);

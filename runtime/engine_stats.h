@@ -49,8 +49,13 @@ struct EngineStats {
   int64_t merge_switches = 0;
   double seconds_merged = 0;
   double seconds_unmerged = 0;
-  std::vector<std::string> running_adapters;
-  std::vector<std::string> waiting_adapters;
+  std::vector<std::string> running_adapters;  // adapters of running requests
+  std::vector<std::string> waiting_adapters;  // adapters of queued requests
+  // For routers (the Gateway API Inference Extension's LoRA affinity): the registered adapters
+  // resident in the pool, idle ones included, and those requests wait for that are not.
+  std::vector<std::string> resident_adapters;
+  std::vector<std::string> pending_adapters;
+  int kv_block_size = 0;  // tokens per KV block
   CumulativeHistogram adapter_load_seconds{LatencyBounds()};  // since start, never drained
 };
 

@@ -87,11 +87,33 @@ ServingMetrics::ServingMetrics() {
                        {"adapter"});
   lora_info_ = r.AddGauge(
       "loraserve_lora_requests_info",
-      "Adapters of running and waiting requests (comma-separated, no spaces) and the most "
-      "adapters the pool holds; the value is the unix time of the update, like vLLM's "
-      "vllm:lora_requests_info.",
-      {"running_lora_adapters", "waiting_lora_adapters", "max_lora"});
+      "Adapters resident in the adapter pool, idle ones included (running_lora_adapters), "
+      "adapters queued requests need that are not resident (waiting_lora_adapters), and the "
+      "most adapters the pool holds; comma-separated, no spaces. The value is the unix time of "
+      "the update, as the model-server protocol of the Gateway API Inference Extension asks.",
+      {"max_lora", "running_lora_adapters", "waiting_lora_adapters"});
+
+  const std::vector<std::string> vllm_labels = {"engine", "model_name"};
+  vllm_waiting_ = r.AddGauge("vllm:num_requests_waiting",
+                             "Requests waiting to be scheduled (vLLM's name).", vllm_labels);
+  vllm_running_ = r.AddGauge("vllm:num_requests_running",
+                             "Requests in the running batch (vLLM's name).", vllm_labels);
+  vllm_kv_usage_ = r.AddGauge("vllm:kv_cache_usage_perc",
+                              "Fraction (0-1) of the pool held by KV blocks (vLLM's name).",
+                              vllm_labels);
+  vllm_gpu_cache_usage_ = r.AddGauge(
+      "vllm:gpu_cache_usage_perc",
+      "Alias of vllm:kv_cache_usage_perc for endpoint pickers before GAIE v1.3.", vllm_labels);
+  vllm_lora_info_ = r.AddGauge("vllm:lora_requests_info",
+                               "The same series as loraserve_lora_requests_info (vLLM's name).",
+                               {"max_lora", "running_lora_adapters", "waiting_lora_adapters"});
+  vllm_cache_config_ = r.AddGauge(
+      "vllm:cache_config_info",
+      "KV cache layout: tokens per block and blocks in the pool; always 1.",
+      {"block_size", "num_gpu_blocks"});
 }
+
+void ServingMetrics::SetModelName(std::string name) { model_name_ = std::move(name); }
 
 void ServingMetrics::RecordRequest(const std::string& adapter, const std::string& status) {
   requests_->Add({adapter, status}, 1);
@@ -123,13 +145,26 @@ void ServingMetrics::Refresh(const EngineStats& stats, int max_lora, int registe
   merged_->Set({stats.merged_adapter}, 1);
   const double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  lora_info_->Clear();
-  lora_info_->Set({AdapterList(stats.running_adapters), AdapterList(stats.waiting_adapters),
-                   std::to_string(max_lora)},
-                  now);
+  // One current series (the picker takes the largest value; old label sets are dropped).
+  const LabelValues lora = {std::to_string(max_lora), AdapterList(stats.resident_adapters),
+                            AdapterList(stats.pending_adapters)};
+  for (ScalarFamily* family : {lora_info_, vllm_lora_info_}) {
+    family->Clear();
+    family->Set(lora, now);
+  }
+  const LabelValues engine = {"0", model_name_};
+  vllm_waiting_->Set(engine, stats.waiting);
+  vllm_running_->Set(engine, stats.running);
+  vllm_kv_usage_->Set(engine, stats.kv_usage);
+  vllm_gpu_cache_usage_->Set(engine, stats.kv_usage);
+  vllm_cache_config_->Clear();
+  vllm_cache_config_->Set({std::to_string(stats.kv_block_size),
+                           std::to_string(stats.pool_pages_total)},
+                          1);
 }
 
 std::string ServingMetrics::Scrape(const Engine* engine, int max_lora, int registered_adapters) {
+  std::lock_guard lock(scrape_mutex_);
   if (engine != nullptr) Refresh(engine->Stats(), max_lora, registered_adapters);
   return registry_.Render();
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,8 @@ class ServingMetrics {
   // Refresh from engine->Stats() (when there is an engine yet), then the whole exposition.
   std::string Scrape(const Engine* engine, int max_lora, int registered_adapters);
   MetricsRegistry& registry() { return registry_; }
+  // The `model_name` label of the vllm:* gauges (the served model name); set once at start.
+  void SetModelName(std::string name);
 
  private:
   MetricsRegistry registry_;
@@ -46,6 +49,17 @@ class ServingMetrics {
   ScalarFamily* merge_mode_;
   ScalarFamily* merged_;
   ScalarFamily* lora_info_;
+  // vLLM's names, so a stock endpoint picker (GAIE's default engine config) routes on us.
+  ScalarFamily* vllm_waiting_;
+  ScalarFamily* vllm_running_;
+  ScalarFamily* vllm_kv_usage_;
+  ScalarFamily* vllm_gpu_cache_usage_;  // the pre-rename alias, for pickers <= GAIE v1.2
+  ScalarFamily* vllm_lora_info_;
+  ScalarFamily* vllm_cache_config_;
+  std::string model_name_ = "base";
+  // Scrapes come from two listeners (the metrics port and the HTTP port); one at a time, so no
+  // reader renders a family between its Clear and Set.
+  std::mutex scrape_mutex_;
 };
 
 }  // namespace loraserve::server

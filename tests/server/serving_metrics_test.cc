@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "absl/strings/str_cat.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -97,10 +99,35 @@ const std::vector<Family>& ExpectedFamilies() {
        {"state"}},
       {"loraserve_lora_requests_info",
        "gauge",
-       "Adapters of running and waiting requests (comma-separated, no spaces) and the most "
-       "adapters the pool holds; the value is the unix time of the update, like vLLM's "
-       "vllm:lora_requests_info.",
-       {"running_lora_adapters", "waiting_lora_adapters", "max_lora"}},
+       "Adapters resident in the adapter pool, idle ones included (running_lora_adapters), "
+       "adapters queued requests need that are not resident (waiting_lora_adapters), and the "
+       "most adapters the pool holds; comma-separated, no spaces. The value is the unix time of "
+       "the update, as the model-server protocol of the Gateway API Inference Extension asks.",
+       {"max_lora", "running_lora_adapters", "waiting_lora_adapters"}},
+      {"vllm:num_requests_waiting",
+       "gauge",
+       "Requests waiting to be scheduled (vLLM's name).",
+       {"engine", "model_name"}},
+      {"vllm:num_requests_running",
+       "gauge",
+       "Requests in the running batch (vLLM's name).",
+       {"engine", "model_name"}},
+      {"vllm:kv_cache_usage_perc",
+       "gauge",
+       "Fraction (0-1) of the pool held by KV blocks (vLLM's name).",
+       {"engine", "model_name"}},
+      {"vllm:gpu_cache_usage_perc",
+       "gauge",
+       "Alias of vllm:kv_cache_usage_perc for endpoint pickers before GAIE v1.3.",
+       {"engine", "model_name"}},
+      {"vllm:lora_requests_info",
+       "gauge",
+       "The same series as loraserve_lora_requests_info (vLLM's name).",
+       {"max_lora", "running_lora_adapters", "waiting_lora_adapters"}},
+      {"vllm:cache_config_info",
+       "gauge",
+       "KV cache layout: tokens per block and blocks in the pool; always 1.",
+       {"block_size", "num_gpu_blocks"}},
   };
   return families;
 }
@@ -128,6 +155,9 @@ EngineStats SomeStats() {
   stats.merged_adapter = "m";
   stats.running_adapters = {"b", "a", "b"};
   stats.waiting_adapters = {"c"};
+  stats.resident_adapters = {"b", "a", "idle"};
+  stats.pending_adapters = {"c"};
+  stats.kv_block_size = 16;
   return stats;
 }
 
@@ -171,8 +201,19 @@ TEST(ServingMetricsTest, EngineFieldsComeFromTheStatsTable) {
   EXPECT_THAT(text, HasSubstr("\nloraserve_adapters_registered 9\n"));
   EXPECT_THAT(text, HasSubstr("\nloraserve_merge_mode_info{mode=\"forced\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("\nloraserve_merged_adapter_info{adapter=\"m\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("loraserve_lora_requests_info{running_lora_adapters=\"a,b\","
-                              "waiting_lora_adapters=\"c\",max_lora=\"16\"} "));
+  // Residency, idle adapters included (the protocol's meaning), not request activity.
+  for (const char* family : {"loraserve_lora_requests_info", "vllm:lora_requests_info"}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat(family, "{max_lora=\"16\",running_lora_adapters=\""
+                                             "a,b,idle\",waiting_lora_adapters=\"c\"} ")));
+  }
+  metrics.SetModelName("smol");
+  metrics.Refresh(SomeStats(), 16, 9);
+  const std::string named = metrics.registry().Render();
+  EXPECT_THAT(named, HasSubstr("\nvllm:num_requests_waiting{engine=\"0\",model_name=\"smol\"} 3\n"));
+  EXPECT_THAT(named, HasSubstr("\nvllm:num_requests_running{engine=\"0\",model_name=\"smol\"} 5\n"));
+  EXPECT_THAT(named, HasSubstr("\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"smol\"} 0.25\n"));
+  EXPECT_THAT(named, HasSubstr("\nvllm:gpu_cache_usage_perc{engine=\"0\",model_name=\"smol\"} 0.25\n"));
+  EXPECT_THAT(named, HasSubstr("\nvllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"1000\"} 1\n"));
   // generated_tokens has no metric of its own (loraserve_generation_tokens_total is per adapter).
   EXPECT_THAT(text, ::testing::Not(HasSubstr(" 999\n")));
 }
