@@ -20,6 +20,10 @@
 #                     check the image over gRPC instead of failing: drop the flags it lacks,
 #                     wait for /metrics on the metrics port and send one generation with
 #                     `loraserve generate --server` from inside the image. Says so loudly.
+#   --binary PATH     run PATH (a loraserve linked on Debian 12) in the image instead of the
+#                     image's own binary, in a throwaway container: checks a local build in the
+#                     image's runtime (its libraries, user, volume, ENTRYPOINT) without
+#                     rebuilding the image. The image itself is not changed.
 # Env: IMAGE (default localhost/loraserve:cpu), BASE_IMAGE (default localhost/debian:12),
 #      DEBIAN_MIRROR (default http://deb.debian.org/debian), LORASERVE_CACHE.
 # Needs root (buildah and debootstrap); installs buildah, debootstrap and curl if missing.
@@ -32,14 +36,16 @@ BASE_IMAGE="${BASE_IMAGE:-localhost/debian:12}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CACHE="${LORASERVE_CACHE:-$ROOT/.cache}"
 LOCK=/tmp/loraserve-build.lock
-skip_build=0 skip_run=0 allow_grpc_only=0
-for arg in "$@"; do
-  case "$arg" in
+skip_build=0 skip_run=0 allow_grpc_only=0 binary=""
+while [ $# -gt 0 ]; do
+  case "$1" in
     --skip-build) skip_build=1 ;;
     --skip-run) skip_run=1 ;;
     --allow-grpc-only) allow_grpc_only=1 ;;
-    *) echo "build_image: unknown option $arg (see the header of $0)" >&2; exit 2 ;;
+    --binary) binary="$(realpath "${2:?--binary needs a path}")"; shift ;;
+    *) echo "build_image: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 log() { echo "build_image: $*" >&2; }
@@ -131,10 +137,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # lacks dropped (with their values: every ENTRYPOINT flag takes one) and /metrics given its own
 # listener. Dropped flags are reported on stderr.
 run_command() {
-  "${BUILDAH[@]}" inspect --type image --format '{{json .OCIv1.Config.Entrypoint}}' "$IMAGE" \
-    | python3 -c '
+  "${BUILDAH[@]}" inspect --type image "$IMAGE" | python3 -c '
 import json, re, sys
-entry = json.load(sys.stdin)
+entry = json.load(sys.stdin)["OCIv1"]["config"]["Entrypoint"]
 help_text, http, grpc, metrics, have_http = sys.argv[1:6]
 known = set(re.findall(r"^\s+(?:-\w,)?(--[a-z0-9-]+)", help_text, re.M))
 ports = {"--http-listen": http, "--listen": grpc}
@@ -193,6 +198,13 @@ wait_http_200() {
 run_image() {
   local help http_port grpc_port metrics_port
   ctr=$("${BUILDAH[@]}" from -q "$IMAGE")
+  if [ -n "$binary" ]; then
+    log "NOTE: running $binary in place of the image's own loraserve"
+    "${BUILDAH[@]}" copy --chmod 0755 "$ctr" "$binary" /usr/local/bin/loraserve >/dev/null
+  fi
+  local libs
+  libs=$("${BUILDAH[@]}" run --isolation chroot "$ctr" -- ldd /usr/local/bin/loraserve)
+  ! grep 'not found' <<<"$libs" || die "the image lacks libraries loraserve needs"
   help=$("${BUILDAH[@]}" run --isolation chroot "$ctr" -- loraserve serve --help)
   http_port=$(free_port) grpc_port=$(free_port) metrics_port=$(free_port)
   local have_http=1
@@ -203,6 +215,7 @@ run_image() {
   fi
   local -a cmd=()
   mapfile -t cmd < <(run_command "$help" "$http_port" "$grpc_port" "$metrics_port" "$have_http")
+  [ "${cmd[0]:-}" = loraserve ] || die "could not read the ENTRYPOINT of $IMAGE"
   run_log=$(mktemp /tmp/loraserve-image-run.XXXXXX.log)
   log "running in the image: ${cmd[*]}"
   "${BUILDAH[@]}" run --isolation chroot --network host "$ctr" -- "${cmd[@]}" > "$run_log" 2>&1 &
@@ -226,10 +239,19 @@ print("build_image: chat reply:", repr(c), file=sys.stderr)' "$body" \
     log "PARTIAL CHECK: no HTTP server in this build; /health and /v1/chat/completions NOT checked"
     wait_http_200 "http://127.0.0.1:$metrics_port/metrics" "/metrics answered 200"
     log "GET /metrics (metrics listener) = 200"
-    local out
-    out=$("${BUILDAH[@]}" run --isolation chroot --network host "$ctr" -- loraserve generate \
-          --server "127.0.0.1:$grpc_port" --prompt "Hello, my name is" --max-tokens 8 --timeout 120) \
-      || die "gRPC generation through the image's server failed"
+    # The metrics listener is up before the weights are: retry while gRPC says UNAVAILABLE.
+    local out="" attempt
+    for attempt in $(seq 1 120); do
+      if out=$("${BUILDAH[@]}" run --isolation chroot --network host "$ctr" -- loraserve generate \
+               --server "127.0.0.1:$grpc_port" --prompt "Hello, my name is" --max-tokens 8 \
+               --timeout 120 2>&1); then
+        break
+      fi
+      if ! grep -q UNAVAILABLE <<<"$out" || [ "$attempt" -eq 120 ]; then
+        die "gRPC generation through the image's server failed: $out"
+      fi
+      sleep 1
+    done
     [ -n "$out" ] || die "gRPC generation returned no text"
     log "gRPC generate reply: $(head -c 200 <<<"$out")"
     stop_server "$grpc_port"

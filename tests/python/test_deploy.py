@@ -76,26 +76,34 @@ def serve_flags():
 
 def parse_args(args):
     """[(flag, value or None)] from a serve command line, in both --flag=value and --flag value
-    forms; fails on a flag the binary does not list, a missing value, or a stray word."""
-    known = serve_flags()
+    forms (a word after a flag is its value; a flag followed by a flag, or last, has none);
+    fails on a stray word or a flag given twice (CLI11 rejects that). Which flags exist is
+    checked separately, against the binary (check_flags_exist)."""
     out, i = [], 0
     while i < len(args):
         word = args[i]
         assert word.startswith("--"), f"{word!r} is not a flag (in {args})"
         flag, eq, value = word.partition("=")
-        assert flag in known, (f"{flag} is not an option of `loraserve serve` "
-                               f"(its --help lists {sorted(known)})")
-        if known[flag] and not eq:
-            assert i + 1 < len(args), f"{flag} needs a value"
-            value, i = args[i + 1], i + 1
-        elif not known[flag]:
-            assert not eq, f"{flag} takes no value"
+        if not eq:
             value = None
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
         out.append((flag, value))
         i += 1
     names = [f for f, _ in out]
     assert len(names) == len(set(names)), f"a flag is given twice (CLI11 rejects that): {names}"
     return out
+
+
+def check_flags_exist(pairs):
+    """Every flag is one that the built binary's `serve --help` lists, with a value exactly
+    when it takes one."""
+    known = serve_flags()
+    for flag, value in pairs:
+        assert flag in known, (f"{flag} is not an option of `loraserve serve` "
+                               f"(its --help lists {sorted(known)})")
+        assert known[flag] == (value is not None), (
+            f"{flag} {'needs a value' if known[flag] else 'takes no value'}")
 
 
 def listen_port(address):
@@ -236,7 +244,9 @@ def test_crd_check_rejects_a_malformed_pool():
 def test_manifest_args_are_real_serve_flags(render):
     _, container = server(render)
     assert container["command"] == ["loraserve", "serve"]
-    args = dict(parse_args(container["args"]))
+    pairs = parse_args(container["args"])
+    check_flags_exist(pairs)
+    args = dict(pairs)
     assert args["--model"] == "/models/smollm2"
     assert args["--log-format"] == "json"
 
@@ -245,6 +255,12 @@ def test_manifest_args_are_real_serve_flags(render):
 def test_dockerfile_entrypoint_names_only_real_serve_flags(path):
     entry = dockerfile_entrypoint(path)
     assert entry[:2] == ["loraserve", "serve"], entry
+    check_flags_exist(parse_args(entry[2:]))
+
+
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_dockerfile_entrypoint_matches_the_image_layout(path):
+    entry = dockerfile_entrypoint(path)
     args = dict(parse_args(entry[2:]))
     stage = dockerfile_final_stage(path)
     copies = [rest.split()[-1] for word, rest in stage if word == "COPY"]
