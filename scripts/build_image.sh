@@ -103,8 +103,9 @@ EOF
   local sha
   sha=$(sha256sum "$tarball" | cut -d' ' -f1)
   local have
-  have=$("${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "loraserve.base.sha256"}}' \
-         "$BASE_IMAGE" 2>/dev/null || true)
+  have=$("${BUILDAH[@]}" inspect --type image \
+           --format '{{index .OCIv1.Config.Labels "loraserve.base.sha256"}}' "$BASE_IMAGE" \
+           2>/dev/null || true)
   if [ "$have" != "$sha" ]; then
     log "importing $tarball as $BASE_IMAGE"
     local ctr
@@ -129,7 +130,9 @@ build_image() {
   log "image $IMAGE built in $((SECONDS - start)) s"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 # The image's ENTRYPOINT as the command to run here, one argument per line: every listen address
 # moved to a free loopback port (--network host shares this machine's network, where only
@@ -177,7 +180,11 @@ stop_server() {
   pid=$(listener_pid "$port")
   [ -n "$pid" ] && kill -TERM "$pid"
   for _ in $(seq 1 60); do
-    kill -0 "$server_pid" 2>/dev/null || { server_pid=""; log "server stopped on SIGTERM"; return 0; }
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      server_pid=""
+      log "server stopped on SIGTERM"
+      return 0
+    fi
     sleep 0.5
   done
   die "the server did not exit within 30 s of SIGTERM"
@@ -186,7 +193,10 @@ stop_server() {
 wait_http_200() {
   local url="$1" what="$2"
   for _ in $(seq 1 240); do
-    kill -0 "$server_pid" 2>/dev/null || { tail -20 "$run_log" >&2; die "the server exited before $what"; }
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      tail -20 "$run_log" >&2
+      die "the server exited before $what"
+    fi
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] && return 0
     sleep 0.5
   done
@@ -223,10 +233,15 @@ run_image() {
   if [ "$have_http" = 1 ]; then
     wait_http_200 "http://127.0.0.1:$http_port/health" "/health answered 200"
     log "GET /health = 200"
-    local body
-    body=$(curl -sS --fail-with-body --max-time 120 "http://127.0.0.1:$http_port/v1/chat/completions" \
-      -H 'Content-Type: application/json' \
-      -d '{"model": "smollm2", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}') \
+    # The base model under the name the ENTRYPOINT serves it as.
+    local model="" body i
+    for ((i = 0; i + 1 < ${#cmd[@]}; i++)); do
+      [ "${cmd[$i]}" = --served-model-name ] && model="${cmd[$((i + 1))]}"
+    done
+    [ -n "$model" ] || die "the ENTRYPOINT sets no --served-model-name"
+    body=$(curl -sS --fail-with-body --max-time 120 -H 'Content-Type: application/json' \
+      "http://127.0.0.1:$http_port/v1/chat/completions" -d "{\"model\": \"$model\",
+        \"messages\": [{\"role\": \"user\", \"content\": \"Say hello.\"}], \"max_tokens\": 8}") \
       || die "POST /v1/chat/completions failed: $body"
     python3 -c 'import json, sys
 r = json.loads(sys.argv[1]); c = r["choices"][0]["message"]["content"]

@@ -53,7 +53,10 @@ def render(folder):
 def _config_map(folder, generator):
     data = {}
     for entry in generator.get("files", []):
-        key, _, path = entry.partition("=") if "=" in entry else (os.path.basename(entry), "", entry)
+        if "=" in entry:
+            key, _, path = entry.partition("=")
+        else:
+            key, path = os.path.basename(entry), entry
         with open(os.path.join(folder, path)) as f:
             data[key] = f.read()
     for literal in generator.get("literals", []):
