@@ -361,9 +361,9 @@ TEST_F(GrpcServerTest, MetricsEndpointServesPrometheusText) {
   const std::string text = server_->state().metrics().Scrape(server_->engine(), 128, 1);
   EXPECT_THAT(text, HasSubstr("loraserve_requests_total{adapter=\"m\",status=\"OK\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("loraserve_generation_tokens_total{adapter=\"m\"} 5\n"));
-  // The adapter sets lag the engine's last step, so only the shape is checked here.
-  EXPECT_THAT(text, HasSubstr("loraserve_lora_requests_info{running_lora_adapters=\""));
-  EXPECT_THAT(text, HasSubstr("\",max_lora=\"128\"} "));
+  // Residency: the adapter stays listed as running once its request finished (idle in the pool).
+  EXPECT_THAT(text, HasSubstr("loraserve_lora_requests_info{max_lora=\"128\",running_lora_"
+                              "adapters=\"m\",waiting_lora_adapters=\"\"} "));
   EXPECT_THAT(text, HasSubstr("loraserve_time_to_first_token_seconds_count 1\n"));
 }
 
