@@ -44,7 +44,12 @@ struct InputFieldNames {
   std::string max_tokens = "max_tokens";
   std::string sampling = "sampling";  // empty: SamplingParams' own field names stand alone
   std::string stop = "stop";
+  std::string logprobs = "logprobs";
+  std::string min_tokens = "min_tokens";
 };
+
+// Most alternatives a request may ask for per token (OpenAI's top_logprobs limit).
+inline constexpr int kMaxLogprobs = 20;
 
 struct GenerationInput {
   PromptInput prompt;
@@ -53,6 +58,9 @@ struct GenerationInput {
   std::optional<SamplingParams> sampling;  // unset = greedy
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  // -1 = none; k in [0, kMaxLogprobs]: each token's log-probability and the k most likely.
+  int logprobs = -1;
+  int min_tokens = 0;  // EOS and stop strings are ignored until this many tokens (<= max_tokens)
   std::optional<std::chrono::steady_clock::time_point> deadline;
   InputFieldNames fields;
 };
