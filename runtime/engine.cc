@@ -304,8 +304,7 @@ void Engine::Impl::DeliverCompletions() {
 
 void Engine::Impl::EmitToken(RequestState& r, SampledToken sampled) {
   ++generated_tokens_;
-  const bool is_eos =
-      std::find(eos_ids_.begin(), eos_ids_.end(), sampled.token) != eos_ids_.end();
+  const bool is_eos = std::find(eos_ids_.begin(), eos_ids_.end(), sampled.token) != eos_ids_.end();
   const std::optional<FinishReason> done = r.Append(sampled.token, is_eos, options_.tokenizer,
                                                     Clock::now(), std::move(sampled.logprobs));
   if (done) Finish(r, *done);

@@ -81,8 +81,7 @@ bool RequestState::AppendText(const std::string& delta) {
 }
 
 std::optional<FinishReason> RequestState::Append(int32_t token, bool is_eos,
-                                                 const Tokenizer* tokenizer,
-                                                 Clock::time_point now,
+                                                 const Tokenizer* tokenizer, Clock::time_point now,
                                                  std::optional<TokenLogprobs> token_logprobs) {
   if (!first_token) first_token = now;
   if (is_eos && !request.ignore_eos) return FinishReason::kStop;

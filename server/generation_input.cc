@@ -118,9 +118,8 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const GenerationInput& input
         absl::StrCat(f.logprobs, ": must be -1 (none) or >= 0, got ", input.logprobs));
   }
   if (input.logprobs > kMaxLogprobs) {
-    return absl::InvalidArgumentError(absl::StrCat(f.logprobs, ": at most ", kMaxLogprobs,
-                                                   " alternatives per token, got ",
-                                                   input.logprobs));
+    return absl::InvalidArgumentError(absl::StrCat(
+        f.logprobs, ": at most ", kMaxLogprobs, " alternatives per token, got ", input.logprobs));
   }
   request.logprobs = input.logprobs;
   if (input.min_tokens < 0) {

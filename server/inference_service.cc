@@ -60,7 +60,9 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
                                  public GenerationSink {
  public:
   GenerateStreamCall(ServingState* state, bool return_prompt_ids)
-      : call_(state, this), tokenizer_(TokenizerOf(*state)), return_prompt_ids_(return_prompt_ids) {}
+      : call_(state, this),
+        tokenizer_(TokenizerOf(*state)),
+        return_prompt_ids_(return_prompt_ids) {}
 
   void Start(absl::StatusOr<GenerationInput> input) {
     call_.Start(std::move(input));

@@ -50,8 +50,8 @@ std::vector<std::vector<double>> ScoredLogprobs(const LlamaModel& model,
   const size_t vocab = model.config().vocab_size;
   std::vector<std::vector<double>> rows;
   for (size_t i = 0; i < generated.size(); ++i) {
-    rows.push_back(LogSoftmax(std::span<const float>(*logits).subspan(
-        (prompt.size() - 1 + i) * vocab, vocab)));
+    rows.push_back(LogSoftmax(
+        std::span<const float>(*logits).subspan((prompt.size() - 1 + i) * vocab, vocab)));
   }
   return rows;
 }
@@ -65,7 +65,8 @@ void ExpectLogprobsMatch(const TokenLogprobs& got, int32_t token, int k,
   ASSERT_EQ(got.top.size(), static_cast<size_t>(k));
   std::vector<int32_t> order(ref.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return ref[a] > ref[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return ref[a] > ref[b]; });
   for (int i = 0; i < k; ++i) {
     EXPECT_NEAR(got.top[i].logprob, ref[got.top[i].token], tolerance) << "rank " << i;
     const bool separated = std::abs(ref[order[i]] - ref[order[i + 1]]) > 10 * tolerance &&
@@ -159,8 +160,8 @@ TEST(EngineLogprobsTest, MixedBatchGivesEachRequestItsLogprobsAsAlone) {
   const ModelConfig config = model->config();
   auto engine = MakeEngine(std::move(model));
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(engine->RegisterAdapter(RandomAdapter(config, "a" + std::to_string(i), 4, 50 + i))
-                    .ok());
+    ASSERT_TRUE(
+        engine->RegisterAdapter(RandomAdapter(config, "a" + std::to_string(i), 4, 50 + i)).ok());
   }
   std::vector<GenerationRequest> requests;
   for (int i = 0; i < 12; ++i) {

@@ -1,11 +1,11 @@
 // Driving the Engine from a test: submit a request, collect what it streams and how it ends.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <future>
 #include <memory>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "runtime/engine.h"
 
