@@ -53,8 +53,8 @@ struct RequestState {
   void Init(GenerationRequest req, RequestCallbacks cb, Clock::time_point now);
   int pending_tokens() const { return static_cast<int>(tokens.size()) - num_computed; }
   // Chooses the next token from this request's row of the step's logits. While fewer than
-  // min_tokens are generated the EOS entries are set to -inf for the sampler and restored
-  // before returning, so the row and any logprobs stay those of the model.
+  // min_tokens are generated (and EOS is not ignored) the EOS entries are set to -inf for the
+  // sampler and restored before returning, so the row and any logprobs stay the model's.
   SampledToken SampleNext(std::span<float> logits, std::span<const int32_t> eos_ids);
   // Records a sampled token (with its logprobs when the request asked), streams new text;
   // returns why the request ends, if it does.
