@@ -209,7 +209,7 @@ class Engine::Impl {
   void UpdateMerge(Clock::time_point now);
   void RunStep(const std::vector<ScheduledSequence>& sequences);
   void Finish(RequestState& r, FinishReason reason, absl::Status status = absl::OkStatus());
-  void EmitToken(RequestState& r, int32_t token);
+  void EmitToken(RequestState& r, SampledToken sampled);
   void DeliverCompletions();
   void PublishStats();
 
@@ -302,11 +302,11 @@ void Engine::Impl::DeliverCompletions() {
   }
 }
 
-void Engine::Impl::EmitToken(RequestState& r, int32_t token) {
+void Engine::Impl::EmitToken(RequestState& r, SampledToken sampled) {
   ++generated_tokens_;
-  const bool is_eos = std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end();
-  const std::optional<FinishReason> done =
-      r.Append(token, is_eos, options_.tokenizer, Clock::now());
+  const bool is_eos = std::find(eos_ids_.begin(), eos_ids_.end(), sampled.token) != eos_ids_.end();
+  const std::optional<FinishReason> done = r.Append(sampled.token, is_eos, options_.tokenizer,
+                                                    Clock::now(), std::move(sampled.logprobs));
   if (done) Finish(r, *done);
 }
 
@@ -410,9 +410,8 @@ void Engine::Impl::RunStep(const std::vector<ScheduledSequence>& sequences) {
   }
   const int vocab = model_->config().vocab_size;
   for (auto& [r, row] : step->sampled) {
-    const int32_t token = r->sampler->Sample(
-        std::span<const float>(&logits[static_cast<size_t>(row) * vocab], vocab));
-    EmitToken(*r, token);
+    EmitToken(*r, r->SampleNext(std::span<float>(&logits[static_cast<size_t>(row) * vocab], vocab),
+                                eos_ids_));
   }
 }
 

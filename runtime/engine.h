@@ -19,6 +19,7 @@
 #include "runtime/engine_stats.h"
 #include "runtime/llama_model.h"
 #include "runtime/sampler.h"
+#include "runtime/token_logprobs.h"  // TokenLogprob, TokenLogprobs
 
 namespace loraserve {
 
@@ -45,6 +46,13 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<std::string> stop_strings;  // needs EngineOptions::tokenizer
   bool ignore_eos = false;
+  // -1 = none; k >= 0: each sampled token's log-probability plus the k most likely
+  // alternatives, from the model's raw logits (log_softmax before temperature, top-k and top-p,
+  // like vLLM's default raw logprobs). Costs nothing when -1.
+  int logprobs = -1;
+  // EOS and stop strings are ignored until this many tokens are generated (vLLM's min_tokens):
+  // EOS logits are masked to -inf before sampling. With ignore_eos there is nothing to mask.
+  int min_tokens = 0;
   std::optional<std::chrono::steady_clock::time_point> deadline;
   int logprobs = -1;   // -1 = none; k >= 0: each sampled token's log-probability plus the k most likely alternatives
   int min_tokens = 0;  // EOS and stop strings are ignored until this many tokens are generated (vLLM's min_tokens)
@@ -61,6 +69,7 @@ struct TokenEvent {
 
 struct RequestResult {
   std::vector<int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;  // parallel to tokens when requested
   std::string text;
   FinishReason finish_reason = FinishReason::kLength;
   absl::Status status;  // non-OK only with kError

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -13,11 +14,17 @@
 #include "runtime/engine.h"
 #include "runtime/resident_adapter.h"
 #include "runtime/sampler.h"
+#include "runtime/token_logprobs.h"
 #include "runtime/tokenizer/incremental_detokenizer.h"
 
 namespace loraserve {
 
 class Tokenizer;
+
+struct SampledToken {
+  int32_t token = 0;
+  std::optional<TokenLogprobs> logprobs;  // set when the request asked for them
+};
 
 struct RequestState {
   using Clock = std::chrono::steady_clock;
@@ -31,6 +38,7 @@ struct RequestState {
 
   std::vector<int32_t> tokens;  // prompt, then generated tokens
   std::vector<int32_t> generated;
+  std::vector<TokenLogprobs> logprobs;  // parallel to generated when request.logprobs >= 0
   int num_computed = 0;         // tokens whose KV is in the cache (0 after preemption)
   std::vector<int32_t> pages;   // block table
   bool adapters_acquired = false;
@@ -44,19 +52,30 @@ struct RequestState {
 
   void Init(GenerationRequest req, RequestCallbacks cb, Clock::time_point now);
   int pending_tokens() const { return static_cast<int>(tokens.size()) - num_computed; }
-  // Records a sampled token, streams new text; returns why the request ends, if it does.
+  // Chooses the next token from this request's row of the step's logits. While fewer than
+  // min_tokens are generated (and EOS is not ignored) the EOS entries are set to -inf for the
+  // sampler and restored before returning, so the row and any logprobs stay the model's.
+  SampledToken SampleNext(std::span<float> logits, std::span<const int32_t> eos_ids);
+  // Records a sampled token (with its logprobs when the request asked), streams new text;
+  // returns why the request ends, if it does.
   std::optional<FinishReason> Append(int32_t token, bool is_eos, const Tokenizer* tokenizer,
-                                     Clock::time_point now);
+                                     Clock::time_point now,
+                                     std::optional<TokenLogprobs> token_logprobs = std::nullopt);
+  // Flushes the detokenizer and any held-back text to the stream, so the streamed text and
+  // the result's text are the same bytes.
   RequestResult MakeResult(FinishReason reason, absl::Status status, Clock::time_point now);
 
  private:
-  void Stream(int32_t token, size_t upto);
+  void Stream(int32_t token, size_t upto, const TokenLogprobs* token_logprobs);
+  // Appends decoded text; true when it completes a stop string (text_ is then cut before it).
+  bool AppendText(const std::string& delta);
 
   // Decodes only the newest tokens each step (a full re-decode per token is quadratic).
   std::optional<IncrementalDetokenizer> detokenizer_;
   std::string text_;     // decoded generated text (complete UTF-8 only)
   size_t streamed_ = 0;  // bytes of text_ already sent through on_token
   size_t stop_holdback_ = 0;
+  bool stopped_by_string_ = false;  // text_ ends where a stop string began
 };
 
 }  // namespace loraserve

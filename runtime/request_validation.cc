@@ -24,6 +24,16 @@ absl::Status ValidateRequest(const GenerationRequest& request, const RequestLimi
   if (request.max_tokens < 1) {
     return absl::InvalidArgumentError("max_tokens: must be at least 1");
   }
+  if (request.min_tokens < 0 || request.min_tokens > request.max_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_tokens: must be in [0, max_tokens = ", request.max_tokens, "], got ",
+                     request.min_tokens));
+  }
+  if (request.logprobs < -1 || request.logprobs > c.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logprobs: must be -1 (none) or a count of alternatives in [0, ", c.vocab_size,
+                     "], got ", request.logprobs));
+  }
   if (auto s = request.sampling.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("sampling.", s.message()));
   }

@@ -2,9 +2,28 @@
 // the proto's, so validation errors name what the client set.
 #include "server/generate_proto.h"
 
+#include <span>
+
 #include "absl/strings/str_cat.h"
 
 namespace loraserve::server {
+namespace {
+
+void ToProto(const TokenLogprob& logprob, const Tokenizer* tokenizer, v1::TokenLogprob* proto) {
+  proto->set_token_id(logprob.token);
+  proto->set_logprob(logprob.logprob);
+  if (tokenizer != nullptr) {
+    proto->set_text(tokenizer->Decode(std::span<const int32_t>(&logprob.token, 1),
+                                      /*skip_special_tokens=*/false));
+  }
+}
+
+}  // namespace
+
+void ToProto(const TokenLogprobs& logprobs, const Tokenizer* tokenizer, v1::TokenLogprobs* proto) {
+  ToProto(logprobs.chosen, tokenizer, proto->mutable_chosen());
+  for (const TokenLogprob& top : logprobs.top) ToProto(top, tokenizer, proto->add_top());
+}
 
 std::vector<ChatMessage> FromProto(const v1::ChatMessages& chat) {
   std::vector<ChatMessage> messages;
@@ -51,6 +70,18 @@ absl::StatusOr<GenerationInput> FromProto(const v1::GenerateRequest& proto,
   }
   input.stop.assign(proto.stop().begin(), proto.stop().end());
   input.ignore_eos = proto.ignore_eos();
+  // OpenAI's shape: a flag, and a count of alternatives that only means something with it.
+  if (proto.logprobs()) {
+    if (proto.top_logprobs() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("top_logprobs: must be >= 0, got ", proto.top_logprobs()));
+    }
+    input.logprobs = proto.top_logprobs();
+    input.fields.logprobs = "top_logprobs";
+  } else if (proto.top_logprobs() != 0) {
+    return absl::InvalidArgumentError("top_logprobs: set logprobs = true to get alternatives");
+  }
+  input.min_tokens = proto.min_tokens();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     input.deadline = std::chrono::steady_clock::now() +
                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -76,7 +107,7 @@ v1::FinishReason ToProtoFinishReason(FinishReason reason) {
 }
 
 void FillResponse(const GenerationOutcome& outcome, bool return_prompt_ids,
-                  v1::GenerateResponse* response) {
+                  const Tokenizer* tokenizer, v1::GenerateResponse* response) {
   response->set_text(outcome.text);
   response->mutable_token_ids()->Assign(outcome.token_ids.begin(), outcome.token_ids.end());
   response->set_finish_reason(ToProtoFinishReason(outcome.finish_reason));
@@ -87,6 +118,9 @@ void FillResponse(const GenerationOutcome& outcome, bool return_prompt_ids,
   response->mutable_timings()->set_total_seconds(outcome.timings.total_seconds);
   if (return_prompt_ids) {
     response->mutable_prompt_ids()->Assign(outcome.prompt_ids.begin(), outcome.prompt_ids.end());
+  }
+  for (const TokenLogprobs& logprobs : outcome.logprobs) {
+    ToProto(logprobs, tokenizer, response->add_logprobs());
   }
 }
 

@@ -19,7 +19,9 @@ absl::StatusOr<GenerationInput> FromProto(const v1::GenerateRequest& proto,
 std::vector<ChatMessage> FromProto(const v1::ChatMessages& chat);
 
 v1::FinishReason ToProtoFinishReason(FinishReason reason);
+// `tokenizer` (may be null) spells out each logprob's token text.
 void FillResponse(const GenerationOutcome& outcome, bool return_prompt_ids,
-                  v1::GenerateResponse* response);
+                  const Tokenizer* tokenizer, v1::GenerateResponse* response);
+void ToProto(const TokenLogprobs& logprobs, const Tokenizer* tokenizer, v1::TokenLogprobs* proto);
 
 }  // namespace loraserve::server

@@ -112,6 +112,7 @@ void GenerationCall::OnEngineFinish(const RequestResult& result) {
   outcome.status = FinishStatus(result);
   outcome.finish_reason = result.finish_reason;
   outcome.token_ids = result.tokens;
+  outcome.logprobs = result.logprobs;
   outcome.text = result.text;
   outcome.prompt_ids = prompt_ids_;
   outcome.usage.prompt_tokens = result.prompt_tokens;

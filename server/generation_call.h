@@ -35,6 +35,7 @@ struct GenerationOutcome {
   absl::Status status;
   FinishReason finish_reason = FinishReason::kError;
   std::vector<int32_t> token_ids;
+  std::vector<TokenLogprobs> logprobs;  // parallel to token_ids when the input asked for them
   std::string text;
   std::vector<int32_t> prompt_ids;  // as tokenized; empty when rejected before that
   GenerationUsage usage;

@@ -1,5 +1,6 @@
 // Validation of a GenerationInput: prompt rendering and tokenization, vocabulary range, the
-// adapter set, token budget, sampling and stop strings, each error naming the client's field.
+// adapter set, token budget, sampling, stop strings, logprobs and min_tokens, each error naming
+// the client's field.
 #include "server/generation_input.h"
 
 #include <cmath>
@@ -136,6 +137,25 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const GenerationInput& input
     request.stop_strings.push_back(input.stop[i]);
   }
   request.ignore_eos = input.ignore_eos;
+  if (input.logprobs < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.logprobs, ": must be -1 (none) or >= 0, got ", input.logprobs));
+  }
+  if (input.logprobs > kMaxLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        f.logprobs, ": at most ", kMaxLogprobs, " alternatives per token, got ", input.logprobs));
+  }
+  request.logprobs = input.logprobs;
+  if (input.min_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.min_tokens, ": must be >= 0, got ", input.min_tokens));
+  }
+  if (input.min_tokens > request.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(f.min_tokens, ": ", input.min_tokens,
+                                                   " exceeds the most tokens to generate (",
+                                                   f.max_tokens, " = ", request.max_tokens, ")"));
+  }
+  request.min_tokens = input.min_tokens;
   request.deadline = input.deadline;
   return built;
 }

@@ -48,6 +48,9 @@ struct InputFieldNames {
   std::string min_tokens = "min_tokens";
 };
 
+// Most alternatives a request may ask for per token (OpenAI's top_logprobs limit).
+inline constexpr int kMaxLogprobs = 20;
+
 struct GenerationInput {
   PromptInput prompt;
   std::vector<AdapterInput> adapters;      // empty = base model; several = request-time fusion
@@ -57,6 +60,9 @@ struct GenerationInput {
   std::optional<SamplingParams> sampling;  // unset = greedy
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  // -1 = none; k in [0, kMaxLogprobs]: each token's log-probability and the k most likely.
+  int logprobs = -1;
+  int min_tokens = 0;  // EOS and stop strings are ignored until this many tokens (<= max_tokens)
   std::optional<std::chrono::steady_clock::time_point> deadline;
   int logprobs = -1;
   int min_tokens = 0;

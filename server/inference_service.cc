@@ -20,11 +20,21 @@ absl::StatusOr<GenerationInput> Decode(const grpc::CallbackServerContext& contex
   return FromProto(request, context.deadline());
 }
 
+// The tokenizer that spells out logprob token texts; none while the model loads, and then the
+// call is refused before it has any tokens.
+const Tokenizer* TokenizerOf(const ServingState& state) {
+  const ServingCore* core = state.core();
+  return core == nullptr ? nullptr : core->tokenizer;
+}
+
 // Generate: the whole result in one response.
 class GenerateCall final : public grpc::ServerUnaryReactor, public GenerationSink {
  public:
   GenerateCall(ServingState* state, v1::GenerateResponse* response, bool return_prompt_ids)
-      : call_(state, this), response_(response), return_prompt_ids_(return_prompt_ids) {}
+      : call_(state, this),
+        tokenizer_(TokenizerOf(*state)),
+        response_(response),
+        return_prompt_ids_(return_prompt_ids) {}
 
   void Start(absl::StatusOr<GenerationInput> input) { call_.Start(std::move(input)); }
   void OnCancel() override { call_.Cancel(); }
@@ -33,11 +43,12 @@ class GenerateCall final : public grpc::ServerUnaryReactor, public GenerationSin
  private:
   void OnToken(const TokenEvent&) override {}
   void OnFinish(const GenerationOutcome& outcome) override {
-    if (outcome.status.ok()) FillResponse(outcome, return_prompt_ids_, response_);
+    if (outcome.status.ok()) FillResponse(outcome, return_prompt_ids_, tokenizer_, response_);
     Finish(ToGrpcStatus(outcome.status));
   }
 
   GenerationCall call_;
+  const Tokenizer* const tokenizer_;
   v1::GenerateResponse* const response_;
   const bool return_prompt_ids_;
 };
@@ -49,7 +60,9 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
                                  public GenerationSink {
  public:
   GenerateStreamCall(ServingState* state, bool return_prompt_ids)
-      : call_(state, this), return_prompt_ids_(return_prompt_ids) {}
+      : call_(state, this),
+        tokenizer_(TokenizerOf(*state)),
+        return_prompt_ids_(return_prompt_ids) {}
 
   void Start(absl::StatusOr<GenerationInput> input) {
     call_.Start(std::move(input));
@@ -96,6 +109,7 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
       if (queue_.size() < 2) queue_.emplace_back();
       v1::GenerateStreamResponse& message = queue_.back();
       if (event.token >= 0) message.add_token_ids(event.token);
+      if (event.logprobs.has_value()) ToProto(*event.logprobs, tokenizer_, message.add_logprobs());
       message.mutable_text()->append(event.text);
       action = NextLocked();
     }
@@ -107,7 +121,8 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
     {
       std::lock_guard lock(mutex_);
       if (outcome.status.ok() && !client_gone_) {
-        FillResponse(outcome, return_prompt_ids_, queue_.emplace_back().mutable_final());
+        FillResponse(outcome, return_prompt_ids_, tokenizer_,
+                     queue_.emplace_back().mutable_final());
       }
       finish_ = ToGrpcStatus(outcome.status);
       action = NextLocked();
@@ -137,6 +152,7 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
   }
 
   GenerationCall call_;
+  const Tokenizer* const tokenizer_;
   const bool return_prompt_ids_;
   // Guards everything below. queue_.front() is the message being written while writing_;
   // std::deque keeps it in place as more are appended.

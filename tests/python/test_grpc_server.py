@@ -2,6 +2,7 @@
 proto/, a PEFT adapter written by peft (tools/gen_adapter.py), reflection and health checked with
 their standard wire protocols, and the /metrics scrape linted by `promtool check metrics`."""
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 import urllib.request
 
 import grpc
+import numpy as np
 import pytest
 from grpc_tools import protoc
 
@@ -168,6 +170,86 @@ def test_upload_list_generate_stream_unload(stubs, server):
         inference.Generate(request, timeout=60)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     assert not admin.ListAdapters(apb.ListAdaptersRequest(), metadata=auth()).adapters
+
+
+# transformers' log_softmax of every position, in a subprocess like the model fixture.
+REFERENCE_LOGPROBS = """
+import sys, json
+import numpy as np, torch
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32,
+                                             attn_implementation="eager").eval()
+with torch.no_grad():
+    logits = model(torch.tensor([json.loads(sys.argv[2])])).logits[0]
+np.save(sys.argv[3], torch.log_softmax(logits.double(), dim=-1).numpy())
+"""
+
+
+def reference_logprobs(model, ids, tmp_path):
+    """log_softmax rows [len(ids) x vocab]: row i is the distribution of the token after ids[i]."""
+    out = str(tmp_path / "logprobs.npy")
+    subprocess.run([sys.executable, "-c", REFERENCE_LOGPROBS, model, json.dumps(ids), out],
+                   check=True, capture_output=True, timeout=300)
+    return np.load(out)
+
+
+def check_logprobs(reply, prompt, top, rows):
+    assert len(reply.logprobs) == len(reply.token_ids)
+    for i, (token, lp) in enumerate(zip(reply.token_ids, reply.logprobs)):
+        row = rows[len(prompt) - 1 + i]
+        assert lp.chosen.token_id == token
+        assert abs(lp.chosen.logprob - row[token]) < 1e-3, (i, lp.chosen.logprob, row[token])
+        assert len(lp.top) == top
+        order = np.argsort(-row, kind="stable")
+        for rank, alternative in enumerate(lp.top):
+            assert abs(alternative.logprob - row[alternative.token_id]) < 1e-3, (i, rank)
+            gap = min(abs(row[order[rank]] - row[order[rank + 1]]),
+                      abs(row[order[rank]] - row[order[rank - 1]]) if rank else 1.0)
+            if gap > 1e-3:  # a near-tie may order either way at this tolerance
+                assert alternative.token_id == order[rank], (i, rank)
+
+
+def test_logprobs_match_transformers_log_softmax(stubs, server, model, tmp_path):
+    inference = stubs["inference_pb2_grpc"].InferenceStub(server["channel"])
+    ipb = stubs["inference_pb2"]
+    prompt = [5, 9, 33, 71, 2, 8]
+    greedy = ipb.GenerateRequest(token_ids=ipb.TokenIds(ids=prompt), max_tokens=8,
+                                 ignore_eos=True, logprobs=True, top_logprobs=5)
+    reply = inference.Generate(greedy, timeout=60)
+    generated = list(reply.token_ids)
+    assert len(generated) == 8
+    rows = reference_logprobs(model, prompt + generated, tmp_path)
+    check_logprobs(reply, prompt, 5, rows)
+    for i, lp in enumerate(reply.logprobs):
+        assert lp.chosen.token_id == int(np.argmax(rows[len(prompt) - 1 + i]))
+        assert lp.top[0].token_id == lp.chosen.token_id
+        assert lp.chosen.text  # the token alone, decoded by the model's tokenizer
+
+    streamed = []
+    for message in inference.GenerateStream(greedy, timeout=60):
+        assert len(message.logprobs) == len(message.token_ids)
+        streamed.extend(message.logprobs)
+    assert [lp.chosen.token_id for lp in streamed] == generated
+    assert [lp.chosen.logprob for lp in streamed] == [lp.chosen.logprob for lp in reply.logprobs]
+
+    # Sampling at temperature 1.5 still reports the raw distribution (vLLM's default).
+    sampled_request = ipb.GenerateRequest(
+        token_ids=ipb.TokenIds(ids=prompt), max_tokens=8, ignore_eos=True, logprobs=True,
+        top_logprobs=2, sampling=ipb.SamplingParams(temperature=1.5, seed=5))
+    sampled = inference.Generate(sampled_request, timeout=60)
+    check_logprobs(sampled, prompt, 2,
+                   reference_logprobs(model, prompt + list(sampled.token_ids), tmp_path))
+
+    with pytest.raises(grpc.RpcError) as error:
+        inference.Generate(ipb.GenerateRequest(token_ids=ipb.TokenIds(ids=prompt), max_tokens=4,
+                                               top_logprobs=3), timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("top_logprobs:")
+    with pytest.raises(grpc.RpcError) as error:
+        inference.Generate(ipb.GenerateRequest(token_ids=ipb.TokenIds(ids=prompt), max_tokens=4,
+                                               min_tokens=5), timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("min_tokens:")
 
 
 def last_line(text: str) -> str:

@@ -11,50 +11,18 @@
 #include <mutex>
 
 #include "runtime/adapter_pool.h"
+#include "tests/runtime/engine_test_util.h"
 #include "tests/runtime/reference_generate.h"
 #include "tests/runtime/test_model_fixture.h"
 
 namespace loraserve {
 namespace {
 
+using testing::Greedy;
 using testing::LoadTinyModel;
+using testing::Outcome;
 using testing::RandomAdapter;
-
-struct Outcome {
-  std::vector<int32_t> streamed;
-  RequestResult result;
-};
-
-// Submits and returns a future that completes when the request finishes.
-std::future<Outcome> SubmitAsync(Engine& engine, GenerationRequest request,
-                                 uint64_t* id_out = nullptr,
-                                 std::function<void(const TokenEvent&)> extra = nullptr) {
-  auto promise = std::make_shared<std::promise<Outcome>>();
-  auto outcome = std::make_shared<Outcome>();
-  RequestCallbacks callbacks;
-  callbacks.on_token = [outcome, extra](const TokenEvent& e) {
-    if (e.token >= 0) outcome->streamed.push_back(e.token);
-    if (extra) extra(e);
-  };
-  callbacks.on_finish = [outcome, promise](const RequestResult& r) {
-    outcome->result = r;
-    promise->set_value(*outcome);
-  };
-  auto id = engine.Submit(std::move(request), std::move(callbacks));
-  EXPECT_TRUE(id.ok()) << id.status();
-  if (id_out != nullptr && id.ok()) *id_out = *id;
-  return promise->get_future();
-}
-
-GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens,
-                         std::vector<AdapterRef> adapters = {}) {
-  GenerationRequest r;
-  r.prompt_ids = std::move(prompt);
-  r.max_tokens = max_tokens;
-  r.adapters = std::move(adapters);
-  r.ignore_eos = true;
-  return r;
-}
+using testing::SubmitAsync;
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -244,7 +212,7 @@ TEST_F(EngineTest, QueueFullIsResourceExhausted) {
   for (int i = 0; i < 12; ++i) {
     auto promise = std::make_shared<std::promise<Outcome>>();
     RequestCallbacks cb;
-    cb.on_finish = [promise](const RequestResult& r) { promise->set_value({{}, r}); };
+    cb.on_finish = [promise](const RequestResult& r) { promise->set_value({{}, {}, r}); };
     auto id = engine->Submit(Greedy({1, 2}, 30), cb);
     if (!id.ok()) {
       EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);

@@ -1,7 +1,8 @@
 // Stop strings while streaming: text that might begin a stop string is held back, a stop string
-// (even one spread over several tokens) never reaches the stream, and streamed chunks are whole
-// UTF-8. Driven token by token through RequestState with the real Llama 3 tokenizer, then once
-// end to end through Engine::Submit.
+// (even one spread over several tokens) never reaches the stream, streamed chunks are whole
+// UTF-8, min_tokens holds stop strings off, and the streamed text always equals the final text
+// (bytes of a character left incomplete at the end included). Driven token by token through
+// RequestState with the real Llama 3 tokenizer, then end to end through Engine::Submit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,10 +33,12 @@ const Tokenizer& Llama3() {
 // chunk the stream sends.
 class StreamedRequest {
  public:
-  explicit StreamedRequest(std::vector<std::string> stop_strings, int max_tokens = 1000) {
+  explicit StreamedRequest(std::vector<std::string> stop_strings, int max_tokens = 1000,
+                           int min_tokens = 0) {
     GenerationRequest request;
     request.prompt_ids = {1};
     request.max_tokens = max_tokens;
+    request.min_tokens = min_tokens;
     request.stop_strings = std::move(stop_strings);
     RequestCallbacks callbacks;
     callbacks.on_token = [this](const TokenEvent& event) { chunks_.push_back(event.text); };
@@ -46,10 +49,14 @@ class StreamedRequest {
   std::optional<FinishReason> Feed(const std::string& piece) {
     const std::vector<int32_t> ids = Llama3().Encode(piece, /*add_special_tokens=*/false);
     EXPECT_FALSE(ids.empty()) << piece;
+    return FeedIds(ids);
+  }
+
+  std::optional<FinishReason> FeedIds(const std::vector<int32_t>& ids) {
     for (size_t i = 0; i < ids.size(); ++i) {
       fed_.push_back(ids[i]);
       if (auto reason = state_.Append(ids[i], false, &Llama3(), RequestState::Clock::now())) {
-        EXPECT_EQ(i + 1, ids.size()) << "finished inside piece " << piece;
+        EXPECT_EQ(i + 1, ids.size()) << "finished inside a piece at token " << i;
         return reason;
       }
     }
@@ -70,6 +77,7 @@ class StreamedRequest {
     return all;
   }
   const std::vector<std::string>& chunks() const { return chunks_; }
+  size_t generated() const { return fed_.size(); }
   // The premise of the piece-by-piece tests: the tokens fed decode to the pieces joined.
   std::string decoded() const { return Llama3().Decode(fed_, /*skip_special_tokens=*/true); }
 
@@ -231,6 +239,73 @@ TEST(StopStringsTest, EarliestStopWinsWhateverTheListOrder) {
   }
 }
 
+TEST(StopStringsTest, MinTokensHoldsStopStringsOffUntilReached) {
+  // " end" completes at token 3 and again at token 6; min_tokens = 5 honours only the second.
+  StreamedRequest stream({" end"}, 1000, /*min_tokens=*/5);
+  for (const char* piece : {"Hello", " the", " end", " and", " the"}) {
+    ASSERT_FALSE(stream.Feed(piece).has_value()) << piece;
+  }
+  ASSERT_EQ(stream.generated(), 5u);
+  EXPECT_EQ(stream.Feed(" end"), FinishReason::kStop);
+  EXPECT_EQ(stream.Finish(FinishReason::kStop).text, "Hello the end and the");
+  EXPECT_EQ(stream.streamed(), "Hello the end and the");
+}
+
+TEST(StopStringsTest, StopStringCompletedUnderMinTokensStaysInTheText) {
+  // " end" is complete at token 3, held off; token 4 reaches min_tokens and must not look back
+  // at it (only a stop string the newest text completes counts).
+  StreamedRequest stream({" end"}, 1000, /*min_tokens=*/4);
+  for (const char* piece : {"Hello", " the", " end", " again"}) {
+    ASSERT_FALSE(stream.Feed(piece).has_value()) << piece;
+  }
+  EXPECT_EQ(stream.Feed(" end"), FinishReason::kStop);
+  EXPECT_EQ(stream.Finish(FinishReason::kStop).text, "Hello the end again");
+  EXPECT_EQ(stream.streamed(), "Hello the end again");
+}
+
+TEST(StopStringsTest, MinTokensReachedByTheStoppingTokenHonoursTheStop) {
+  // min_tokens counts the token that completes the stop, as vLLM's check does.
+  StreamedRequest stream({" end"}, 1000, /*min_tokens=*/3);
+  ASSERT_FALSE(stream.Feed("Hello").has_value());
+  ASSERT_FALSE(stream.Feed(" the").has_value());
+  EXPECT_EQ(stream.Feed(" end"), FinishReason::kStop);
+  EXPECT_EQ(stream.Finish(FinishReason::kStop).text, "Hello the");
+}
+
+// The leading byte-level tokens of a 4-byte emoji: a character still incomplete when the
+// request ends.
+std::vector<int32_t> PartialEmoji() {
+  const std::vector<int32_t> ids = Llama3().Encode("🦙", /*add_special_tokens=*/false);
+  EXPECT_GE(ids.size(), 2u) << "the emoji is one token: the premise of the test fails";
+  return std::vector<int32_t>(ids.begin(), ids.end() - 1);
+}
+
+TEST(StopStringsTest, EndingMidCharacterKeepsItsBytesInTextAndStream) {
+  for (FinishReason reason : {FinishReason::kLength, FinishReason::kCancelled}) {
+    SCOPED_TRACE(FinishReasonName(reason));
+    StreamedRequest stream({});
+    ASSERT_FALSE(stream.Feed("Hi").has_value());
+    ASSERT_FALSE(stream.FeedIds(PartialEmoji()).has_value());
+    const RequestResult result = stream.Finish(reason);
+    // A full decode of the same ids: the incomplete bytes become U+FFFD.
+    EXPECT_EQ(result.text, stream.decoded());
+    EXPECT_NE(result.text, "Hi");
+    EXPECT_EQ(stream.streamed(), result.text);
+    EXPECT_EQ(result.finish_reason, reason);
+  }
+}
+
+TEST(StopStringsTest, FlushedBytesCanCompleteAStopString) {
+  // Stop on U+FFFD: only the end-of-request flush of the incomplete emoji produces it.
+  StreamedRequest stream({"\xEF\xBF\xBD"});
+  ASSERT_FALSE(stream.Feed("Hi").has_value());
+  ASSERT_FALSE(stream.FeedIds(PartialEmoji()).has_value());
+  const RequestResult result = stream.Finish(FinishReason::kLength);
+  EXPECT_EQ(result.text, "Hi");
+  EXPECT_EQ(result.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(stream.streamed(), "Hi");
+}
+
 TEST(StopStringsEngineTest, StopStringsWithoutTokenizerAreRejected) {
   auto engine = Engine::Create(testing::LoadTinyModel(), EngineOptions{});
   ASSERT_TRUE(engine.ok()) << engine.status();
@@ -288,6 +363,49 @@ TEST(StopStringsEngineTest, SubmitWithStopStringStreamsOnlyTextBeforeIt) {
   // not necessarily at token 23) and along the same greedy path.
   ASSERT_LT(stopped.tokens.size(), free_run.tokens.size());
   EXPECT_TRUE(std::equal(stopped.tokens.begin(), stopped.tokens.end(), free_run.tokens.begin()));
+}
+
+// min_tokens end to end: a stop string that ends the free run early is ignored when min_tokens
+// covers the whole generation.
+TEST(StopStringsEngineTest, MinTokensIgnoresStopStringsUntilReached) {
+  const Tokenizer& tokenizer = Llama3();
+  auto engine = Engine::Create(testing::LoadTinyModel(), [&] {
+    EngineOptions options;
+    options.tokenizer = &tokenizer;
+    return options;
+  }());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto run = [&](std::vector<std::string> stops, int min_tokens) {
+    GenerationRequest request;
+    request.prompt_ids = {4, 8, 15, 16, 23, 42};
+    request.max_tokens = 30;
+    request.ignore_eos = true;
+    request.stop_strings = std::move(stops);
+    request.min_tokens = min_tokens;
+    auto streamed = std::make_shared<std::string>();
+    auto done = std::make_shared<std::promise<RequestResult>>();
+    RequestCallbacks callbacks;
+    callbacks.on_token = [streamed](const TokenEvent& e) { *streamed += e.text; };
+    callbacks.on_finish = [done](const RequestResult& r) { done->set_value(r); };
+    auto future = done->get_future();
+    const auto id = (*engine)->Submit(std::move(request), std::move(callbacks));
+    EXPECT_TRUE(id.ok()) << id.status();
+    RequestResult result = id.ok() ? future.get() : RequestResult{};
+    EXPECT_EQ(*streamed, result.text);
+    return result;
+  };
+  const RequestResult free_run = run({}, 0);
+  ASSERT_EQ(free_run.tokens.size(), 30u);
+  const std::string stop = tokenizer.Decode(std::span(free_run.tokens).subspan(3, 2), true);
+  ASSERT_GE(stop.size(), 2u);
+  ASSERT_NE(free_run.text.find(stop), std::string::npos);
+  const RequestResult stopped = run({stop}, 0);
+  ASSERT_EQ(stopped.finish_reason, FinishReason::kStop);
+  ASSERT_LT(stopped.tokens.size(), 30u);
+  const RequestResult held = run({stop}, 30);
+  EXPECT_EQ(held.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(held.tokens, free_run.tokens);
+  EXPECT_EQ(held.text, free_run.text);
 }
 
 }  // namespace

@@ -68,6 +68,10 @@ class FakeSink : public server::GenerationSink {
     }
     return ids;
   }
+  std::vector<TokenEvent> events() {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
   std::string streamed_text() {
     std::lock_guard lock(mutex_);
     std::string text;
@@ -157,6 +161,42 @@ TEST_F(GenerationCallTest, StreamsTokensInOrderAndFinishesOnceWithUsage) {
   EXPECT_THAT(metrics, HasSubstr("loraserve_inter_token_latency_seconds_count 7\n"));
 }
 
+TEST_F(GenerationCallTest, LogprobsReachTheOutcomeParallelToTokensAndStreamWithThem) {
+  FakeSink sink;
+  GenerationCall call(&state_, &sink);
+  GenerationInput input = Valid();
+  input.logprobs = 3;
+  input.min_tokens = 8;
+  call.Start(input);
+  const GenerationOutcome outcome = sink.WaitForFinish();
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  ASSERT_EQ(outcome.token_ids.size(), 8u);
+  ASSERT_EQ(outcome.logprobs.size(), outcome.token_ids.size());
+  const std::vector<TokenEvent> events = sink.events();
+  std::vector<const TokenEvent*> token_events;
+  for (const TokenEvent& e : events) {
+    if (e.token >= 0) token_events.push_back(&e);
+  }
+  ASSERT_EQ(token_events.size(), outcome.token_ids.size());
+  for (size_t i = 0; i < outcome.token_ids.size(); ++i) {
+    const TokenLogprobs& lp = outcome.logprobs[i];
+    EXPECT_EQ(lp.chosen.token, outcome.token_ids[i]);
+    ASSERT_EQ(lp.top.size(), 3u);
+    EXPECT_EQ(lp.top[0].token, lp.chosen.token) << "greedy";
+    EXPECT_GE(lp.top[0].logprob, lp.top[1].logprob);
+    EXPECT_GE(lp.top[1].logprob, lp.top[2].logprob);
+    ASSERT_TRUE(token_events[i]->logprobs.has_value());
+    EXPECT_EQ(token_events[i]->logprobs->chosen.logprob, lp.chosen.logprob);
+  }
+
+  FakeSink plain_sink;
+  GenerationCall plain(&state_, &plain_sink);
+  plain.Start(Valid());
+  const GenerationOutcome plain_outcome = plain_sink.WaitForFinish();
+  EXPECT_EQ(plain_outcome.token_ids, outcome.token_ids);
+  EXPECT_TRUE(plain_outcome.logprobs.empty());
+}
+
 TEST_F(GenerationCallTest, TextAndChatPromptsAreTokenizedAndMaxTokensDefaults) {
   FakeSink text_sink;
   GenerationCall text_call(&state_, &text_sink);
@@ -206,6 +246,16 @@ TEST_F(GenerationCallTest, InvalidInputFinishesAtOnceNamingTheField) {
   cases.back().input.sampling.emplace().temperature = -1;
   cases.push_back({Valid(), "stop[1]: must not be empty"});
   cases.back().input.stop = {"x", ""};
+  cases.push_back({Valid(), "logprobs: at most 20 alternatives"});
+  cases.back().input.logprobs = 21;
+  cases.push_back({Valid(), "logprobs: must be -1 (none) or >= 0"});
+  cases.back().input.logprobs = -2;
+  cases.push_back({Valid(), "min_tokens: must be >= 0"});
+  cases.back().input.min_tokens = -1;
+  cases.push_back({Valid(), "min_tokens: 9 exceeds the most tokens to generate (max_tokens = 8)"});
+  cases.back().input.min_tokens = 9;
+  cases.push_back({Tokens({1, 2}, 0), "min_tokens: 5 exceeds the most tokens to generate"});
+  cases.back().input.min_tokens = 5;  // beyond the server default of 4
   for (Case& c : cases) {
     FakeSink sink;
     GenerationCall call(&state_, &sink);
@@ -221,7 +271,7 @@ TEST_F(GenerationCallTest, InvalidInputFinishesAtOnceNamingTheField) {
     EXPECT_TRUE(sink.streamed_tokens().empty());
   }
   EXPECT_THAT(Metrics(),
-              HasSubstr("loraserve_requests_total{adapter=\"\",status=\"INVALID_ARGUMENT\"} 10\n"));
+              HasSubstr("loraserve_requests_total{adapter=\"\",status=\"INVALID_ARGUMENT\"} 15\n"));
   EXPECT_EQ(engine_->Stats().waiting + engine_->Stats().running, 0);
 }
 
@@ -233,6 +283,23 @@ TEST_F(GenerationCallTest, ATransportNamesItsOwnFields) {
   GenerationCall call(&state_, &sink);
   call.Start(input);
   EXPECT_TRUE(absl::StartsWith(sink.WaitForFinish().status.message(), "prompt[1]: "));
+
+  GenerationInput logprobs = Valid();
+  logprobs.fields.logprobs = "top_logprobs";
+  logprobs.fields.min_tokens = "min_completion_tokens";
+  logprobs.logprobs = 30;
+  FakeSink logprobs_sink;
+  GenerationCall logprobs_call(&state_, &logprobs_sink);
+  logprobs_call.Start(logprobs);
+  EXPECT_TRUE(absl::StartsWith(logprobs_sink.WaitForFinish().status.message(), "top_logprobs: "));
+  GenerationInput min_tokens = Valid();
+  min_tokens.fields.min_tokens = "min_completion_tokens";
+  min_tokens.min_tokens = 100;
+  FakeSink min_tokens_sink;
+  GenerationCall min_tokens_call(&state_, &min_tokens_sink);
+  min_tokens_call.Start(min_tokens);
+  EXPECT_TRUE(absl::StartsWith(min_tokens_sink.WaitForFinish().status.message(),
+                               "min_completion_tokens: "));
 
   GenerationInput sampling = Valid();
   sampling.fields.sampling = "";

@@ -1,11 +1,13 @@
 // The real server on a loopback port, driven by real gRPC clients: adapter upload / generate /
-// unload-while-streaming / re-upload, every status code of the API, corrupt uploads, auth,
-// drain on shutdown, and 100 concurrent streams over 20 adapters.
+// unload-while-streaming / re-upload, logprobs and min_tokens, every status code of the API,
+// corrupt uploads, auth, drain on shutdown, and 100 concurrent streams over 20 adapters.
 #include <httplib.h>
 
+#include <span>
 #include <thread>
 
 #include "gmock/gmock.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "tests/server/server_test_util.h"
 
 namespace loraserve::testing {
@@ -136,6 +138,93 @@ TEST_F(GrpcServerTest, StreamedTokensEqualUnaryTokens) {
   EXPECT_EQ(streamed, std::vector<int32_t>(unary.token_ids().begin(), unary.token_ids().end()));
   EXPECT_EQ(final_message.usage().completion_tokens(), 20);
   EXPECT_GT(final_message.timings().total_seconds(), 0);
+}
+
+TEST_F(GrpcServerTest, LogprobsComeWithEveryTokenUnaryAndStreamed) {
+  auto tokenizer = Tokenizer::FromFile(TinyModelDir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  v1::GenerateRequest request = Request(Prompt(8), "", 10);
+  request.set_logprobs(true);
+  request.set_top_logprobs(3);
+  v1::GenerateResponse unary;
+  ASSERT_TRUE(Generate(request, &unary).ok());
+  ASSERT_EQ(unary.token_ids_size(), 10);
+  ASSERT_EQ(unary.logprobs_size(), 10);
+  for (int i = 0; i < unary.token_ids_size(); ++i) {
+    const v1::TokenLogprobs& lp = unary.logprobs(i);
+    EXPECT_EQ(lp.chosen().token_id(), unary.token_ids(i));
+    EXPECT_LT(lp.chosen().logprob(), 0.0f);
+    ASSERT_EQ(lp.top_size(), 3);
+    EXPECT_EQ(lp.top(0).token_id(), lp.chosen().token_id()) << "greedy";
+    EXPECT_EQ(lp.top(0).logprob(), lp.chosen().logprob());
+    for (const v1::TokenLogprob& t : lp.top()) {
+      const int32_t id = t.token_id();
+      EXPECT_EQ(t.text(), (*tokenizer)->Decode(std::span<const int32_t>(&id, 1), false));
+    }
+    EXPECT_EQ(lp.chosen().text(), lp.top(0).text());
+  }
+
+  // Streamed: each message's logprobs are parallel to its token ids; together, the unary ones.
+  grpc::ClientContext context;
+  auto reader = inference_->GenerateStream(&context, request);
+  v1::GenerateStreamResponse message;
+  std::vector<v1::TokenLogprobs> streamed;
+  int final_logprobs = 0;
+  while (reader->Read(&message)) {
+    EXPECT_EQ(message.logprobs_size(), message.token_ids_size());
+    for (int i = 0; i < message.logprobs_size(); ++i) {
+      EXPECT_EQ(message.logprobs(i).chosen().token_id(), message.token_ids(i));
+      streamed.push_back(message.logprobs(i));
+    }
+    if (message.has_final()) final_logprobs = message.final().logprobs_size();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_EQ(streamed.size(), 10u);
+  EXPECT_EQ(final_logprobs, 10);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(streamed[i].chosen().logprob(), unary.logprobs(i).chosen().logprob());
+    EXPECT_EQ(streamed[i].top(2).token_id(), unary.logprobs(i).top(2).token_id());
+  }
+
+  // Only the flag: the chosen token, no alternatives. Neither: no logprobs at all.
+  request.set_top_logprobs(0);
+  v1::GenerateResponse chosen_only;
+  ASSERT_TRUE(Generate(request, &chosen_only).ok());
+  ASSERT_EQ(chosen_only.logprobs_size(), 10);
+  EXPECT_EQ(chosen_only.logprobs(0).top_size(), 0);
+  EXPECT_EQ(chosen_only.logprobs(0).chosen().logprob(), unary.logprobs(0).chosen().logprob());
+  request.set_logprobs(false);
+  request.set_min_tokens(10);
+  v1::GenerateResponse none;
+  ASSERT_TRUE(Generate(request, &none).ok());
+  EXPECT_EQ(none.logprobs_size(), 0);
+  EXPECT_EQ(none.token_ids_size(), 10);
+}
+
+TEST_F(GrpcServerTest, LogprobsAndMinTokensErrorsNameTheProtoField) {
+  struct Case {
+    int logprobs;  // -1: flag unset
+    int top_logprobs;
+    int min_tokens;
+    std::string prefix;
+  };
+  const std::vector<Case> cases = {
+      {-1, 2, 0, "top_logprobs: set logprobs = true"},
+      {1, 21, 0, "top_logprobs: at most 20 alternatives"},
+      {1, -1, 0, "top_logprobs: must be >= 0"},
+      {-1, 0, 5, "min_tokens: 5 exceeds the most tokens to generate (max_tokens = 4)"},
+      {-1, 0, -3, "min_tokens: must be >= 0"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest request = Request({1, 2, 3}, "", 4);
+    request.set_logprobs(c.logprobs > 0);
+    request.set_top_logprobs(c.top_logprobs);
+    request.set_min_tokens(c.min_tokens);
+    v1::GenerateResponse response;
+    const grpc::Status s = Generate(request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.prefix;
+    EXPECT_EQ(s.error_message().rfind(c.prefix, 0), 0u) << s.error_message();
+  }
 }
 
 TEST_F(GrpcServerTest, StatusCodes) {
