@@ -30,15 +30,6 @@ struct AdapterRef {
   float weight = 1.0f;
 };
 
-struct TokenLogprob {
-  int32_t token = 0;
-  float logprob = 0;
-};
-struct TokenLogprobs {
-  TokenLogprob chosen;
-  std::vector<TokenLogprob> top;  // most likely first, size = requested k
-};
-
 struct GenerationRequest {
   std::vector<int32_t> prompt_ids;
   std::vector<AdapterRef> adapters;  // empty = base model; several = weighted fusion
@@ -54,8 +45,6 @@ struct GenerationRequest {
   // EOS logits are masked to -inf before sampling. With ignore_eos there is nothing to mask.
   int min_tokens = 0;
   std::optional<std::chrono::steady_clock::time_point> deadline;
-  int logprobs = -1;   // -1 = none; k >= 0: each sampled token's log-probability plus the k most likely alternatives
-  int min_tokens = 0;  // EOS and stop strings are ignored until this many tokens are generated (vLLM's min_tokens)
 };
 
 enum class FinishReason { kLength, kStop, kCancelled, kDeadline, kError };
@@ -77,7 +66,6 @@ struct RequestResult {
   double queued_seconds = 0;       // submit -> first scheduled
   double first_token_seconds = 0;  // submit -> first token
   double total_seconds = 0;
-  std::vector<TokenLogprobs> logprobs;    // parallel to tokens when requested
 };
 
 struct RequestCallbacks {

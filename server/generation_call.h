@@ -40,7 +40,6 @@ struct GenerationOutcome {
   std::vector<int32_t> prompt_ids;  // as tokenized; empty when rejected before that
   GenerationUsage usage;
   GenerationTimings timings;
-  std::vector<TokenLogprobs> logprobs;
 };
 
 // The transport's side of a call. OnToken runs on the engine's step-loop thread (keep it short:

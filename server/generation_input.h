@@ -64,8 +64,6 @@ struct GenerationInput {
   int logprobs = -1;
   int min_tokens = 0;  // EOS and stop strings are ignored until this many tokens (<= max_tokens)
   std::optional<std::chrono::steady_clock::time_point> deadline;
-  int logprobs = -1;
-  int min_tokens = 0;
   InputFieldNames fields;
 };
 

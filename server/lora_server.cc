@@ -74,9 +74,11 @@ absl::StatusOr<std::unique_ptr<LoraServer>> LoraServer::Start(ServerOptions opti
   if (absl::Status s = server->StartGrpc(); !s.ok()) return s;
   LoraServer* raw = server.get();
   const http::HttpOptions& http_options = server->options_.http;
-  server->state_.metrics().SetModelName(http_options.served_model_name.empty()
-                                            ? server->options_.model_dir
-                                            : http_options.served_model_name);
+  if (server->options_.vllm_metric_names) {
+    server->state_.metrics().EnableVllmNames(http_options.served_model_name.empty()
+                                                 ? server->options_.model_dir
+                                                 : http_options.served_model_name);
+  }
   if (!server->options_.metrics_listen.empty()) {
     auto metrics = MetricsHttpServer::Start(server->options_.metrics_listen,
                                             [raw] { return raw->ScrapeMetrics(); });

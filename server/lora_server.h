@@ -42,6 +42,8 @@ struct ServerOptions {
   EngineOptions engine;
   AdapterManagerOptions adapters;
   http::HttpOptions http;  // the OpenAI API; http.listen empty = none
+  // Export the router gauges under vLLM's names too (a stock GAIE endpoint picker reads them).
+  bool vllm_metric_names = true;
   // Receives log lines (start-up events, skipped adapters); defaults to spdlog.
   std::function<void(const std::string&)> log;
 };

@@ -93,27 +93,30 @@ ServingMetrics::ServingMetrics() {
       "the update, as the model-server protocol of the Gateway API Inference Extension asks.",
       {"max_lora", "running_lora_adapters", "waiting_lora_adapters"});
 
+}
+
+void ServingMetrics::EnableVllmNames(std::string model_name) {
+  if (vllm_waiting_ != nullptr) return;
+  model_name_ = std::move(model_name);
   const std::vector<std::string> vllm_labels = {"engine", "model_name"};
-  vllm_waiting_ = r.AddGauge("vllm:num_requests_waiting",
+  vllm_waiting_ = registry_.AddGauge("vllm:num_requests_waiting",
                              "Requests waiting to be scheduled (vLLM's name).", vllm_labels);
-  vllm_running_ = r.AddGauge("vllm:num_requests_running",
+  vllm_running_ = registry_.AddGauge("vllm:num_requests_running",
                              "Requests in the running batch (vLLM's name).", vllm_labels);
-  vllm_kv_usage_ = r.AddGauge("vllm:kv_cache_usage_perc",
+  vllm_kv_usage_ = registry_.AddGauge("vllm:kv_cache_usage_perc",
                               "Fraction (0-1) of the pool held by KV blocks (vLLM's name).",
                               vllm_labels);
-  vllm_gpu_cache_usage_ = r.AddGauge(
+  vllm_gpu_cache_usage_ = registry_.AddGauge(
       "vllm:gpu_cache_usage_perc",
       "Alias of vllm:kv_cache_usage_perc for endpoint pickers before GAIE v1.3.", vllm_labels);
-  vllm_lora_info_ = r.AddGauge("vllm:lora_requests_info",
+  vllm_lora_info_ = registry_.AddGauge("vllm:lora_requests_info",
                                "The same series as loraserve_lora_requests_info (vLLM's name).",
                                {"max_lora", "running_lora_adapters", "waiting_lora_adapters"});
-  vllm_cache_config_ = r.AddGauge(
+  vllm_cache_config_ = registry_.AddGauge(
       "vllm:cache_config_info",
       "KV cache layout: tokens per block and blocks in the pool; always 1.",
       {"block_size", "num_gpu_blocks"});
 }
-
-void ServingMetrics::SetModelName(std::string name) { model_name_ = std::move(name); }
 
 void ServingMetrics::RecordRequest(const std::string& adapter, const std::string& status) {
   requests_->Add({adapter, status}, 1);
@@ -148,10 +151,11 @@ void ServingMetrics::Refresh(const EngineStats& stats, int max_lora, int registe
   // One current series (the picker takes the largest value; old label sets are dropped).
   const LabelValues lora = {std::to_string(max_lora), AdapterList(stats.resident_adapters),
                             AdapterList(stats.pending_adapters)};
-  for (ScalarFamily* family : {lora_info_, vllm_lora_info_}) {
-    family->Clear();
-    family->Set(lora, now);
-  }
+  lora_info_->Clear();
+  lora_info_->Set(lora, now);
+  if (vllm_waiting_ == nullptr) return;
+  vllm_lora_info_->Clear();
+  vllm_lora_info_->Set(lora, now);
   const LabelValues engine = {"0", model_name_};
   vllm_waiting_->Set(engine, stats.waiting);
   vllm_running_->Set(engine, stats.running);

@@ -29,8 +29,10 @@ class ServingMetrics {
   // Refresh from engine->Stats() (when there is an engine yet), then the whole exposition.
   std::string Scrape(const Engine* engine, int max_lora, int registered_adapters);
   MetricsRegistry& registry() { return registry_; }
-  // The `model_name` label of the vllm:* gauges (the served model name); set once at start.
-  void SetModelName(std::string name);
+  // Also export the router-facing gauges under vLLM's names (vllm:num_requests_waiting, ...), so
+  // a stock endpoint picker routes on us without an engine config. `model_name` labels them
+  // (the served model name). Call once, before the first scrape.
+  void EnableVllmNames(std::string model_name);
 
  private:
   MetricsRegistry registry_;
@@ -50,12 +52,13 @@ class ServingMetrics {
   ScalarFamily* merged_;
   ScalarFamily* lora_info_;
   // vLLM's names, so a stock endpoint picker (GAIE's default engine config) routes on us.
-  ScalarFamily* vllm_waiting_;
-  ScalarFamily* vllm_running_;
-  ScalarFamily* vllm_kv_usage_;
-  ScalarFamily* vllm_gpu_cache_usage_;  // the pre-rename alias, for pickers <= GAIE v1.2
-  ScalarFamily* vllm_lora_info_;
-  ScalarFamily* vllm_cache_config_;
+  // Null unless EnableVllmNames: promtool's lint rejects ':' in names, so they are opt-out.
+  ScalarFamily* vllm_waiting_ = nullptr;
+  ScalarFamily* vllm_running_ = nullptr;
+  ScalarFamily* vllm_kv_usage_ = nullptr;
+  ScalarFamily* vllm_gpu_cache_usage_ = nullptr;  // the pre-rename alias, for pickers <= GAIE v1.2
+  ScalarFamily* vllm_lora_info_ = nullptr;
+  ScalarFamily* vllm_cache_config_ = nullptr;
   std::string model_name_ = "base";
   // Scrapes come from two listeners (the metrics port and the HTTP port); one at a time, so no
   // reader renders a family between its Clear and Set.

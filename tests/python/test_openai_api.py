@@ -131,10 +131,15 @@ def test_health_and_metrics_are_open_and_metrics_are_prometheus_text(server):
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "loraserve_requests_total" in r.text
-    if shutil.which("promtool"):
-        check = subprocess.run(["promtool", "check", "metrics"], input=r.text,
-                               capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
+    check = subprocess.run(["promtool", "check", "metrics"], input=r.text,
+                           capture_output=True, text=True)
+    # The exposition parses; promtool's only complaint is its lint against ':' in the vllm:*
+    # names a stock endpoint picker reads (vLLM's own /metrics fails it alike; the server
+    # without --vllm-metric-names passes it clean, see test_grpc_server.py).
+    problems = [line for line in (check.stdout + check.stderr).splitlines() if line.strip()]
+    assert problems, "expected the vllm:* names"
+    for line in problems:
+        assert line.startswith("vllm:") and "should not contain ':'" in line, line
 
 
 def test_api_key_guards_v1_only(server):
@@ -294,7 +299,8 @@ def test_stop_strings(client):
 
 
 def test_merged_adapters_blend_like_grpc_mix(client, server, stubs):  # noqa: F811
-    merged = {"ids": ["kjv", "devil"], "weights": [0.6, 0.4], "merge_strategy": "linear"}
+    # (kjv is a DoRA adapter: weighted DoRA fusion is not defined, so it is refused below.)
+    merged = {"ids": ["jargon", "devil"], "weights": [0.6, 0.4], "merge_strategy": "linear"}
     prompt = [{"role": "user", "content": "Describe a storm."}]
     r = client.chat.completions.create(model=BASE, messages=prompt, max_tokens=12,
                                        temperature=0, logprobs=True,
@@ -304,7 +310,7 @@ def test_merged_adapters_blend_like_grpc_mix(client, server, stubs):  # noqa: F8
     ipb = stubs["inference_pb2"]
     with grpc.insecure_channel(server["grpc"]) as channel:
         inference = stubs["inference_pb2_grpc"].InferenceStub(channel)
-        mix = ipb.AdapterMix(adapters=[ipb.WeightedAdapter(adapter_id="kjv", weight=0.6),
+        mix = ipb.AdapterMix(adapters=[ipb.WeightedAdapter(adapter_id="jargon", weight=0.6),
                                        ipb.WeightedAdapter(adapter_id="devil", weight=0.4)])
         g = inference.Generate(ipb.GenerateRequest(
             chat=ipb.ChatMessages(messages=[ipb.ChatMessage(role="user",
@@ -312,7 +318,7 @@ def test_merged_adapters_blend_like_grpc_mix(client, server, stubs):  # noqa: F8
             mix=mix, max_tokens=12), timeout=120)
     assert r.choices[0].message.content == g.text
     assert len(http_tokens) == len(g.token_ids)
-    single = client.chat.completions.create(model="kjv", messages=prompt, max_tokens=12,
+    single = client.chat.completions.create(model="jargon", messages=prompt, max_tokens=12,
                                             temperature=0)
     assert single.choices[0].message.content != r.choices[0].message.content
 
@@ -325,6 +331,7 @@ def test_merged_adapters_blend_like_grpc_mix(client, server, stubs):  # noqa: F8
      "merge_strategy"),
     ({"ids": ["kjv"], "weights": [1.0]}, "devil", "conflicts"),
     ({"ids": ["kjv"]}, BASE, "merged_adapters.weights"),
+    ({"ids": ["kjv", "devil"], "weights": [0.5, 0.5]}, BASE, "DoRA"),
 ])
 def test_merged_adapters_validation(client, merged, model, needle):
     with pytest.raises(openai.BadRequestError) as error:
@@ -429,7 +436,7 @@ def test_unknown_model_is_404_in_openai_shape(client, server):
     ({"prompt": "x"}, "model"),
     ({"model": BASE, "prompt": "x", "min_tokens": 9, "max_tokens": 4}, "min_tokens"),
     ({"model": BASE, "prompt": "x " * 9000, "max_tokens": 4}, "prompt"),
-    ({"model": BASE, "prompt": "hello", "max_tokens": 8190}, "max_tokens"),
+    ({"model": BASE, "prompt": "hello", "max_tokens": 8192}, "max_tokens"),
 ])
 def test_bad_completion_fields_are_400_naming_the_field(server, body, param):
     r = post(server, "/v1/completions", body)

@@ -163,6 +163,7 @@ EngineStats SomeStats() {
 
 TEST(ServingMetricsTest, EveryFamilyKeepsItsNameTypeHelpAndLabels) {
   ServingMetrics metrics;
+  metrics.EnableVllmNames("base");
   metrics.RecordRequest("a", "OK");
   RequestResult finished;
   finished.tokens = {5, 6};
@@ -202,17 +203,18 @@ TEST(ServingMetricsTest, EngineFieldsComeFromTheStatsTable) {
   EXPECT_THAT(text, HasSubstr("\nloraserve_merge_mode_info{mode=\"forced\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("\nloraserve_merged_adapter_info{adapter=\"m\"} 1\n"));
   // Residency, idle adapters included (the protocol's meaning), not request activity.
-  for (const char* family : {"loraserve_lora_requests_info", "vllm:lora_requests_info"}) {
-    EXPECT_THAT(text, HasSubstr(absl::StrCat(family, "{max_lora=\"16\",running_lora_adapters=\""
-                                             "a,b,idle\",waiting_lora_adapters=\"c\"} ")));
-  }
-  metrics.SetModelName("smol");
+  const std::string lora_labels =
+      "{max_lora=\"16\",running_lora_adapters=\"a,b,idle\",waiting_lora_adapters=\"c\"} ";
+  EXPECT_THAT(text, HasSubstr("loraserve_lora_requests_info" + lora_labels));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("vllm:")));  // opt-in
+  metrics.EnableVllmNames("smol");
   metrics.Refresh(SomeStats(), 16, 9);
   const std::string named = metrics.registry().Render();
   EXPECT_THAT(named, HasSubstr("\nvllm:num_requests_waiting{engine=\"0\",model_name=\"smol\"} 3\n"));
   EXPECT_THAT(named, HasSubstr("\nvllm:num_requests_running{engine=\"0\",model_name=\"smol\"} 5\n"));
   EXPECT_THAT(named, HasSubstr("\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"smol\"} 0.25\n"));
   EXPECT_THAT(named, HasSubstr("\nvllm:gpu_cache_usage_perc{engine=\"0\",model_name=\"smol\"} 0.25\n"));
+  EXPECT_THAT(named, HasSubstr("vllm:lora_requests_info" + lora_labels));
   EXPECT_THAT(named, HasSubstr("\nvllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"1000\"} 1\n"));
   // generated_tokens has no metric of its own (loraserve_generation_tokens_total is per adapter).
   EXPECT_THAT(text, ::testing::Not(HasSubstr(" 999\n")));
