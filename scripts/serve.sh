@@ -28,4 +28,4 @@ TOKEN_FILE=.cache/admin-token
 [ -s "$TOKEN_FILE" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$TOKEN_FILE"
 echo "serve: model $MODEL; admin token in $TOKEN_FILE" >&2
 exec build/loraserve serve --model "$MODEL" "${ADAPTERS[@]}" --store .cache/store \
-  --admin-token-file "$TOKEN_FILE" --load-root "$PWD" "$@"
+  --admin-token-file "$TOKEN_FILE" --load-root "$PWD" --served-model-name smollm2 "$@"
