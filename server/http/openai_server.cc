@@ -200,7 +200,9 @@ void OpenAiHttpServer::Routes() {
     res.set_content(metrics_(), "text/plain; version=0.0.4; charset=utf-8");
   });
   http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-    if (Authorized(req, res)) Models(req, res, nullptr);
+    // The LoRA syncer reads the loaded set here, without a key, from inside the pod.
+    const bool syncer = options_.allow_loopback_lora_updates && IsLoopback(req.remote_addr);
+    if (syncer || Authorized(req, res)) Models(req, res, nullptr);
   });
   http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
     const std::string id = req.matches[1];

@@ -667,18 +667,52 @@ def test_lora_resolver_loads_on_first_use(client, server):
         client.completions.create(model="../escape", prompt="Hello", max_tokens=2)
 
 
-def test_loopback_opt_in_lets_a_sidecar_update_without_a_token(tmp_path):
+def syncer_reconcile(url, ensure_exist, ensure_not_exist):
+    """One reconcile pass of GAIE's LoRA syncer sidecar (tools/dynamic-lora-sidecar, v1.4.0),
+    as it talks on the wire: no token anywhere; GET /health until 200; GET /v1/models for the
+    loaded ids; load what is missing (with its extra base_model_name), unload what is listed;
+    any 4xx/5xx is a failure (raise_for_status)."""
+    assert httpx.get(url + "/health").status_code == 200
+    calls = 0
+    for adapter_id, source in ensure_exist.items():
+        loaded = {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
+        if adapter_id in loaded:
+            continue
+        httpx.post(url + "/v1/load_lora_adapter", json={
+            "lora_name": adapter_id, "lora_path": source,
+            "base_model_name": "HuggingFaceTB/SmolLM2-135M-Instruct"}).raise_for_status()
+        calls += 1
+    for adapter_id in ensure_not_exist:
+        loaded = {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
+        if adapter_id not in loaded:
+            continue
+        httpx.post(url + "/v1/unload_lora_adapter",
+                   json={"lora_name": adapter_id}).raise_for_status()
+        calls += 1
+    return calls
+
+
+def test_loopback_opt_in_lets_the_lora_syncer_converge(tmp_path):
     load_root = tmp_path / "load"
-    shutil.copytree(os.path.join(DEMO, "jargon"), load_root / "j")
+    for name in ("jargon", "devil"):
+        shutil.copytree(os.path.join(DEMO, name), load_root / name)
     store = tmp_path / "store"
     proc, _, http_port = start_server(str(tmp_path), [
-        "--store", str(store), "--load-root", str(load_root), "--allow-loopback-lora-updates"])
+        "--store", str(store), "--load-root", str(load_root), "--allow-loopback-lora-updates",
+        "--api-key", API_KEY])
     try:
         url = f"http://127.0.0.1:{http_port}"
-        r = httpx.post(url + "/v1/load_lora_adapter",
-                       json={"lora_name": "j2", "lora_path": str(load_root / "j")})
-        assert r.status_code == 200, r.text
-        r = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "j2"})
-        assert r.status_code == 200, r.text
+        exist = {"sql-v1": str(load_root / "jargon"), "sql-v2": str(load_root / "devil")}
+        assert syncer_reconcile(url, exist, []) == 2
+        assert syncer_reconcile(url, exist, []) == 0  # converged: nothing more to do
+        ids = {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
+        assert {"sql-v1", "sql-v2"} <= ids
+        # The next config rolls sql-v1 out.
+        assert syncer_reconcile(url, {"sql-v2": exist["sql-v2"]}, ["sql-v1"]) == 1
+        ids = {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
+        assert "sql-v1" not in ids and "sql-v2" in ids
+        # Inference still needs the key, from loopback too.
+        assert httpx.post(url + "/v1/completions", json={"model": "sql-v2", "prompt": "x"}
+                          ).status_code == 401
     finally:
         stop_server(proc)
