@@ -134,8 +134,10 @@ absl::Status LoraServer::StartGrpc() {
 void LoraServer::SetHealth(bool serving) {
   grpc::HealthCheckServiceInterface* health = grpc_->GetHealthCheckService();
   if (health == nullptr) return;
+  // The one-argument form sets every registered service, liveness included: put it back.
   health->SetServingStatus(serving);
   for (const char* name : kServiceNames) health->SetServingStatus(name, serving);
+  health->SetServingStatus(kLivenessService, true);
 }
 
 absl::Status LoraServer::LoadModel() {
