@@ -11,6 +11,9 @@ cmake --preset default >/dev/null
 cmake --build --preset default -j"$(nproc)"
 ctest --preset default -j"$(nproc)"
 .venv/bin/python -m pytest -q tests/python
+# Three minutes of the soak test (scripts/soak.sh): twice the measured capacity, mixed traffic,
+# cancellations, uploads/unloads/pins, merge-mode switches; no lost, hung or wrong request.
+bash scripts/soak.sh 3 --out build/soak
 # The unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (Debug, CPU only, no
 # benchmarks): memory errors and undefined behaviour fail CI instead of passing by luck.
 cmake --preset asan >/dev/null

@@ -22,9 +22,12 @@ namespace {
 // a large pool costs nothing until KV blocks or adapters are written into it.
 class CpuPool final : public PoolStorage {
  public:
+  // Zeroed, so every page is touched now: the pool's memory is taken at start (a machine
+  // without it fails here, not under load) and the process's RSS does not creep up as traffic
+  // first reaches more pages.
   CpuPool(int64_t page_units, int32_t num_pages)
       : PoolStorage(page_units, num_pages),
-        storage_(new float[static_cast<size_t>(std::max<int64_t>(1, page_units * num_pages))]) {}
+        storage_(new float[static_cast<size_t>(std::max<int64_t>(1, page_units * num_pages))]()) {}
 
   absl::Status Write(int64_t offset, std::span<const uint32_t> units) override {
     if (auto s = CheckRange(offset, static_cast<int64_t>(units.size())); !s.ok()) return s;
