@@ -56,10 +56,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--http-max-body-bytes", flags->http_max_body_bytes,
                   "Largest HTTP request body; larger ones get 413")
       ->capture_default_str();
-  cmd->add_flag("--vllm-metric-names,!--no-vllm-metric-names", o.vllm_metric_names,
-                "Also export queue, KV and LoRA gauges under vLLM's names (vllm:num_requests_"
-                "waiting, ...), so a stock Gateway API endpoint picker routes on this server")
-      ->capture_default_str();
+  cmd->add_flag("--vllm-metric-names", o.vllm_metric_names,
+                "Also export the queue, KV and LoRA gauges under vLLM's names (vllm:num_requests_"
+                "waiting, ...), for Gateway API endpoint pickers without a loraserve engine "
+                "config (before GAIE v1.5, or Pods labelled engine-type: vllm)");
   cmd->add_option("--metrics-listen", o.metrics_listen,
                   "Separate Prometheus /metrics HTTP address HOST:PORT (the --http-listen port serves "
                   "/metrics too); empty = off")

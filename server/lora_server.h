@@ -42,8 +42,10 @@ struct ServerOptions {
   EngineOptions engine;
   AdapterManagerOptions adapters;
   http::HttpOptions http;  // the OpenAI API; http.listen empty = none
-  // Export the router gauges under vLLM's names too (a stock GAIE endpoint picker reads them).
-  bool vllm_metric_names = true;
+  // Export the router gauges under vLLM's names too, for endpoint pickers with no loraserve
+  // engine config (GAIE before v1.5, or Pods labelled engine-type: vllm). Off by default:
+  // promtool's lint rejects ':' in names.
+  bool vllm_metric_names = false;
   // Receives log lines (start-up events, skipped adapters); defaults to spdlog.
   std::function<void(const std::string&)> log;
 };

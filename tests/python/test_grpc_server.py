@@ -104,8 +104,6 @@ def server(model, tmp_path_factory):
     proc = subprocess.Popen(
         [loraserve_bin(), "serve", "--model", model, "--listen", f"127.0.0.1:{port}",
          "--metrics-listen", f"127.0.0.1:{metrics_port}", "--http-listen", "", "--store", store,
-         # promtool's lint refuses ':' in names; vLLM's are checked in test_openai_api.py.
-         "--no-vllm-metric-names",
          "--admin-token", TOKEN, "--pool-bytes", str(64 << 20), "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

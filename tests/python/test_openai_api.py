@@ -131,15 +131,10 @@ def test_health_and_metrics_are_open_and_metrics_are_prometheus_text(server):
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "loraserve_requests_total" in r.text
+    assert "vllm:" not in r.text  # vLLM's names are opt-in (--vllm-metric-names)
     check = subprocess.run(["promtool", "check", "metrics"], input=r.text,
                            capture_output=True, text=True)
-    # The exposition parses; promtool's only complaint is its lint against ':' in the vllm:*
-    # names a stock endpoint picker reads (vLLM's own /metrics fails it alike; the server
-    # without --vllm-metric-names passes it clean, see test_grpc_server.py).
-    problems = [line for line in (check.stdout + check.stderr).splitlines() if line.strip()]
-    assert problems, "expected the vllm:* names"
-    for line in problems:
-        assert line.startswith("vllm:") and "should not contain ':'" in line, line
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_api_key_guards_v1_only(server):
@@ -369,8 +364,11 @@ def test_chat_logprobs(client):
         temperature=0, logprobs=True, top_logprobs=3, stream=True)
     stream_lp = [t for c in streamed if c.choices and c.choices[0].logprobs
                  for t in c.choices[0].logprobs.content]
-    assert [(t.token, round(t.logprob, 5)) for t in stream_lp] == [
-        (t.token, round(t.logprob, 5)) for t in content]
+    # Equal tokens; log-probabilities to fp32 rounding (single-adapter traffic may be running
+    # merged into the base weights for one of the two calls, which rounds differently).
+    assert [t.token for t in stream_lp] == [t.token for t in content]
+    assert [t.logprob for t in stream_lp] == pytest.approx([t.logprob for t in content],
+                                                           abs=1e-4)
 
 
 def test_completion_logprobs_legacy_shape(client):
@@ -401,7 +399,8 @@ def test_http_greedy_and_logprobs_equal_grpc(client, server, stubs):  # noqa: F8
                                           extra_body={"ignore_eos": True})
             assert r.choices[0].text == g.text
             grpc_lp = [e.chosen.logprob for e in g.logprobs]
-            assert r.choices[0].logprobs.token_logprobs == pytest.approx(grpc_lp, abs=1e-6)
+            # fp32 rounding only (auto merge may have folded the adapter in for one of them).
+            assert r.choices[0].logprobs.token_logprobs == pytest.approx(grpc_lp, abs=1e-4)
 
 
 # --- errors and bad input ------------------------------------------------------------------

@@ -132,7 +132,7 @@ def check_protocol_invariants(families, name):
 def loaded_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("picker")
     proc, _, http_port = start_server(str(root), ["--max-running", "2", "--max-lora", "2",
-                                                  "--api-key", "k"])
+                                                  "--api-key", "k", "--vllm-metric-names"])
     try:
         yield f"http://127.0.0.1:{http_port}"
     finally:
@@ -219,9 +219,11 @@ def test_scrape_tracks_the_engine_under_load(loaded_server):
         p99 = latencies[int(math.ceil(0.99 * len(latencies))) - 1]
         print(f"/metrics under load: median {statistics.median(latencies) * 1e3:.1f} ms, "
               f"p99 {p99 * 1e3:.1f} ms")
-        # Measured 2 ms median, 9 ms p99 on 2 busy cores (AMD EPYC); the bound leaves room for a
-        # noisier CI machine.
-        assert p99 < 0.025, latencies
+        # Measured on 2 AMD EPYC cores: 2 ms median, 9 ms p99 with this test alone; 28 ms p99
+        # with two more CPU-bound processes running. No engine lock is held across a forward
+        # pass (a step here takes longer than the bound), so the bound catches that regression
+        # while allowing a shared CI machine.
+        assert p99 < 0.05, latencies
     finally:
         stop.set()
     for t in threads:

@@ -27,6 +27,7 @@ class OpenAiHttpTest : public ServerFixture {
   void Configure(server::ServerOptions& options) override {
     options.http.listen = "127.0.0.1:0";
     options.http.served_model_name = "tiny";
+    options.vllm_metric_names = true;
   }
   httplib::Client Client() {
     httplib::Client client("127.0.0.1", server_->http_port());
