@@ -86,6 +86,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--tls-key", o.tls_key, "Server private key (PEM)");
   cmd->add_option("--tls-client-ca", o.tls_client_ca,
                   "CA bundle (PEM) for mutual TLS: clients must present a certificate it signed");
+  cmd->add_option("--admin-threads", o.admin_threads,
+                  "Threads for slow admin work (uploads, loads, unloads, fusion), off the gRPC "
+                  "callback threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cmd->add_option("--max-message-bytes", o.max_message_bytes,
                   "Largest gRPC message received or sent")
       ->capture_default_str();
