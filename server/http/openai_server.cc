@@ -273,12 +273,9 @@ void OpenAiHttpServer::Models(const httplib::Request&, httplib::Response& res,
                    {"max_model_len", (*core)->engine->model_config().max_position_embeddings},
                    {"permission", permission("base")}});
   for (const ManagedAdapter& adapter : (*core)->adapters->List()) {
-    const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
-                                adapter.info.last_used.time_since_epoch())
-                                .count();
     cards.push_back({{"id", adapter.info.id},
                      {"object", "model"},
-                     {"created", created > 0 ? created : created_unix_},
+                     {"created", created_unix_},
                      {"owned_by", "loraserve"},
                      {"root", adapter.source.empty() ? adapter.info.id : adapter.source},
                      {"parent", served_name_},
