@@ -70,6 +70,10 @@ class Engine::Impl {
       for (int32_t id : options_.tokenizer->eos_ids()) eos_ids_.push_back(id);
     }
     merge_mode_ = options_.merge_mode;
+    // The layout is known before the first step: a scrape that comes first reads it too.
+    stats_.kv_block_size = layout_.block_size;
+    stats_.pool_pages_total = pages_.num_pages();
+    stats_.merge_mode = merge_mode_;
     thread_ = std::thread([this] { Loop(); });
   }
 
