@@ -89,6 +89,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--max-message-bytes", o.max_message_bytes,
                   "Largest gRPC message received or sent")
       ->capture_default_str();
+  cmd->add_option("--max-metadata-bytes", o.max_metadata_bytes,
+                  "Largest gRPC request metadata (headers) of one call")
+      ->capture_default_str();
   cmd->add_option("--max-upload-bytes", flags->max_upload_bytes,
                   "Largest adapter upload (all files together)")
       ->capture_default_str();
