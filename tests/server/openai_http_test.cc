@@ -178,6 +178,12 @@ TEST_F(OpenAiHttpTest, ClientLeavingMidStreamCancelsAndFreesTheRequest) {
     ASSERT_GT(n, 0);
     got.append(buffer, static_cast<size_t>(n));
   }
+  // The step that streamed the first token publishes its statistics only after the token went
+  // out, so the frame can arrive first: wait for them (the request runs for 1500 tokens).
+  const auto published = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server_->engine()->Stats().running == 0 && std::chrono::steady_clock::now() < published) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   EXPECT_GT(server_->engine()->Stats().running, 0);
   close(fd);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
