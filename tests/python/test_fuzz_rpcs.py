@@ -35,8 +35,8 @@ DOCUMENTED = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.RESOURC
 # docs/api.md: bytes that do not parse as the method's message are refused by gRPC's C++
 # callback API itself, before any handler runs, with UNIMPLEMENTED and no message.
 UNPARSEABLE = {C.UNIMPLEMENTED}
-# docs/openai_api.md "Errors" (409: a load that races another under the same name).
-HTTP_DOCUMENTED = {200, 400, 401, 403, 404, 409, 413, 429}
+# docs/openai_api.md "Errors"; 503 is for loading and draining, neither of which happens here.
+HTTP_DOCUMENTED = {200, 400, 401, 403, 404, 413, 429}
 SETTINGS = dict(deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CALL_TIMEOUT = 10
