@@ -338,9 +338,9 @@ absl::StatusOr<StoredAdapter> AdapterStore::PutFromDirectory(std::string_view id
       const fs::path real = fs::read_symlink(absl::StrCat("/proc/self/fd/", fd->get()), ec);
       const fs::path relative = real.lexically_relative(options.confine_to);
       if (ec || relative.empty() || *relative.begin() == "..") {
-        return absl::PermissionDeniedError(absl::StrCat(
-            "path: ", path, " resolves outside the allowed root ", options.confine_to,
-            " (a symlink may only point inside it)"));
+        return absl::PermissionDeniedError(
+            absl::StrCat("path: ", path, " resolves outside the allowed root ", options.confine_to,
+                         " (a symlink may only point inside it)"));
       }
     }
     sources.push_back({name, path, nullptr, fd->get()});

@@ -231,8 +231,8 @@ absl::StatusOr<std::optional<MergedAdaptersInput>> ParseMergedAdapters(const jso
   }
   if (ids->empty()) return Bad("merged_adapters.ids", "must name at least one adapter");
   if (ids->size() > static_cast<size_t>(max_adapters)) {
-    return Bad("merged_adapters.ids",
-               absl::StrCat("at most ", max_adapters, " adapters in one request, got ", ids->size()));
+    return Bad("merged_adapters.ids", absl::StrCat("at most ", max_adapters,
+                                                   " adapters in one request, got ", ids->size()));
   }
   for (size_t i = 0; i < ids->size(); ++i) {
     if (!(*ids)[i].is_string()) {

@@ -48,7 +48,7 @@ struct OpenAiRequest {
 
 struct RequestLimits {
   int max_choices = 64;      // prompts x n
-  int max_stop = kMaxStopStrings;          // stop strings
+  int max_stop = kMaxStopStrings;            // stop strings
   int max_stop_bytes = kMaxStopStringBytes;  // bytes of one stop string
   int max_logprobs = kMaxLogprobs;
   int max_mix = kMaxMixAdapters;  // merged_adapters.ids

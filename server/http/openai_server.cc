@@ -149,7 +149,8 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
     return absl::InvalidArgumentError("--http-tls-cert and --http-tls-key must be given together");
   }
   if (!o.tls_client_ca.empty() && o.tls_cert.empty()) {
-    return absl::InvalidArgumentError("--http-tls-client-ca needs --http-tls-cert and --http-tls-key");
+    return absl::InvalidArgumentError(
+        "--http-tls-client-ca needs --http-tls-cert and --http-tls-key");
   }
   if (o.tls_cert.empty()) {
     server->http_ = std::make_unique<httplib::Server>();

@@ -37,10 +37,10 @@ class AdapterPathsTest : public ServerFixture {
   int HttpLoad(const std::string& name, const std::string& path, std::string* body = nullptr) {
     httplib::Client client("127.0.0.1", server_->http_port());
     client.set_read_timeout(60, 0);
-    auto res = client.Post("/v1/load_lora_adapter",
-                           httplib::Headers{{"Authorization", std::string("Bearer ") + kAdminToken}},
-                           nlohmann::json{{"lora_name", name}, {"lora_path", path}}.dump(),
-                           "application/json");
+    auto res = client.Post(
+        "/v1/load_lora_adapter",
+        httplib::Headers{{"Authorization", std::string("Bearer ") + kAdminToken}},
+        nlohmann::json{{"lora_name", name}, {"lora_path", path}}.dump(), "application/json");
     if (!res) return -1;
     if (body != nullptr) *body = res->body;
     return res->status;
@@ -66,15 +66,17 @@ TEST_F(AdapterPathsTest, LoadsStayInsideTheLoadRoot) {
 
   // A folder whose config is a symlink to a file outside (its contents would show up in a JSON
   // parse error), one whose weights are, a symlink to an outside folder, and `..` escapes.
-  WriteAdapterDir(root + "/config-link", {{"adapter_model.safetensors",
-                                           files.at("adapter_model.safetensors")}});
+  WriteAdapterDir(root + "/config-link",
+                  {{"adapter_model.safetensors", files.at("adapter_model.safetensors")}});
   fs::create_symlink(out + "/secret.json", root + "/config-link/adapter_config.json");
-  WriteAdapterDir(root + "/weights-link", {{"adapter_config.json", files.at("adapter_config.json")}});
+  WriteAdapterDir(root + "/weights-link",
+                  {{"adapter_config.json", files.at("adapter_config.json")}});
   fs::create_symlink(out + "/a/adapter_model.safetensors",
                      root + "/weights-link/adapter_model.safetensors");
   fs::create_symlink(out + "/a", root + "/dir-link");
   const std::string dotdot = root + "/../" + fs::path(out).filename().string() + "/a";
-  const std::string dotdot_inside = root + "/inside/../../" + fs::path(out).filename().string() + "/a";
+  const std::string dotdot_inside =
+      root + "/inside/../../" + fs::path(out).filename().string() + "/a";
 
   // A Hugging Face cache keeps blobs apart and links them into snapshots: inside the root, fine.
   WriteAdapterDir(root + "/blobs", {{"weights", files.at("adapter_model.safetensors")}});
@@ -130,8 +132,20 @@ TEST_F(AdapterPathsTest, AdapterIdsCannotNameFilesOutsideTheStore) {
   const std::string store_parent = fs::path(store_.path()).string();
   const std::vector<std::string> tree_before = Tree(store_parent);
   const std::vector<std::string> bad_ids = {
-      "../x",       "a/b",  ".hidden", "..", ".",  "/abs", "x/../../y", std::string(129, 'a'),
-      std::string("a\0b", 3), "a b", "a\\b", "-lead", "é", "a\nb",
+      "../x",
+      "a/b",
+      ".hidden",
+      "..",
+      ".",
+      "/abs",
+      "x/../../y",
+      std::string(129, 'a'),
+      std::string("a\0b", 3),
+      "a b",
+      "a\\b",
+      "-lead",
+      "é",
+      "a\nb",
   };
   for (const std::string& id : bad_ids) {
     const std::string shown = absl::CHexEscape(id);
@@ -152,8 +166,8 @@ TEST_F(AdapterPathsTest, AdapterIdsCannotNameFilesOutsideTheStore) {
   EXPECT_EQ(ListIds(), std::vector<std::string>{std::string(128, 'a')});
   std::vector<std::string> tree_after = Tree(store_parent);
   std::vector<std::string> added;
-  std::set_difference(tree_after.begin(), tree_after.end(), tree_before.begin(),
-                      tree_before.end(), std::back_inserter(added));
+  std::set_difference(tree_after.begin(), tree_after.end(), tree_before.begin(), tree_before.end(),
+                      std::back_inserter(added));
   for (const std::string& path : added) {
     EXPECT_EQ(path.rfind(store_parent + "/store/", 0), 0u) << path << " is outside the store";
   }

@@ -49,7 +49,8 @@ class LogCapture {
   }
   // Routes spdlog's default logger and gRPC's logging here, at their most verbose.
   void Install() {
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", std::make_shared<Sink>()));
+    spdlog::set_default_logger(
+        std::make_shared<spdlog::logger>("capture", std::make_shared<Sink>()));
     spdlog::set_level(spdlog::level::trace);
     gpr_set_log_verbosity(GPR_LOG_SEVERITY_DEBUG);
     gpr_set_log_function([](gpr_log_func_args* args) {
@@ -209,9 +210,9 @@ TEST_F(AuthE2eTest, EveryAdminRpcRefusesWithoutTheAdminToken) {
     EXPECT_NE(r.status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << method.full_name();
     // A lower-case scheme is accepted too (RFC 7235: the scheme is case-insensitive).
     if (method.name() == "ListAdapters") {
-      EXPECT_TRUE(
-          CallRaw(channel, Path(method), "", {{"authorization", std::string("bearer ") + kAdminToken}})
-              .status.ok());
+      EXPECT_TRUE(CallRaw(channel, Path(method), "",
+                          {{"authorization", std::string("bearer ") + kAdminToken}})
+                      .status.ok());
     }
   }
 }
@@ -248,9 +249,8 @@ TEST_F(AuthE2eTest, AdminAndInferenceHttpRoutesRefuseWithoutTheirToken) {
       {"no Bearer scheme", std::string(kAdminToken)},
       {"token prefix", "Bearer test-admin"},
   };
-  for (const auto& [path, body] :
-       std::vector<std::pair<std::string, std::string>>{{"/v1/load_lora_adapter", load},
-                                                        {"/v1/unload_lora_adapter", unload}}) {
+  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/v1/load_lora_adapter", load}, {"/v1/unload_lora_adapter", unload}}) {
     for (const auto& [what, header] : refused) {
       std::string reply;
       EXPECT_EQ(HttpStatus(path, body, header ? &*header : nullptr, &reply), 401)
@@ -267,16 +267,16 @@ TEST_F(AuthE2eTest, AdminAndInferenceHttpRoutesRefuseWithoutTheirToken) {
   // Inference routes take the API key, and the admin token is not it.
   const std::string completion =
       nlohmann::json{{"model", TinyModelDir()}, {"prompt", {1, 2, 3}}, {"max_tokens", 1}}.dump();
-  const std::string chat = nlohmann::json{{"model", TinyModelDir()},
-                                          {"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                                          {"max_tokens", 1}}
-                               .dump();
+  const std::string chat = nlohmann::json{
+      {"model", TinyModelDir()},
+      {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+      {"max_tokens", 1}}.dump();
   const std::string key = std::string("Bearer ") + kInferenceToken;
-  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
-           {"/v1/completions", completion},
-           {"/v1/chat/completions", chat},
-           {"/v1/models", ""},
-           {"/v1/models/x", ""}}) {
+  for (const auto& [path, body] :
+       std::vector<std::pair<std::string, std::string>>{{"/v1/completions", completion},
+                                                        {"/v1/chat/completions", chat},
+                                                        {"/v1/models", ""},
+                                                        {"/v1/models/x", ""}}) {
     EXPECT_EQ(HttpStatus(path, body, nullptr), 401) << path;
     EXPECT_EQ(HttpStatus(path, body, &admin), 401) << path;
     const int with_key = HttpStatus(path, body, &key);
@@ -294,15 +294,16 @@ TEST_F(AuthE2eTest, TokensNeverReachTheLogs) {
     CallRaw(channel, Path(generate), RequestBytes(generate, requests), metadata);
   }
   const MethodDescriptor& list = *AdminService().FindMethodByName("ListAdapters");
-  for (const Metadata& metadata : {Bearer(kAdminToken), Bearer(kWrongToken), Bearer(kInferenceToken)}) {
+  for (const Metadata& metadata :
+       {Bearer(kAdminToken), Bearer(kWrongToken), Bearer(kInferenceToken)}) {
     CallRaw(channel, Path(list), "", metadata);
   }
   const std::string admin = std::string("Bearer ") + kAdminToken;
   const std::string wrong = std::string("Bearer ") + kWrongToken;
   WriteAdapterDir(load_root_.path() + "/logged-http", AdapterFiles(base_, 4));
-  const std::string load =
-      nlohmann::json{{"lora_name", "logged-http"}, {"lora_path", load_root_.path() + "/logged-http"}}
-          .dump();
+  const std::string load = nlohmann::json{{"lora_name", "logged-http"},
+                                          {"lora_path", load_root_.path() + "/logged-http"}}
+                               .dump();
   EXPECT_EQ(HttpStatus("/v1/load_lora_adapter", load, &wrong), 401);
   EXPECT_EQ(HttpStatus("/v1/load_lora_adapter", load, &admin), 200);
   server_->Shutdown(std::chrono::seconds(5));  // shutdown logging included
@@ -332,9 +333,11 @@ TEST_F(AdminDisabledTest, EveryAdminRpcIsPermissionDenied) {
                                      grpc::InsecureChannelCredentials());
   for (int m = 0; m < admin.method_count(); ++m) {
     const MethodDescriptor& method = *admin.method(m);
-    for (const Metadata& metadata : {Metadata{}, Metadata{{"authorization", "Bearer "}},
-                                     Metadata{{"authorization", std::string("Bearer ") + kAdminToken}}}) {
-      const RawCallResult r = CallRaw(channel, Path(method), RequestBytes(method, requests), metadata);
+    for (const Metadata& metadata :
+         {Metadata{}, Metadata{{"authorization", "Bearer "}},
+          Metadata{{"authorization", std::string("Bearer ") + kAdminToken}}}) {
+      const RawCallResult r =
+          CallRaw(channel, Path(method), RequestBytes(method, requests), metadata);
       EXPECT_EQ(r.status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << method.full_name();
     }
   }

@@ -177,12 +177,12 @@ TEST(OpenAiRequestTest, StreamingLogprobsAndVllmExtras) {
               StartsWith("echo:"));
   EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", "x"}, {"stop", {"a", 1}}})),
               StartsWith("stop[1]:"));
-  EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", "x"},
-                                {"stop", std::vector<std::string>(17, "s")}})),
+  EXPECT_THAT(Error(Completion(
+                  {{"model", "m"}, {"prompt", "x"}, {"stop", std::vector<std::string>(17, "s")}})),
               StartsWith("stop: at most 16"));
-  EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", "x"},
-                                {"stop", {"a", std::string(257, 'b')}}})),
-              StartsWith("stop[1]: at most 256 bytes"));
+  EXPECT_THAT(
+      Error(Completion({{"model", "m"}, {"prompt", "x"}, {"stop", {"a", std::string(257, 'b')}}})),
+      StartsWith("stop[1]: at most 256 bytes"));
   EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", "x"}, {"n", 65}})), StartsWith("n:"));
   EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", {"a", "b", "c"}}, {"n", 30}})),
               StartsWith("n:"));
