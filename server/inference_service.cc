@@ -55,7 +55,10 @@ class GenerateCall final : public grpc::ServerUnaryReactor, public GenerationSin
 
 // GenerateStream: one message per write, tokens sampled during a write coalesced into the next,
 // then the final message. At most one write or the Finish is in flight; each is decided under
-// `mutex_` and started after it is released, and nothing touches the call after Finish.
+// `mutex_` and started after it is released, and nothing touches the call after Finish. A thread
+// that decided nothing touches nothing either once the lock is released: the engine thread is
+// not one of the reactions gRPC waits for before OnDone, so after its OnFinish the thread whose
+// write completes may finish the call and gRPC may delete it at once.
 class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse>,
                                  public GenerationSink {
  public:
@@ -99,6 +102,7 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
   struct Action {
     const v1::GenerateStreamResponse* write = nullptr;
     std::optional<grpc::Status> finish;
+    bool none() const { return write == nullptr && !finish.has_value(); }
   };
 
   void OnToken(const TokenEvent& event) override {
@@ -127,7 +131,9 @@ class GenerateStreamCall final : public grpc::ServerWriteReactor<v1::GenerateStr
       finish_ = ToGrpcStatus(outcome.status);
       action = NextLocked();
     }
-    Act(action);
+    // A write in flight finishes the call when it completes, possibly before this line: then
+    // `this` may be gone, so only a thread that owns the next step may call a member.
+    if (!action.none()) Act(action);
   }
 
   // The next write, or the Finish once everything is written. Requires mutex_.
