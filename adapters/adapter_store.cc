@@ -192,11 +192,12 @@ absl::StatusOr<StoredAdapter> VerifyEntry(const std::string& dir, const std::str
 
 }  // namespace
 
-// One file to stage: `bytes` when `path` is empty, otherwise copied from `path`.
+// One file to stage: `bytes`, or else the open file `fd` (named `path` in errors).
 struct AdapterStore::Source {
   std::string name;
   std::string path;
   const std::string* bytes = nullptr;
+  int fd = -1;  // owned by the caller of Put
 };
 
 absl::Status ValidateAdapterId(std::string_view id) {
@@ -313,16 +314,37 @@ absl::Status AdapterStore::Scan() {
 absl::StatusOr<StoredAdapter> AdapterStore::PutFromDirectory(std::string_view id,
                                                              const std::string& source_dir,
                                                              const PutOptions& options) {
+  std::vector<std::unique_ptr<Fd>> opened;
   std::vector<Source> sources;
   for (const char* name : {kAdapterConfigFile, kAdapterWeightsFile, kReadmeFile}) {
     const std::string path = absl::StrCat(source_dir, "/", name);
-    std::error_code ec;
-    if (fs::is_regular_file(path, ec)) {
-      sources.push_back({name, path, nullptr});
-    } else if (std::string_view(name) != kReadmeFile) {
+    // O_NONBLOCK: a FIFO planted under the name must not hang the open; it is refused below.
+    auto fd = std::make_unique<Fd>(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (fd->get() < 0) {
+      if (errno != ENOENT) return IoError("open", path);
+      if (std::string_view(name) == kReadmeFile) continue;
       return absl::InvalidArgumentError(
           absl::StrCat(source_dir, ": missing ", name, " (expected a PEFT adapter folder)"));
     }
+    struct stat st;
+    if (::fstat(fd->get(), &st) != 0) return IoError("stat", path);
+    if (!S_ISREG(st.st_mode)) {
+      if (std::string_view(name) == kReadmeFile) continue;
+      return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+    }
+    if (!options.confine_to.empty()) {
+      // What was opened, not what the path said a moment ago: /proc names the file itself.
+      std::error_code ec;
+      const fs::path real = fs::read_symlink(absl::StrCat("/proc/self/fd/", fd->get()), ec);
+      const fs::path relative = real.lexically_relative(options.confine_to);
+      if (ec || relative.empty() || *relative.begin() == "..") {
+        return absl::PermissionDeniedError(
+            absl::StrCat("path: ", path, " resolves outside the allowed root ", options.confine_to,
+                         " (a symlink may only point inside it)"));
+      }
+    }
+    sources.push_back({name, path, nullptr, fd->get()});
+    opened.push_back(std::move(fd));
   }
   return Put(id, sources, options);
 }
@@ -414,11 +436,9 @@ absl::StatusOr<StoredAdapter> AdapterStore::Stage(const std::string& id, const s
       hasher.Update(*source.bytes);
       size = source.bytes->size();
     } else {
-      Fd in(::open(source.path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (in.get() < 0) return IoError("open", source.path);
       buffer.resize(kCopyChunk);
       for (;;) {
-        const ssize_t n = ::read(in.get(), buffer.data(), buffer.size());
+        const ssize_t n = ::read(source.fd, buffer.data(), buffer.size());
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return IoError("read", source.path);
         if (n == 0) break;

@@ -56,6 +56,10 @@ struct PutOptions {
   // Runs on the fully written staged directory before it is published; a non-OK status aborts
   // the put and leaves the store exactly as it was.
   std::function<absl::Status(const std::string& staged_dir)> validator;
+  // PutFromDirectory only. When set (a canonical folder), every file copied must resolve, with
+  // its symlinks, to a path under this folder; PERMISSION_DENIED otherwise. The check is made
+  // on the opened file, so a symlink swapped in after a path check cannot redirect the read.
+  std::string confine_to;
 };
 
 class AdapterStore {
@@ -69,7 +73,8 @@ class AdapterStore {
   AdapterStore& operator=(const AdapterStore&) = delete;
 
   // Copies adapter_config.json, adapter_model.safetensors and README.md (if present) from a
-  // PEFT folder; other files there (training state) are not copied.
+  // PEFT folder; other files there (training state) are not copied. Each must be a regular file
+  // (a symlink to one is followed, within options.confine_to when that is set).
   absl::StatusOr<StoredAdapter> PutFromDirectory(std::string_view id, const std::string& source_dir,
                                                  const PutOptions& options = {});
   // An upload: file name -> content. Only the names above are accepted.

@@ -50,6 +50,13 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--allow-loopback-lora-updates", o.http.allow_loopback_lora_updates,
                 "Let /v1/load_lora_adapter and /v1/unload_lora_adapter through without the admin "
                 "token when the client is on loopback (a LoRA syncer sidecar in the same pod)");
+  cmd->add_option("--http-tls-cert", o.http.tls_cert,
+                  "HTTPS for the --http-listen port: certificate chain (PEM); without it the port "
+                  "is plain HTTP, for a gateway or TLS sidecar in front");
+  cmd->add_option("--http-tls-key", o.http.tls_key, "HTTPS private key (PEM)");
+  cmd->add_option("--http-tls-client-ca", o.http.tls_client_ca,
+                  "CA bundle (PEM) for mutual TLS on the HTTP port: clients must present a "
+                  "certificate it signed");
   cmd->add_option("--http-threads", o.http.threads,
                   "HTTP connections served at once (each streaming request holds one)")
       ->capture_default_str();
@@ -93,6 +100,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--max-message-bytes", o.max_message_bytes,
                   "Largest gRPC message received or sent")
+      ->capture_default_str();
+  cmd->add_option("--max-metadata-bytes", o.max_metadata_bytes,
+                  "Largest gRPC request metadata (headers) of one call")
       ->capture_default_str();
   cmd->add_option("--max-upload-bytes", flags->max_upload_bytes,
                   "Largest adapter upload (all files together)")

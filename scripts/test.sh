@@ -19,3 +19,11 @@ bash scripts/soak.sh 3 --out build/soak
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j"$(nproc)"
 ctest --preset asan -j"$(nproc)"
+# The engine and server tests again under ThreadSanitizer (RelWithDebInfo, CPU only; only
+# runtime_test and server_test are built): the step loop, admin workers, cancellation and the
+# HTTP exchange. The preset sets OMP_NUM_THREADS=1 (libgomp is not instrumented), skips the
+# single-threaded tokenizer suites, and reads tests/tsan.supp (uninstrumented gRPC, protobuf and
+# absl only).
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan -j"$(nproc)"
+ctest --preset tsan -j"$(nproc)"

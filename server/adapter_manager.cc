@@ -169,6 +169,7 @@ absl::StatusOr<ManagedAdapter> AdapterManager::LoadFromPath(const std::string& i
     return absl::PermissionDeniedError(
         "LoadAdapter is disabled: start the server with --load-root DIR");
   }
+  if (absl::Status s = ValidateAdapterId(id); !s.ok()) return s;
   if (path.empty()) return absl::InvalidArgumentError("path: must not be empty");
   std::error_code ec;
   const auto root = std::filesystem::canonical(options_.load_root, ec);
@@ -186,9 +187,14 @@ absl::StatusOr<ManagedAdapter> AdapterManager::LoadFromPath(const std::string& i
   if (store_ == nullptr) {
     return absl::FailedPreconditionError("LoadAdapter needs an adapter store: start with --store");
   }
+  // The folder check above reads paths; the store checks again on each opened file, so neither
+  // a symlinked file inside the folder nor a folder swapped after the check reads outside root.
   return StoreAndRegister(
       id,
-      [&](const PutOptions& put) { return store_->PutFromDirectory(id, target.string(), put); },
+      [&](PutOptions put) {
+        put.confine_to = root.string();
+        return store_->PutFromDirectory(id, target.string(), put);
+      },
       "", path);
 }
 

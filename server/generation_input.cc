@@ -71,6 +71,11 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const GenerationInput& input
   }
   request.prompt_ids = *std::move(prompt);
 
+  if (input.adapters.size() > static_cast<size_t>(kMaxMixAdapters)) {
+    return absl::InvalidArgumentError(absl::StrCat(f.mix, ": at most ", kMaxMixAdapters,
+                                                   " adapters in one request, got ",
+                                                   input.adapters.size()));
+  }
   std::set<std::string> seen;
   std::vector<std::string> ids;
   for (const AdapterInput& a : input.adapters) {
@@ -126,9 +131,18 @@ absl::StatusOr<BuiltRequest> BuildGenerationRequest(const GenerationInput& input
                                             : absl::StrCat(f.sampling, ": ", v.message()));
     }
   }
+  if (input.stop.size() > static_cast<size_t>(kMaxStopStrings)) {
+    return absl::InvalidArgumentError(absl::StrCat(f.stop, ": at most ", kMaxStopStrings,
+                                                   " stop strings, got ", input.stop.size()));
+  }
   for (size_t i = 0; i < input.stop.size(); ++i) {
     if (input.stop[i].empty()) {
       return absl::InvalidArgumentError(absl::StrCat(f.stop, "[", i, "]: must not be empty"));
+    }
+    if (input.stop[i].size() > static_cast<size_t>(kMaxStopStringBytes)) {
+      return absl::InvalidArgumentError(absl::StrCat(f.stop, "[", i, "]: at most ",
+                                                     kMaxStopStringBytes, " bytes, got ",
+                                                     input.stop[i].size()));
     }
     if (tokenizer == nullptr) {
       return absl::FailedPreconditionError(

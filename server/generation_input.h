@@ -46,10 +46,18 @@ struct InputFieldNames {
   std::string stop = "stop";
   std::string logprobs = "logprobs";
   std::string min_tokens = "min_tokens";
+  std::string mix = "mix.adapters";  // the list of a request-time fusion
 };
 
 // Most alternatives a request may ask for per token (OpenAI's top_logprobs limit).
 inline constexpr int kMaxLogprobs = 20;
+// Stop strings per request and bytes per stop string (OpenAI's limits are 4 strings; vLLM has
+// none). Every generated token is checked against each, so the count bounds per-token work.
+inline constexpr int kMaxStopStrings = 16;
+inline constexpr int kMaxStopStringBytes = 256;
+// Adapters fused in one request (a mix): each costs a LoRA segment in every module of every
+// step the request is in.
+inline constexpr int kMaxMixAdapters = 16;
 
 struct GenerationInput {
   PromptInput prompt;

@@ -116,6 +116,7 @@ absl::Status LoraServer::StartGrpc() {
   builder.AddListeningPort(options_.listen, *credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, options_.max_metadata_bytes);
   builder.RegisterService(&inference_service_);
   builder.RegisterService(&admin_service_);
   grpc_ = builder.BuildAndStart();

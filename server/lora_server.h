@@ -36,6 +36,9 @@ struct ServerOptions {
   std::string inference_token;  // empty = inference needs no token
   std::string tls_cert, tls_key, tls_client_ca;  // PEM files; cert+key enable TLS
   int max_message_bytes = 64 << 20;
+  // Largest request metadata (all headers of one call, HPACK-decoded); larger calls are refused
+  // by gRPC with RESOURCE_EXHAUSTED before any handler runs.
+  int max_metadata_bytes = 16 << 10;
   int default_max_tokens = 16;
   // Threads for slow admin work (uploads, loads, unloads, fusion); at least 1.
   int admin_threads = 2;

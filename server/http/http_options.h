@@ -20,6 +20,9 @@ struct HttpOptions {
   // vLLM's filesystem resolver: an unknown `model` naming a PEFT folder here (for this base
   // model) is registered on the spot. Empty = off.
   std::string lora_resolver_dir;
+  // PEM files; cert + key serve HTTPS (TLS 1.2+), and a client CA also requires every client to
+  // present a certificate it signed. Empty = plain HTTP (behind a gateway or a TLS sidecar).
+  std::string tls_cert, tls_key, tls_client_ca;
   int threads = 128;                    // concurrent connections served (each may stream)
   size_t max_body_bytes = 8ull << 20;   // larger bodies get 413
   int read_timeout_seconds = 10;        // a client that stops sending mid-request is dropped

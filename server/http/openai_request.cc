@@ -219,7 +219,8 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
   return messages;
 }
 
-absl::StatusOr<std::optional<MergedAdaptersInput>> ParseMergedAdapters(const json& body) {
+absl::StatusOr<std::optional<MergedAdaptersInput>> ParseMergedAdapters(const json& body,
+                                                                       int max_adapters) {
   const json* v = Field(body, "merged_adapters");
   if (v == nullptr) return std::optional<MergedAdaptersInput>();
   if (!v->is_object()) return Bad("merged_adapters", "must be an object {ids, weights}");
@@ -229,6 +230,10 @@ absl::StatusOr<std::optional<MergedAdaptersInput>> ParseMergedAdapters(const jso
     return Bad("merged_adapters.ids", "must be a list of adapter ids");
   }
   if (ids->empty()) return Bad("merged_adapters.ids", "must name at least one adapter");
+  if (ids->size() > static_cast<size_t>(max_adapters)) {
+    return Bad("merged_adapters.ids", absl::StrCat("at most ", max_adapters,
+                                                   " adapters in one request, got ", ids->size()));
+  }
   for (size_t i = 0; i < ids->size(); ++i) {
     if (!(*ids)[i].is_string()) {
       return Bad(absl::StrCat("merged_adapters.ids[", i, "]"), "must be a string");
@@ -413,8 +418,9 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(ApiKind kind, const json& body,
   shared.min_tokens = *min_tokens;
   shared.logprobs = out.logprobs ? out.top_logprobs : -1;
   shared.fields.logprobs = chat ? "top_logprobs" : "logprobs";
+  shared.fields.mix = "merged_adapters.ids";
 
-  auto merged = ParseMergedAdapters(body);
+  auto merged = ParseMergedAdapters(body, limits.max_mix);
   if (!merged.ok()) return merged.status();
   out.merged_adapters = *std::move(merged);
 

@@ -48,9 +48,10 @@ struct OpenAiRequest {
 
 struct RequestLimits {
   int max_choices = 64;      // prompts x n
-  int max_stop = 16;         // stop strings
-  int max_stop_bytes = 256;  // bytes of one stop string
-  int max_logprobs = 20;
+  int max_stop = kMaxStopStrings;            // stop strings
+  int max_stop_bytes = kMaxStopStringBytes;  // bytes of one stop string
+  int max_logprobs = kMaxLogprobs;
+  int max_mix = kMaxMixAdapters;  // merged_adapters.ids
 };
 
 // `random_seed` seeds the choices of a request that names no `seed` (choice j gets seed + j, so

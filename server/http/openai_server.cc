@@ -144,7 +144,30 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
   std::unique_ptr<OpenAiHttpServer> server(new OpenAiHttpServer(
       std::move(options), std::move(model_dir), std::move(admin_token), state,
       std::move(metrics)));
-  server->http_ = std::make_unique<httplib::Server>();
+  const HttpOptions& o = server->options_;
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return absl::InvalidArgumentError("--http-tls-cert and --http-tls-key must be given together");
+  }
+  if (!o.tls_client_ca.empty() && o.tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--http-tls-client-ca needs --http-tls-cert and --http-tls-key");
+  }
+  if (o.tls_cert.empty()) {
+    server->http_ = std::make_unique<httplib::Server>();
+  } else {
+    auto tls = std::make_unique<httplib::SSLServer>(
+        o.tls_cert.c_str(), o.tls_key.c_str(),
+        o.tls_client_ca.empty() ? nullptr : o.tls_client_ca.c_str());
+    if (!tls->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--http-tls-cert ", o.tls_cert, ", --http-tls-key ", o.tls_key,
+          o.tls_client_ca.empty() ? "" : absl::StrCat(", --http-tls-client-ca ", o.tls_client_ca),
+          ": cannot be loaded (PEM files, the key matching the certificate)"));
+    }
+    // httplib allows TLS 1.1; nothing that speaks the OpenAI API needs less than 1.2.
+    SSL_CTX_set_min_proto_version(tls->ssl_context(), TLS1_2_VERSION);
+    server->http_ = std::move(tls);
+  }
   httplib::Server& http = *server->http_;
   const int threads = std::max(2, server->options_.threads);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

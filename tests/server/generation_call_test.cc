@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "tests/server/server_test_util.h"
 
@@ -256,6 +257,17 @@ TEST_F(GenerationCallTest, InvalidInputFinishesAtOnceNamingTheField) {
   cases.back().input.min_tokens = 9;
   cases.push_back({Tokens({1, 2}, 0), "min_tokens: 5 exceeds the most tokens to generate"});
   cases.back().input.min_tokens = 5;  // beyond the server default of 4
+  // The explicit limits: stop strings (count, bytes) and the adapters of one mix.
+  cases.push_back({Valid(), "stop: at most 16 stop strings, got 17"});
+  cases.back().input.stop.assign(17, "x");
+  cases.push_back({Valid(), "stop[2]: at most 256 bytes, got 257"});
+  cases.back().input.stop = {"a", "b", std::string(257, 'c')};
+  cases.push_back({Valid(), "mix.adapters: at most 16 adapters in one request, got 17"});
+  for (int i = 0; i < 17; ++i) {
+    const std::string field = absl::StrCat("mix.adapters[", i, "]");
+    cases.back().input.adapters.push_back(
+        {absl::StrCat("a", i), 1.0f, field + ".adapter_id", field + ".weight"});
+  }
   for (Case& c : cases) {
     FakeSink sink;
     GenerationCall call(&state_, &sink);
@@ -271,7 +283,7 @@ TEST_F(GenerationCallTest, InvalidInputFinishesAtOnceNamingTheField) {
     EXPECT_TRUE(sink.streamed_tokens().empty());
   }
   EXPECT_THAT(Metrics(),
-              HasSubstr("loraserve_requests_total{adapter=\"\",status=\"INVALID_ARGUMENT\"} 15\n"));
+              HasSubstr("loraserve_requests_total{adapter=\"\",status=\"INVALID_ARGUMENT\"} 18\n"));
   EXPECT_EQ(engine_->Stats().waiting + engine_->Stats().running, 0);
 }
 

@@ -2,6 +2,7 @@
 // field precedence, refused features, merged_adapters validation, and errors that name fields.
 #include "server/http/openai_request.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -176,6 +177,12 @@ TEST(OpenAiRequestTest, StreamingLogprobsAndVllmExtras) {
               StartsWith("echo:"));
   EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", "x"}, {"stop", {"a", 1}}})),
               StartsWith("stop[1]:"));
+  EXPECT_THAT(Error(Completion(
+                  {{"model", "m"}, {"prompt", "x"}, {"stop", std::vector<std::string>(17, "s")}})),
+              StartsWith("stop: at most 16"));
+  EXPECT_THAT(
+      Error(Completion({{"model", "m"}, {"prompt", "x"}, {"stop", {"a", std::string(257, 'b')}}})),
+      StartsWith("stop[1]: at most 256 bytes"));
   EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", "x"}, {"n", 65}})), StartsWith("n:"));
   EXPECT_THAT(Error(Completion({{"model", "m"}, {"prompt", {"a", "b", "c"}}, {"n", 30}})),
               StartsWith("n:"));
@@ -228,6 +235,14 @@ TEST(OpenAiRequestTest, MergedAdaptersValidatedLikeLorax) {
   EXPECT_THAT(bad({{"ids", {"a"}}, {"weights", {1}}, {"density", 2}}),
               StartsWith("merged_adapters.density:"));
   EXPECT_THAT(bad("a"), StartsWith("merged_adapters:"));
+  // At most kMaxMixAdapters, the gRPC mix's limit too.
+  json ids = json::array(), weights = json::array();
+  for (int i = 0; i < kMaxMixAdapters + 1; ++i) {
+    ids.push_back(absl::StrCat("a", i));
+    weights.push_back(1);
+  }
+  EXPECT_THAT(bad({{"ids", ids}, {"weights", weights}}),
+              StartsWith("merged_adapters.ids: at most 16 adapters"));
 }
 
 }  // namespace
