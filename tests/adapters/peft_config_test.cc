@@ -113,5 +113,46 @@ TEST(PeftConfigTest, KeepsDescriptiveFields) {
   EXPECT_TRUE(config.use_dora);
 }
 
+// Found by the peft_config fuzzer: a back-reference or repetition count of 19+ digits made
+// libstdc++'s regex compiler overflow a signed long (undefined behaviour).
+TEST(PeftConfigTest, HugeRegexNumbersAreRefused) {
+  for (const std::string pattern :
+       {R"(.*\.(self_attn|mlp)\8888888888888888888888)", R"(.*_proj{1,99999999999999999999})",
+        R"(q{2000000})"}) {
+    auto config = ParsePeftConfig(json({{"peft_type", "LORA"}, {"target_modules", pattern}}).dump(),
+                                  "adapter_config.json");
+    ASSERT_FALSE(config.ok()) << pattern;
+    EXPECT_THAT(std::string(config.status().message()), ::testing::HasSubstr("target_modules"));
+  }
+  auto rank = ParsePeftConfig(json({{"peft_type", "LORA"},
+                                    {"target_modules", {"q_proj"}},
+                                    {"rank_pattern", {{"q{99999999999999999999}", 2}}}})
+                                  .dump(),
+                              "c");
+  EXPECT_FALSE(rank.ok());
+  // Ordinary counts still work.
+  EXPECT_THAT(Targeted(ParseOk({{"target_modules", R"(model\.layers\.\d{1,3}\.mlp\.up_proj)"}})),
+              ::testing::ElementsAre("model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"));
+}
+
+// Found in review of the fuzz target: a layers_pattern with its own group moved the layer index
+// out of group 1, and std::stoi threw on the group's text (an exception out of an upload).
+TEST(PeftConfigTest, LayersPatternWithAGroupIsRefused) {
+  for (const char* pattern : {"(layers)", "(x)?layers"}) {
+    auto config = ParsePeftConfig(json({{"peft_type", "LORA"},
+                                        {"target_modules", {"q_proj"}},
+                                        {"layers_to_transform", {0}},
+                                        {"layers_pattern", pattern}})
+                                      .dump(),
+                                  "adapter_config.json");
+    ASSERT_FALSE(config.ok()) << pattern;
+    EXPECT_THAT(std::string(config.status().message()), ::testing::HasSubstr("(?:"));
+  }
+  EXPECT_THAT(Targeted(ParseOk({{"target_modules", {"q_proj"}},
+                                {"layers_to_transform", {1}},
+                                {"layers_pattern", "(?:layers|blocks)"}})),
+              ::testing::ElementsAre("model.layers.1.self_attn.q_proj"));
+}
+
 }  // namespace
 }  // namespace loraserve

@@ -94,5 +94,14 @@ TEST(ChatTemplateTest, MissingTemplateIsAClearError) {
   EXPECT_THAT(std::string(out.status().message()), HasSubstr("no chat_template"));
 }
 
+// Found by the chat_template fuzzer: tojson on text that is not UTF-8 let nlohmann's
+// type_error escape Render (only TemplateError was caught).
+TEST(ChatTemplateTest, TojsonReplacesBytesThatAreNotUtf8) {
+  EXPECT_EQ(Render("{{ s | tojson }}", {{"s", "a\xAA"}}), "\"a\xEF\xBF\xBD\"");
+  nlohmann::json context;
+  context["d"] = nlohmann::json::object({{"k\xFF", 1}});
+  EXPECT_EQ(Render("{{ d | tojson }}", context), "{\"k\xEF\xBF\xBD\": 1}");
+}
+
 }  // namespace
 }  // namespace loraserve::tokenizer
