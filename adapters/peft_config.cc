@@ -46,10 +46,17 @@ bool IsDefaultLike(const json& value) {
          (value.is_string() && value.get<std::string>().empty());
 }
 
-// libstdc++'s regex compiler overflows a signed long (undefined behaviour) while reading a
-// repetition count or back-reference of 19 or more digits, so numbers in those places are
-// bounded first. No module pattern needs more.
-constexpr int kMaxRegexNumber = 100000;
+// Patterns come from uploads, so matching them must not backtrack exponentially (the DFS
+// executor took minutes on `(s2****...|||...)` against a 30-byte module key). libstdc++'s
+// __polynomial flag selects its breadth-first executor, linear in the text for a given pattern;
+// it refuses back-references, which module patterns do not need.
+constexpr std::regex::flag_type kRegexFlags =
+    std::regex::ECMAScript | std::regex_constants::__polynomial;
+// The breadth-first executor recurses once per state of the compiled automaton, and counts copy
+// states, so both are bounded. libstdc++'s compiler also overflows a signed long (undefined
+// behaviour) on a repetition count or back-reference of 19 or more digits.
+constexpr size_t kMaxRegexBytes = 1024;
+constexpr int kMaxRegexNumber = 1000;
 
 // The first number above kMaxRegexNumber in a `{m,n}` or after a backslash, if any.
 std::optional<std::string> HugeRegexNumber(std::string_view pattern) {
@@ -76,18 +83,23 @@ std::optional<std::string> HugeRegexNumber(std::string_view pattern) {
 
 absl::StatusOr<std::regex> CompileRegex(const std::string& pattern, const std::string& label,
                                         absl::string_view field) {
+  if (pattern.size() > kMaxRegexBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": field \"", field, "\": a pattern of ",
+                                                   pattern.size(), " bytes is longer than ",
+                                                   kMaxRegexBytes, " bytes"));
+  }
   if (std::optional<std::string> number = HugeRegexNumber(pattern)) {
     return absl::InvalidArgumentError(absl::StrCat(
         label, ": field \"", field, "\": pattern \"", pattern, "\" has the number ", *number,
         " as a repetition count or back-reference; at most ", kMaxRegexNumber, " is supported"));
   }
   try {
-    return std::regex(pattern, std::regex::ECMAScript);
+    return std::regex(pattern, kRegexFlags);
   } catch (const std::regex_error& e) {
     return absl::InvalidArgumentError(absl::StrCat(
         label, ": field \"", field, "\": pattern \"", pattern,
         "\" is not a valid regular expression here (loraserve supports the common subset of "
-        "Python `re` syntax: no named groups or lookbehind): ",
+        "Python `re` syntax: no named groups, lookbehind or back-references): ",
         e.what()));
   }
 }

@@ -2,8 +2,9 @@
 # Runs the libFuzzer targets of tests/fuzz/ (docs/RELIABILITY.md, "Fuzzing").
 #   scripts/fuzz.sh TARGET MINUTES   one target for MINUTES of wall time, on its seeds plus a
 #                                    working corpus kept in build-fuzz/corpus/TARGET
-#   scripts/fuzz.sh --smoke          every target for FUZZ_SMOKE_SECONDS (30) from its seeds alone;
-#                                    fails on any crash, leak, timeout or sanitizer report (CI)
+#   scripts/fuzz.sh --smoke          every target for FUZZ_SMOKE_SECONDS (30) from its seeds alone,
+#                                    FUZZ_SMOKE_JOBS (half the cores) at a time; fails on any
+#                                    crash, leak, timeout or sanitizer report (CI)
 #   scripts/fuzz.sh --list           the target names
 # Builds the `fuzz` preset first when needed (FUZZ_SKIP_BUILD=1 uses the binaries as they are).
 # Crashes go to build-fuzz/crashes/TARGET/; each run prints its wall and CPU seconds, exec/s and
@@ -18,7 +19,7 @@ BUILD=build-fuzz
 # Per input: 10 s and 2 GiB. Slower or larger than that is a finding (a hang or a blow-up).
 LIMITS=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048)
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 build() {
   if [ "${FUZZ_SKIP_BUILD:-0}" = 1 ]; then return; fi
@@ -65,17 +66,28 @@ case "${1:-}" in
   --smoke)
     build
     seconds=${FUZZ_SMOKE_SECONDS:-30}
+    # Targets run side by side on half the cores (one at a time on two): a fuzzer is one thread.
+    parallel=${FUZZ_SMOKE_JOBS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
+    rm -rf "$BUILD/smoke"
+    mkdir -p "$BUILD/smoke"
+    for target in "${TARGETS[@]}"; do
+      while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+      ( status=0
+        run "$target" "$seconds" "$BUILD/smoke/$target" "tests/fuzz/corpus/$target" \
+          >"$BUILD/smoke/$target.out" 2>&1 || status=$?
+        echo "$status" >"$BUILD/smoke/$target.status" ) &
+    done
+    wait
     failed=()
     for target in "${TARGETS[@]}"; do
-      work="$BUILD/smoke/$target"
-      rm -rf "$work"
-      run "$target" "$seconds" "$work" "tests/fuzz/corpus/$target" || failed+=("$target")
+      cat "$BUILD/smoke/$target.out"
+      [ "$(cat "$BUILD/smoke/$target.status")" = 0 ] || failed+=("$target")
     done
     if [ ${#failed[@]} -gt 0 ]; then
       echo "fuzz: smoke FAILED for: ${failed[*]}" >&2
       exit 1
     fi
-    echo "fuzz: smoke ok (${#TARGETS[@]} targets, ${seconds}s each)"
+    echo "fuzz: smoke ok (${#TARGETS[@]} targets, ${seconds}s each, $parallel at a time)"
     ;;
   ""|-*)
     usage

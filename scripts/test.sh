@@ -16,3 +16,6 @@ ctest --preset default -j"$(nproc)"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j"$(nproc)"
 ctest --preset asan -j"$(nproc)"
+# libFuzzer smoke: every parser of outside bytes for ~30 s under ASan + UBSan (clang-14; the fuzz
+# preset builds only those parsers). Any crash, leak or timeout fails CI; see docs/RELIABILITY.md.
+bash scripts/fuzz.sh --smoke

@@ -13,8 +13,7 @@ absl::Status UploadAssembler::Check(absl::Status status) {
 
 absl::Status UploadAssembler::TooLarge(uint64_t bytes) const {
   return absl::ResourceExhaustedError(absl::StrCat("upload of ", bytes, " bytes exceeds the ",
-                                                   max_bytes_,
-                                                   "-byte limit (--max-upload-bytes)"));
+                                                   max_bytes_, "-byte limit (--max-upload-bytes)"));
 }
 
 absl::Status UploadAssembler::AddHeader(const UploadHeaderFields& header) {
@@ -38,8 +37,8 @@ absl::Status UploadAssembler::AddChunk(const std::string& file_name, uint64_t of
                                        std::string_view data) {
   if (!failed_.ok()) return failed_;
   if (!header_.has_value()) {
-    return Check(absl::InvalidArgumentError(
-        "header: the first message of an upload must be the header"));
+    return Check(
+        absl::InvalidArgumentError("header: the first message of an upload must be the header"));
   }
   if (file_name.empty()) {
     return Check(absl::InvalidArgumentError("chunk.file_name: must not be empty"));
@@ -59,8 +58,8 @@ absl::Status UploadAssembler::AddChunk(const std::string& file_name, uint64_t of
 absl::Status UploadAssembler::AddEmpty() {
   if (!failed_.ok()) return failed_;
   if (!header_.has_value()) {
-    return Check(absl::InvalidArgumentError(
-        "header: the first message of an upload must be the header"));
+    return Check(
+        absl::InvalidArgumentError("header: the first message of an upload must be the header"));
   }
   return Check(absl::InvalidArgumentError("message: empty upload message"));
 }

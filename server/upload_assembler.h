@@ -17,7 +17,7 @@ namespace loraserve::server {
 struct UploadHeaderFields {
   std::string adapter_id;
   std::string sha256;
-  bool peft_format = true;  // ADAPTER_FORMAT_UNSPECIFIED or ADAPTER_FORMAT_PEFT
+  bool peft_format = true;   // ADAPTER_FORMAT_UNSPECIFIED or ADAPTER_FORMAT_PEFT
   uint64_t total_bytes = 0;  // 0 = unknown
 };
 

@@ -298,7 +298,13 @@ Value ApplyFilter(const std::string& name, const Value& value, const Arguments& 
   if (name == "reverse") return Slice(value, Value(), Value(), Value::Int(-1));
   if (name == "items") return CallMethod(value, "items", {});
   if (name == "int") {
-    if (value.is_number()) return Value::Int(static_cast<int64_t>(value.number()));
+    if (value.kind() == Value::Kind::kInt) return value;
+    if (value.is_number()) {
+      // Casting a double outside int64 is undefined behaviour; Python's int() has no bound.
+      const double x = value.number();
+      if (!(std::fabs(x) < 9.2e18)) throw TemplateError("int: " + value.Str() + " is out of range");
+      return Value::Int(static_cast<int64_t>(x));
+    }
     try {
       return Value::Int(std::stoll(value.Str()));
     } catch (const std::exception&) {

@@ -2,6 +2,7 @@
 // (assignments inside do not leak out; namespace() objects are the escape hatch), if-blocks
 // share their parent's scope. Python semantics for str methods, slicing and truthiness.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 #include <unordered_map>
@@ -156,8 +157,9 @@ Value Interpreter::Eval(const Expr& e) {
       const Value object = Eval(*e.args[0]);
       if (const Value* found = object.Find(e.name)) return *found;
       if (object.is_list() && !e.name.empty() && std::isdigit(static_cast<unsigned char>(e.name[0]))) {
-        const size_t index = std::stoul(e.name);
-        if (index < object.list().size()) return object.list()[index];
+        size_t index = 0;  // from_chars, not std::stoul: a huge index is absent, not a throw
+        const auto [end, ec] = std::from_chars(e.name.data(), e.name.data() + e.name.size(), index);
+        if (ec == std::errc() && index < object.list().size()) return object.list()[index];
       }
       return Value();
     }

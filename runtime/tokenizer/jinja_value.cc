@@ -223,8 +223,8 @@ std::string Value::ToJson(int indent, int depth) const {
       if (dict_->empty()) return "{}";
       std::string out = "{";
       for (size_t i = 0; i < dict_->size(); ++i) {
-        out += (i ? item_separator : "") + newline + JsonString((*dict_)[i].first) +
-               ": " + (*dict_)[i].second.ToJson(indent, depth + 1);
+        out += (i ? item_separator : "") + newline + JsonString((*dict_)[i].first) + ": " +
+               (*dict_)[i].second.ToJson(indent, depth + 1);
       }
       return out + close + "}";
     }

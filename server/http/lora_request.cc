@@ -2,7 +2,6 @@
 #include "server/http/lora_request.h"
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"

@@ -2,6 +2,9 @@
 // peft 0.13.2 itself (get_peft_model on a 2-layer Llama, listing each LoraLayer's r and scaling).
 #include "adapters/peft_config.h"
 
+#include <chrono>
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -116,9 +119,8 @@ TEST(PeftConfigTest, KeepsDescriptiveFields) {
 // Found by the peft_config fuzzer: a back-reference or repetition count of 19+ digits made
 // libstdc++'s regex compiler overflow a signed long (undefined behaviour).
 TEST(PeftConfigTest, HugeRegexNumbersAreRefused) {
-  for (const std::string pattern :
-       {R"(.*\.(self_attn|mlp)\8888888888888888888888)", R"(.*_proj{1,99999999999999999999})",
-        R"(q{2000000})"}) {
+  for (const std::string pattern : {R"(.*\.(self_attn|mlp)\8888888888888888888888)",
+                                    R"(.*_proj{1,99999999999999999999})", R"(q{2000000})"}) {
     auto config = ParsePeftConfig(json({{"peft_type", "LORA"}, {"target_modules", pattern}}).dump(),
                                   "adapter_config.json");
     ASSERT_FALSE(config.ok()) << pattern;
@@ -152,6 +154,29 @@ TEST(PeftConfigTest, LayersPatternWithAGroupIsRefused) {
                                 {"layers_to_transform", {1}},
                                 {"layers_pattern", "(?:layers|blocks)"}})),
               ::testing::ElementsAre("model.layers.1.self_attn.q_proj"));
+}
+
+// Found by the peft_config fuzzer: nested quantifiers and alternations in an uploaded
+// target_modules regex backtracked exponentially (minutes per module key) in std::regex's
+// depth-first executor; module patterns now run on the breadth-first one.
+TEST(PeftConfigTest, PathologicalRegexesMatchInLinearTime) {
+  const auto start = std::chrono::steady_clock::now();
+  for (const std::string pattern :
+       {R"(.*\.(s2***************C|||||||'|||||||||.|)|||||||||||||||||||||||||||||||||||ro*)",
+        "(((.*)*)*)*x", "(a|a?)+(a|a?)+(a|a?)+(a|a?)+b"}) {
+    const PeftConfig config = ParseOk({{"target_modules", pattern}});
+    (void)Targeted(config);
+    EXPECT_FALSE(config.TargetsModule("model.layers.0.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  // Back-references would need the backtracking executor: refused, like other unsupported syntax.
+  auto backref = ParsePeftConfig(
+      json({{"peft_type", "LORA"}, {"target_modules", R"(.*\.(q)_proj\1)"}}).dump(), "c");
+  ASSERT_FALSE(backref.ok());
+  EXPECT_THAT(std::string(backref.status().message()), ::testing::HasSubstr("back-references"));
+  auto longest = ParsePeftConfig(
+      json({{"peft_type", "LORA"}, {"target_modules", std::string(2000, 'a')}}).dump(), "c");
+  EXPECT_FALSE(longest.ok());
 }
 
 }  // namespace

@@ -10,8 +10,8 @@ using loraserve::ModelConfig;
 using loraserve::Module;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto config = ModelConfig::FromJson(
-      std::string_view(reinterpret_cast<const char*>(data), size), "config.json");
+  auto config = ModelConfig::FromJson(std::string_view(reinterpret_cast<const char*>(data), size),
+                                      "config.json");
   if (!config.ok()) return 0;
   const ModelConfig& c = *config;
   if (c.vocab_size <= 0 || c.hidden_size <= 0 || c.intermediate_size <= 0 || c.num_layers <= 0 ||

@@ -4,7 +4,6 @@
 // limits.
 #include <cstddef>
 #include <cstdint>
-
 #include <nlohmann/json.hpp>
 
 #include "server/http/openai_request.h"

@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t* end = nullptr;
   for (const TensorView& t : (*file)->tensors()) {
     if (begin == nullptr || t.bytes.data() < begin) begin = t.bytes.data();
-    if (end == nullptr || t.bytes.data() + t.bytes.size() > end) end = t.bytes.data() + t.bytes.size();
+    if (end == nullptr || t.bytes.data() + t.bytes.size() > end)
+      end = t.bytes.data() + t.bytes.size();
     if ((*file)->Find(t.name) != &t) __builtin_trap();  // names are unique and indexed
     if (t.numel() < 0) __builtin_trap();
     // Reading back stays within the view; small tensors only, to keep each run fast.

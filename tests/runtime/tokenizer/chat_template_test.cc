@@ -103,5 +103,19 @@ TEST(ChatTemplateTest, TojsonReplacesBytesThatAreNotUtf8) {
   EXPECT_EQ(Render("{{ d | tojson }}", context), "{\"k\xEF\xBF\xBD\": 1}");
 }
 
+// Found by the chat_template fuzzer: an integer literal beyond int64 let std::stoll's
+// out_of_range escape Parse. In review of the same code: a float literal beyond double
+// (std::stod), a list index attribute beyond size_t (std::stoul) and `| int` of a float beyond
+// int64 (undefined behaviour) had the same shape.
+TEST(ChatTemplateTest, NumbersBeyondTheirRangeAreErrorsOrInfinity) {
+  EXPECT_THAT(Render("{{ 99999999999999999999 }}"), HasSubstr("integer literal 99999999999999999999 is out of range"));
+  const std::string huge_float = "1" + std::string(400, '0') + ".0";  // beyond double: inf
+  EXPECT_EQ(Render("{{ " + huge_float + " }}"), "inf");
+  EXPECT_EQ(Render("{{ xs.99999999999999999999999 }}|{{ xs.1 }}", {{"xs", {1, 2}}}), "|2");
+  EXPECT_THAT(Render("{{ " + huge_float + " | int }}"), HasSubstr("RENDER ERROR: "));
+  EXPECT_THAT(Render("{{ 1" + std::string(30, '0') + ".0 | int }}"), HasSubstr("int: "));
+  EXPECT_EQ(Render("{{ 9007199254740993 | int }}"), "9007199254740993");
+}
+
 }  // namespace
 }  // namespace loraserve::tokenizer

@@ -78,7 +78,9 @@ TEST(IncrementalDetokenizerStandaloneTest, ContextThatDecodesDifferentlyLaterSti
   IncrementalDetokenizer stream(*tokenizer, false);
   EXPECT_EQ(stream.Push(*b), "b");
   EXPECT_EQ(stream.Push(*invalid), "");
-  EXPECT_EQ(stream.Push(*env), "\xEF\xBF\xBDenv");  // the new ids, decoded on their own
+  EXPECT_EQ(stream.Push(*env),
+            "\xEF\xBF\xBD"
+            "env");  // the new ids, decoded on their own
   EXPECT_EQ(stream.Push(*env), "env");
   EXPECT_EQ(stream.Flush(), "");
 
