@@ -117,5 +117,26 @@ TEST(ChatTemplateTest, NumbersBeyondTheirRangeAreErrorsOrInfinity) {
   EXPECT_EQ(Render("{{ 9007199254740993 | int }}"), "9007199254740993");
 }
 
+// Found in review while fixing the literal above: int64 arithmetic in templates overflowed
+// (undefined behaviour) where Python's ints grow, and range() or '*' could allocate without bound.
+TEST(ChatTemplateTest, ArithmeticAndSizesStayBounded) {
+  EXPECT_THAT(Render("{{ 9223372036854775807 + 1 }}"), HasSubstr("integer overflow in '+'"));
+  EXPECT_THAT(Render("{{ -9223372036854775807 - 2 }}"), HasSubstr("integer overflow in '-'"));
+  EXPECT_THAT(Render("{{ 4294967296 * 4294967296 }}"), HasSubstr("integer overflow in '*'"));
+  EXPECT_THAT(Render("{{ 10 ** 30 }}"), HasSubstr("integer overflow in '**'"));
+  EXPECT_THAT(Render("{{ -(-9223372036854775807 - 1) }}"), HasSubstr("unary '-'"));
+  EXPECT_THAT(Render("{{ (-9223372036854775807 - 1) // -1 }}"), HasSubstr("overflow in '//'"));
+  EXPECT_EQ(Render("{{ (-9223372036854775807 - 1) % -1 }}|{{ -7 // 2 }}|{{ -7 % 3 }}"), "0|-4|2");
+  EXPECT_EQ(Render("{{ 9007199254740993 // 1 }}"), "9007199254740993");  // exact, not via double
+  EXPECT_THAT(Render("{{ range(10000000000) | length }}"), HasSubstr("range() of more than"));
+  EXPECT_EQ(Render("{{ range(-9223372036854775807, 9223372036854775807, 9223372036854775807) "
+                   "| list }}"),
+            "[-9223372036854775807, 0]");
+  EXPECT_THAT(Render("{{ 'ab' * 100000000 }}"), HasSubstr("more than 16777216 bytes"));
+  EXPECT_EQ(Render("{{ 'abc'[1::9223372036854775807] }}|{{ xs[9223372036854775807] }}",
+                   {{"xs", {1}}}),
+            "b|");
+}
+
 }  // namespace
 }  // namespace loraserve::tokenizer
