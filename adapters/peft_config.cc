@@ -4,6 +4,7 @@
 // with Python's `re` on the syntax adapters use (literals, `.`, classes, `|`, groups, `\d`).
 #include "adapters/peft_config.h"
 
+#include <charconv>
 #include <cmath>
 #include <set>
 
@@ -45,15 +46,60 @@ bool IsDefaultLike(const json& value) {
          (value.is_string() && value.get<std::string>().empty());
 }
 
+// Patterns come from uploads, so matching them must not backtrack exponentially (the DFS
+// executor took minutes on `(s2****...|||...)` against a 30-byte module key). libstdc++'s
+// __polynomial flag selects its breadth-first executor, linear in the text for a given pattern;
+// it refuses back-references, which module patterns do not need.
+constexpr std::regex::flag_type kRegexFlags =
+    std::regex::ECMAScript | std::regex_constants::__polynomial;
+// The breadth-first executor recurses once per state of the compiled automaton, and counts copy
+// states, so both are bounded. libstdc++'s compiler also overflows a signed long (undefined
+// behaviour) on a repetition count or back-reference of 19 or more digits.
+constexpr size_t kMaxRegexBytes = 1024;
+constexpr int kMaxRegexNumber = 1000;
+
+// The first number above kMaxRegexNumber in a `{m,n}` or after a backslash, if any.
+std::optional<std::string> HugeRegexNumber(std::string_view pattern) {
+  bool in_braces = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    bool number_here = in_braces;
+    if (pattern[i] == '\\') {
+      ++i;  // a back-reference \N, or any other escape
+      number_here = true;
+    } else if (pattern[i] == '{' || pattern[i] == '}') {
+      in_braces = pattern[i] == '{';
+      continue;
+    }
+    if (!number_here) continue;
+    size_t end = i;
+    while (end < pattern.size() && pattern[end] >= '0' && pattern[end] <= '9') ++end;
+    if (end == i) continue;
+    const std::string number(pattern.substr(i, end - i));
+    if (number.size() > 6 || std::stoi(number) > kMaxRegexNumber) return number;
+    i = end - 1;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<std::regex> CompileRegex(const std::string& pattern, const std::string& label,
                                         absl::string_view field) {
+  if (pattern.size() > kMaxRegexBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": field \"", field, "\": a pattern of ",
+                                                   pattern.size(), " bytes is longer than ",
+                                                   kMaxRegexBytes, " bytes"));
+  }
+  if (std::optional<std::string> number = HugeRegexNumber(pattern)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, ": field \"", field, "\": pattern \"", pattern, "\" has the number ", *number,
+        " as a repetition count or back-reference; at most ", kMaxRegexNumber, " is supported"));
+  }
   try {
-    return std::regex(pattern, std::regex::ECMAScript);
+    return std::regex(pattern, kRegexFlags);
   } catch (const std::regex_error& e) {
     return absl::InvalidArgumentError(absl::StrCat(
         label, ": field \"", field, "\": pattern \"", pattern,
         "\" is not a valid regular expression here (loraserve supports the common subset of "
-        "Python `re` syntax: no named groups or lookbehind): ",
+        "Python `re` syntax: no named groups, lookbehind or back-references): ",
         e.what()));
   }
 }
@@ -269,6 +315,16 @@ class ConfigParser {
       for (const std::string& p : c.layers_pattern) {
         absl::StatusOr<std::regex> re = CompileRegex(p, label_, "layers_pattern");
         if (!re.ok()) return re.status();
+        re = CompileRegex(absl::StrCat(".*\\.", p, "\\.(\\d+)\\."), label_, "layers_pattern");
+        if (!re.ok()) return re.status();
+        // PEFT reads the layer index from group 1, so the pattern may not add groups.
+        if (re->mark_count() != 1) {
+          return Error("layers_pattern",
+                       absl::StrCat("entry \"", p,
+                                    "\" has a capturing group; PEFT reads the layer index from "
+                                    "the first group, so use (?:...)"));
+        }
+        c.layers_pattern_compiled.push_back(*std::move(re));
       }
     }
     return absl::OkStatus();
@@ -304,8 +360,7 @@ bool PeftConfig::TargetsModule(std::string_view module_key) const {
     static const std::regex kAnyLayer(R"(.*\.[^.]*\.(\d+)\.)");
     have_index = SearchFromStart(key, kAnyLayer, &match);
   } else {
-    for (const std::string& pattern : layers_pattern) {
-      const std::regex re(absl::StrCat(".*\\.", pattern, "\\.(\\d+)\\."));
+    for (const std::regex& re : layers_pattern_compiled) {
       if (SearchFromStart(key, re, &match)) {
         have_index = true;
         break;
@@ -313,7 +368,11 @@ bool PeftConfig::TargetsModule(std::string_view module_key) const {
     }
   }
   if (!have_index) return false;
-  const int index = std::stoi(match[1].str());
+  int index = -1;
+  const std::string digits = match[1].str();
+  if (std::from_chars(digits.data(), digits.data() + digits.size(), index).ec != std::errc()) {
+    return false;  // not a layer index this model can have
+  }
   for (int wanted : *layers_to_transform) {
     if (wanted == index) return true;
   }

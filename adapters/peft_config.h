@@ -41,6 +41,8 @@ struct PeftConfig {
   std::string bias = "none";                            // "none", "all" or "lora_only"
   std::optional<std::vector<int>> layers_to_transform;  // nullopt or empty: every layer
   std::vector<std::string> layers_pattern;
+  // PEFT's layer-index regexes, ".*\." + pattern + "\.(\d+)\.", one per layers_pattern entry.
+  std::vector<std::regex> layers_pattern_compiled;
   std::vector<std::string> modules_to_save;
   std::string task_type;
   std::string base_model_name_or_path;

@@ -59,6 +59,8 @@ bool IsFloatDType(DType dtype) {
 }
 
 void ToFloat(DType dtype, const uint8_t* src, size_t count, float* dst) {
+  // An empty tensor's buffers may be null, and memcpy's pointers must not be, even for 0 bytes.
+  if (count == 0) return;
   switch (dtype) {
     case DType::kF32:
       std::memcpy(dst, src, count * sizeof(float));

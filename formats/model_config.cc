@@ -2,7 +2,9 @@
 #include "formats/model_config.h"
 
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -11,6 +13,22 @@ namespace loraserve {
 namespace {
 
 using json = nlohmann::json;
+
+// `root[key]` when it holds a T, `fallback` when it is absent or null, and an error naming the
+// field when it holds anything else (nlohmann's value() would throw instead).
+template <typename T>
+absl::StatusOr<T> OptionalField(const json& root, const char* key, T fallback,
+                                const std::string& label) {
+  auto it = root.find(key);
+  if (it == root.end() || it->is_null()) return fallback;
+  const bool ok = std::is_same_v<T, bool> ? it->is_boolean() : it->is_string();
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": field \"", key, "\" must be a ",
+                                                   std::is_same_v<T, bool> ? "boolean" : "string",
+                                                   ", got ", it->dump()));
+  }
+  return it->get<T>();
+}
 
 }  // namespace
 
@@ -57,18 +75,32 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text, const s
     return absl::InvalidArgumentError(
         absl::StrCat(label, ": missing or invalid required field \"", field, "\""));
   };
+  // Positive and within int, so that no dimension truncates to 0 or below.
   auto get_int = [&](const char* field, int* out) -> bool {
     auto it = root.find(field);
-    if (it == root.end() || !it->is_number_integer() || it->get<int64_t>() <= 0) return false;
+    if (it == root.end() || !it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > std::numeric_limits<int>::max()) {
+      return false;
+    }
     *out = it->get<int>();
     return true;
+  };
+  auto get_string = [&](const char* field, const char* fallback, std::string* out) {
+    absl::StatusOr<std::string> v = OptionalField<std::string>(root, field, fallback, label);
+    if (v.ok()) *out = *std::move(v);
+    return v.status();
+  };
+  auto get_bool = [&](const char* field, bool* out) {
+    absl::StatusOr<bool> v = OptionalField<bool>(root, field, false, label);
+    if (v.ok()) *out = *v;
+    return v.status();
   };
   ModelConfig c;
   if (root.contains("architectures") && root["architectures"].is_array() &&
       !root["architectures"].empty() && root["architectures"][0].is_string()) {
     c.architecture = root["architectures"][0].get<std::string>();
   }
-  c.model_type = root.value("model_type", "");
+  if (absl::Status s = get_string("model_type", "", &c.model_type); !s.ok()) return s;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
     return absl::InvalidArgumentError(absl::StrCat(
         label, ": model_type \"", c.model_type,
@@ -91,6 +123,16 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text, const s
   } else {
     c.head_dim = c.hidden_size / c.num_heads;
   }
+  if (c.head_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, ": hidden_size (", c.hidden_size, ") is smaller than num_attention_heads (",
+        c.num_heads, "), so head_dim would be 0; set head_dim"));
+  }
+  if (int64_t{c.num_heads} * c.head_dim > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": num_attention_heads x head_dim (",
+                                                   c.num_heads, " x ", c.head_dim,
+                                                   ") is too large"));
+  }
   if (c.num_heads % c.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(label, ": num_attention_heads (", c.num_heads,
                                                    ") is not a multiple of num_key_value_heads (",
@@ -108,12 +150,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text, const s
   if (root.contains("rope_theta") && root["rope_theta"].is_number()) {
     c.rope_theta = root["rope_theta"].get<double>();
   }
-  c.tie_word_embeddings = root.value("tie_word_embeddings", false);
+  if (absl::Status s = get_bool("tie_word_embeddings", &c.tie_word_embeddings); !s.ok()) {
+    return s;
+  }
   if (c.model_type == "qwen2") {
     c.qkv_bias = true;
   } else {
-    c.qkv_bias = c.o_bias = root.value("attention_bias", false);
-    c.mlp_bias = root.value("mlp_bias", false);
+    if (absl::Status s = get_bool("attention_bias", &c.qkv_bias); !s.ok()) return s;
+    c.o_bias = c.qkv_bias;
+    if (absl::Status s = get_bool("mlp_bias", &c.mlp_bias); !s.ok()) return s;
   }
   if (root.contains("hidden_act") && root["hidden_act"] != "silu") {
     return absl::InvalidArgumentError(
@@ -121,7 +166,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text, const s
   }
   if (root.contains("rope_scaling") && root["rope_scaling"].is_object()) {
     const json& rs = root["rope_scaling"];
-    const std::string type = rs.value("rope_type", rs.value("type", ""));
+    std::string type;
+    for (const char* field : {"type", "rope_type"}) {  // rope_type, the newer name, wins
+      absl::StatusOr<std::string> v = OptionalField<std::string>(rs, field, type, label);
+      if (!v.ok()) return v.status();
+      type = *std::move(v);
+    }
     RopeScaling scaling;
     if (!rs.contains("factor") || !rs["factor"].is_number()) return missing("rope_scaling.factor");
     scaling.factor = rs["factor"].get<double>();

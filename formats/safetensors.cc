@@ -102,7 +102,10 @@ absl::Status SafetensorsFile::Parse() {
     const std::string* name;
   };
   std::vector<Extent> extents;
-  for (auto& [name, entry] : root.items()) {
+  for (auto& item : root.items()) {
+    // Named variables, not a structured binding: clang 14 (the fuzz build) cannot capture one.
+    const std::string& name = item.key();
+    const json& entry = item.value();
     if (name == "__metadata__") {
       if (!entry.is_object()) return error("__metadata__ is not an object");
       for (auto& [key, value] : entry.items()) {

@@ -27,3 +27,7 @@ ctest --preset asan -j"$(nproc)"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j"$(nproc)"
 ctest --preset tsan -j"$(nproc)"
+
+# libFuzzer smoke: every parser of outside bytes for ~30 s under ASan + UBSan (clang-14; the fuzz
+# preset builds only those parsers). Any crash, leak or timeout fails CI; see docs/RELIABILITY.md.
+bash scripts/fuzz.sh --smoke

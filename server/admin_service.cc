@@ -8,6 +8,7 @@
 #include "adapters/fusion.h"
 #include "server/grpc_status.h"
 #include "server/stats_proto.h"
+#include "server/upload_assembler.h"
 
 namespace loraserve::server {
 namespace {
@@ -56,8 +57,9 @@ v1::AdapterState ToProtoState(AdapterInfo::State state) {
   return v1::ADAPTER_STATE_UNSPECIFIED;
 }
 
-// Collects an upload: the header, then file chunks in order. Processing happens once the client
-// half-closes; any protocol error finishes the call at once and drops what was received.
+// Collects an upload through an UploadAssembler (the header, then file chunks in order).
+// Processing happens once the client half-closes; any protocol error finishes the call at once
+// and drops what was received.
 class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest> {
  public:
   UploadCall(ServingState* state, WorkerPool* workers, v1::AdapterStatus* response)
@@ -69,6 +71,7 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest
       auto core = state_->Ready();
       if (core.ok()) {
         core_ = *core;
+        assembler_.emplace(core_->adapters->options().max_upload_bytes);
       } else {
         status = core.status();
       }
@@ -95,52 +98,23 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest
  private:
   absl::Status Absorb() {
     if (message_.has_header()) {
-      if (header_.has_value()) {
-        return absl::InvalidArgumentError("header: sent twice; send it once, first");
-      }
-      header_ = message_.header();
-      if (header_->format() != v1::ADAPTER_FORMAT_UNSPECIFIED &&
-          header_->format() != v1::ADAPTER_FORMAT_PEFT) {
-        return absl::InvalidArgumentError("header.format: only ADAPTER_FORMAT_PEFT is supported");
-      }
-      if (absl::Status s = ValidateAdapterId(header_->adapter_id()); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("header.", s.message()));
-      }
-      if (header_->total_bytes() > Limit()) return TooLarge(header_->total_bytes());
-      return absl::OkStatus();
+      const v1::UploadHeader& header = message_.header();
+      return assembler_->AddHeader(
+          {.adapter_id = header.adapter_id(),
+           .sha256 = header.sha256(),
+           .peft_format = header.format() == v1::ADAPTER_FORMAT_UNSPECIFIED ||
+                          header.format() == v1::ADAPTER_FORMAT_PEFT,
+           .total_bytes = header.total_bytes()});
     }
-    if (!header_.has_value()) {
-      return absl::InvalidArgumentError(
-          "header: the first message of an upload must be the header");
-    }
-    if (!message_.has_chunk()) return absl::InvalidArgumentError("message: empty upload message");
+    if (!message_.has_chunk()) return assembler_->AddEmpty();
     const v1::FileChunk& chunk = message_.chunk();
-    if (chunk.file_name().empty()) {
-      return absl::InvalidArgumentError("chunk.file_name: must not be empty");
-    }
-    std::string& file = files_[chunk.file_name()];
-    if (chunk.offset() != file.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk.offset: ", chunk.offset(), " for ",
-                                                     chunk.file_name(), " but ", file.size(),
-                                                     " bytes were received; send chunks in order"));
-    }
-    received_ += chunk.data().size();
-    if (received_ > Limit()) return TooLarge(received_);
-    file.append(chunk.data());
-    return absl::OkStatus();
-  }
-
-  size_t Limit() const { return core_->adapters->options().max_upload_bytes; }
-  absl::Status TooLarge(uint64_t bytes) const {
-    return absl::ResourceExhaustedError(absl::StrCat("upload of ", bytes, " bytes exceeds the ",
-                                                     Limit(), "-byte limit (--max-upload-bytes)"));
+    return assembler_->AddChunk(chunk.file_name(), chunk.offset(), chunk.data());
   }
 
   void Complete() {
-    if (!header_.has_value()) {
-      return Reject(absl::InvalidArgumentError("header: the upload had no header"));
-    }
-    auto adapter = core_->adapters->Upload(header_->adapter_id(), files_, header_->sha256());
+    if (absl::Status s = assembler_->Finish(); !s.ok()) return Reject(s);
+    const UploadHeaderFields& header = *assembler_->header();
+    auto adapter = core_->adapters->Upload(header.adapter_id, assembler_->files(), header.sha256);
     if (!adapter.ok()) return Reject(adapter.status());
     ToProto(*adapter, response_);
     state_->metrics().RecordUpload(true);
@@ -159,9 +133,7 @@ class UploadCall final : public grpc::ServerReadReactor<v1::UploadAdapterRequest
   // Reactions of one call are serialised by gRPC (one read at a time) and Complete runs only
   // after the last read, so no lock is needed.
   v1::UploadAdapterRequest message_;
-  std::optional<v1::UploadHeader> header_;
-  std::map<std::string, std::string> files_;
-  uint64_t received_ = 0;
+  std::optional<UploadAssembler> assembler_;  // set once the call is admitted
 };
 
 }  // namespace

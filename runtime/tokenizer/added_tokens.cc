@@ -40,6 +40,10 @@ absl::StatusOr<AddedTokens> AddedTokens::FromJson(const nlohmann::json& added_to
     token.rstrip = entry.value("rstrip", false);
     token.normalized = entry.value("normalized", false);
     token.special = entry.value("special", false);
+    if (token.id < 0 || token.id >= kMaxTokenId) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: added token id ", token.id,
+                                                     " is not in [0, ", kMaxTokenId, ")"));
+    }
     if (token.content.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokenizer.json: added token ", token.id, " has empty content"));

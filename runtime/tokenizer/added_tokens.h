@@ -15,6 +15,10 @@
 
 namespace loraserve::tokenizer {
 
+// Token ids (model vocabulary and added tokens) must be below this: tables are indexed by id, and
+// the largest real vocabularies hold about 2^18 tokens.
+inline constexpr int32_t kMaxTokenId = 1 << 22;
+
 struct AddedToken {
   int32_t id;
   std::string content;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/tokenizer/added_tokens.h"
 #include "runtime/tokenizer/utf8.h"
 
 namespace loraserve::tokenizer {
@@ -59,6 +60,11 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const int32_t id = it.value().get<int32_t>();
     if (id < 0) return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: negative id for token ", it.key()));
+    // id_to_token_ is indexed by id, so a stray huge id would allocate gigabytes.
+    if (id >= kMaxTokenId) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: id ", id, " of token ",
+                                                     it.key(), " is not below ", kMaxTokenId));
+    }
     bpe->vocab_.emplace(it.key(), id);
     if (static_cast<size_t>(id) >= bpe->id_to_token_.size()) bpe->id_to_token_.resize(id + 1);
     bpe->id_to_token_[id] = it.key();

@@ -27,6 +27,10 @@ class IncrementalDetokenizer {
   std::string Flush();
 
  private:
+  // The text the ids from read_offset_ on add, then those ids become the context; "" (and no
+  // change) while that text is empty or, unless `final`, ends in U+FFFD.
+  std::string Advance(bool final);
+
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;
   std::vector<int32_t> ids_;  // window: ids_[0, read_offset_) were already emitted

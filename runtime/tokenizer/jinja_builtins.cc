@@ -146,12 +146,13 @@ Value Slice(const Value& v, const Value& start_v, const Value& stop_v, const Val
   const int64_t stop = clamp(stop_v, step > 0 ? n : -1);
   std::string text;
   Value::List items;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+  for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
     if (is_string) {
       text += chars[i];
     } else {
       items.push_back(v.list()[i]);
     }
+    if (__builtin_add_overflow(i, step, &i)) break;  // past the end either way
   }
   return is_string ? Value::String(text) : Value::MakeList(std::move(items));
 }
@@ -241,8 +242,17 @@ Value CallFunction(const std::string& name, const Arguments& args) {
       throw TemplateError("range() needs 1 to 3 arguments");
     }
     if (step == 0) throw TemplateError("range() step cannot be zero");
+    // Counted in 128 bits: stop - start and start + k * step may not fit in int64.
+    const __int128 span = step > 0 ? __int128{stop} - start : __int128{start} - stop;
+    const __int128 stride = step > 0 ? __int128{step} : -__int128{step};
+    const __int128 count = span <= 0 ? 0 : (span + stride - 1) / stride;
+    if (count > kMaxRangeItems) {
+      throw TemplateError("range() of more than " + std::to_string(kMaxRangeItems) + " items");
+    }
     Value::List items;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) items.push_back(Value::Int(i));
+    for (int64_t k = 0; k < count; ++k) {
+      items.push_back(Value::Int(static_cast<int64_t>(start + __int128{k} * step)));
+    }
     return Value::MakeList(std::move(items));
   }
   if (name == "strftime_now") {
@@ -298,7 +308,13 @@ Value ApplyFilter(const std::string& name, const Value& value, const Arguments& 
   if (name == "reverse") return Slice(value, Value(), Value(), Value::Int(-1));
   if (name == "items") return CallMethod(value, "items", {});
   if (name == "int") {
-    if (value.is_number()) return Value::Int(static_cast<int64_t>(value.number()));
+    if (value.kind() == Value::Kind::kInt) return value;
+    if (value.is_number()) {
+      // Casting a double outside int64 is undefined behaviour; Python's int() has no bound.
+      const double x = value.number();
+      if (!(std::fabs(x) < 9.2e18)) throw TemplateError("int: " + value.Str() + " is out of range");
+      return Value::Int(static_cast<int64_t>(x));
+    }
     try {
       return Value::Int(std::stoll(value.Str()));
     } catch (const std::exception&) {

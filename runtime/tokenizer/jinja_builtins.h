@@ -3,6 +3,7 @@
 // transformers provides (raise_exception, namespace, range, strftime_now).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,6 +11,11 @@
 #include "runtime/tokenizer/jinja_value.h"
 
 namespace loraserve::tokenizer::jinja {
+
+// Bounds on what one expression may build (`'x' * n`, range(n)), so that a template fails with
+// an error instead of exhausting memory. Real chat templates stay far below both.
+inline constexpr int64_t kMaxStringBytes = 1 << 24;
+inline constexpr int64_t kMaxRangeItems = 1 << 20;
 
 struct Arguments {
   std::vector<Value> positional;

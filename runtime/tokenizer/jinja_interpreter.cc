@@ -2,6 +2,7 @@
 // (assignments inside do not leak out; namespace() objects are the escape hatch), if-blocks
 // share their parent's scope. Python semantics for str methods, slicing and truthiness.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 #include <unordered_map>
@@ -156,8 +157,9 @@ Value Interpreter::Eval(const Expr& e) {
       const Value object = Eval(*e.args[0]);
       if (const Value* found = object.Find(e.name)) return *found;
       if (object.is_list() && !e.name.empty() && std::isdigit(static_cast<unsigned char>(e.name[0]))) {
-        const size_t index = std::stoul(e.name);
-        if (index < object.list().size()) return object.list()[index];
+        size_t index = 0;  // from_chars, not std::stoul: a huge index is absent, not a throw
+        const auto [end, ec] = std::from_chars(e.name.data(), e.name.data() + e.name.size(), index);
+        if (ec == std::errc() && index < object.list().size()) return object.list()[index];
       }
       return Value();
     }
@@ -169,7 +171,9 @@ Value Interpreter::Eval(const Expr& e) {
         return found ? *found : Value();
       }
       if ((object.is_list() || object.is_string()) && key.kind() == Value::Kind::kInt) {
-        const Value one = Slice(object, key, Value::Int(key.integer() == -1 ? INT64_MAX : key.integer() + 1), Value());
+        const int64_t k = key.integer();
+        const Value one =
+            Slice(object, key, Value::Int(k == -1 || k == INT64_MAX ? INT64_MAX : k + 1), Value());
         if (object.is_list()) return one.list().empty() ? Value() : one.list()[0];
         return one.string().empty() ? Value() : one;
       }
@@ -196,6 +200,9 @@ Value Interpreter::Eval(const Expr& e) {
       if (e.name == "not") return Value::Bool(!v.Truthy());
       if (!v.is_number()) throw TemplateError("unary " + e.name + " on " + v.Repr());
       if (e.name == "+") return v;
+      if (v.kind() == Value::Kind::kInt && v.integer() == INT64_MIN) {
+        throw TemplateError("integer overflow in unary '-'");
+      }
       return v.kind() == Value::Kind::kInt ? Value::Int(-v.integer()) : Value::Float(-v.number());
     }
     case Expr::Kind::kBinary: {
@@ -242,6 +249,10 @@ Value Interpreter::BinaryOp(const std::string& op, const Value& a, const Value& 
     return Value::MakeList(std::move(items));
   }
   if (op == "*" && a.is_string() && b.kind() == Value::Kind::kInt) {
+    if (b.integer() > 0 && a.string().size() * static_cast<__int128>(b.integer()) > kMaxStringBytes) {
+      throw TemplateError("'*' would make a string of more than " +
+                          std::to_string(kMaxStringBytes) + " bytes");
+    }
     std::string out;
     for (int64_t i = 0; i < b.integer(); ++i) out += a.string();
     return Value::String(out);
@@ -261,17 +272,41 @@ Value Interpreter::BinaryOp(const std::string& op, const Value& a, const Value& 
   if (op == ">") return Value::Bool(x > y);
   if (op == "<=") return Value::Bool(x <= y);
   if (op == ">=") return Value::Bool(x >= y);
-  if (op == "+") return ints ? Value::Int(a.integer() + b.integer()) : Value::Float(x + y);
-  if (op == "-") return ints ? Value::Int(a.integer() - b.integer()) : Value::Float(x - y);
-  if (op == "*") return ints ? Value::Int(a.integer() * b.integer()) : Value::Float(x * y);
-  if (op == "**") return ints && b.integer() >= 0 ? Value::Int(static_cast<int64_t>(std::pow(x, y))) : Value::Float(std::pow(x, y));
+  // Python's ints are unbounded and ours are int64: a result outside int64 is an error, where
+  // C++ arithmetic would be undefined behaviour.
+  const auto overflow = [&op] { return TemplateError("integer overflow in '" + op + "'"); };
+  const int64_t i = a.integer(), j = b.integer();
+  int64_t r = 0;
+  if (op == "+") {
+    if (ints && __builtin_add_overflow(i, j, &r)) throw overflow();
+    return ints ? Value::Int(r) : Value::Float(x + y);
+  }
+  if (op == "-") {
+    if (ints && __builtin_sub_overflow(i, j, &r)) throw overflow();
+    return ints ? Value::Int(r) : Value::Float(x - y);
+  }
+  if (op == "*") {
+    if (ints && __builtin_mul_overflow(i, j, &r)) throw overflow();
+    return ints ? Value::Int(r) : Value::Float(x * y);
+  }
+  if (op == "**") {
+    if (!ints || j < 0) return Value::Float(std::pow(x, y));
+    const double p = std::pow(x, y);
+    if (!(std::fabs(p) < 9.2e18)) throw overflow();
+    return Value::Int(static_cast<int64_t>(p));
+  }
   if (y == 0) throw TemplateError("division by zero");
   if (op == "/") return Value::Float(x / y);
-  if (op == "//") return ints ? Value::Int(static_cast<int64_t>(std::floor(x / y))) : Value::Float(std::floor(x / y));
+  if (op == "//") {
+    if (!ints) return Value::Float(std::floor(x / y));
+    if (i == INT64_MIN && j == -1) throw overflow();
+    return Value::Int(i / j - (i % j != 0 && (i < 0) != (j < 0)));  // floor, as in Python
+  }
   if (op == "%") {
     if (ints) {
-      const int64_t r = a.integer() % b.integer();
-      return Value::Int(r != 0 && ((r < 0) != (b.integer() < 0)) ? r + b.integer() : r);
+      if (j == -1) return Value::Int(0);  // INT64_MIN % -1 is undefined in C++
+      const int64_t m = i % j;
+      return Value::Int(m != 0 && ((m < 0) != (j < 0)) ? m + j : m);
     }
     return Value::Float(x - y * std::floor(x / y));
   }

@@ -1,6 +1,8 @@
 // Chunks and tokens (jinja_lexer.cc) -> syntax tree, by recursive descent with Jinja's operator
 // precedence: filters and tests bind tighter than arithmetic, `not` looser than comparisons.
 #include <cctype>
+#include <charconv>
+#include <cstdlib>
 #include <string>
 
 #include "runtime/tokenizer/jinja_ast.h"
@@ -245,8 +247,18 @@ class ExpressionParser {
           if (c != '_') digits += c;
         }
         auto e = MakeExpr(Expr::Kind::kLiteral);
-        e->value = t.type == Token::Type::kInt ? Value::Int(std::stoll(digits))
-                                               : Value::Float(std::stod(digits));
+        if (t.type == Token::Type::kInt) {
+          // Python's ints are unbounded; ours are int64 (std::stoll would throw out_of_range).
+          int64_t value = 0;
+          const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+          if (ec != std::errc() || end != digits.data() + digits.size()) {
+            Fail("integer literal " + digits + " is out of range");
+          }
+          e->value = Value::Int(value);
+        } else {
+          // strtod, not std::stod: a literal beyond the double range is inf, as in Python.
+          e->value = Value::Float(std::strtod(digits.c_str(), nullptr));
+        }
         return e;
       }
       case Token::Type::kOperator:

@@ -142,6 +142,12 @@ std::string QuoteRepr(const std::string& s) {
   return out;
 }
 
+// A JSON string literal. Bytes that are not UTF-8 become U+FFFD, as a Python str (which holds
+// code points) would have them; nlohmann's default dump() throws on them instead.
+std::string JsonString(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace
 
 std::string Value::Str() const {
@@ -204,7 +210,7 @@ std::string Value::ToJson(int indent, int depth) const {
       return Repr();
     case Kind::kString:
       // ensure_ascii=False: only quotes, backslashes and control characters are escaped.
-      return nlohmann::json(s_).dump();
+      return JsonString(s_);
     case Kind::kList: {
       if (list_->empty()) return "[]";
       std::string out = "[";
@@ -217,8 +223,8 @@ std::string Value::ToJson(int indent, int depth) const {
       if (dict_->empty()) return "{}";
       std::string out = "{";
       for (size_t i = 0; i < dict_->size(); ++i) {
-        out += (i ? item_separator : "") + newline + nlohmann::json((*dict_)[i].first).dump() +
-               ": " + (*dict_)[i].second.ToJson(indent, depth + 1);
+        out += (i ? item_separator : "") + newline + JsonString((*dict_)[i].first) + ": " +
+               (*dict_)[i].second.ToJson(indent, depth + 1);
       }
       return out + close + "}";
     }

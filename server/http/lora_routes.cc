@@ -1,37 +1,20 @@
 #include "server/http/lora_routes.h"
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
-
-#include <nlohmann/json.hpp>
+#include <iterator>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "adapters/adapter_store.h"
+#include "server/http/lora_request.h"
 
 namespace loraserve::server::http {
 namespace {
 
-using nlohmann::json;
-
 HttpReply VllmError(int status, const std::string& type, const std::string& message) {
   HttpError error{status, message, type, ""};
   return ErrorReply(error);
-}
-
-// The JSON object of a vLLM request body, or the 400 vLLM gives a body that fails validation.
-std::optional<json> ParseObject(const std::string& body, HttpReply* error) {
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded() || !parsed.is_object()) {
-    *error = VllmError(400, "Bad Request", "the body must be a JSON object");
-    return std::nullopt;
-  }
-  return parsed;
-}
-
-std::string StringField(const json& body, const char* key) {
-  auto it = body.find(key);
-  return it != body.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
 }  // namespace
@@ -53,25 +36,9 @@ std::shared_ptr<std::mutex> LoraRoutes::NameLock(const std::string& name) {
 }
 
 HttpReply LoraRoutes::Load(AdapterManager& adapters, const std::string& body) {
-  HttpReply error;
-  auto request = ParseObject(body, &error);
-  if (!request) return error;
-  for (const char* key : {"lora_name", "lora_path"}) {
-    auto it = request->find(key);
-    if (it != request->end() && !it->is_null() && !it->is_string()) {
-      return VllmError(400, "Bad Request", absl::StrCat(key, ": must be a string"));
-    }
-  }
-  const std::string name = StringField(*request, "lora_name");
-  const std::string path = StringField(*request, "lora_path");
-  if (name.empty() || path.empty()) {
-    return VllmError(400, "InvalidUserInput", "Both 'lora_name' and 'lora_path' must be provided.");
-  }
-  bool in_place = false;
-  if (auto it = request->find("load_inplace"); it != request->end() && !it->is_null()) {
-    if (!it->is_boolean()) return VllmError(400, "Bad Request", "load_inplace: must be a boolean");
-    in_place = it->get<bool>();
-  }
+  std::variant<LoadLoraBody, HttpError> decoded = DecodeLoadLoraBody(body);
+  if (const HttpError* error = std::get_if<HttpError>(&decoded)) return ErrorReply(*error);
+  const auto& [name, path, in_place] = std::get<LoadLoraBody>(decoded);
   std::shared_ptr<std::mutex> name_lock = NameLock(name);
   std::lock_guard hold(*name_lock);
   if (adapters.Has(name)) {
@@ -106,18 +73,9 @@ HttpReply LoraRoutes::Load(AdapterManager& adapters, const std::string& body) {
 }
 
 HttpReply LoraRoutes::Unload(AdapterManager& adapters, const std::string& body) {
-  HttpReply error;
-  auto request = ParseObject(body, &error);
-  if (!request) return error;
-  if (auto it = request->find("lora_name");
-      it != request->end() && !it->is_null() && !it->is_string()) {
-    return VllmError(400, "Bad Request", "lora_name: must be a string");
-  }
-  const std::string name = StringField(*request, "lora_name");
-  if (name.empty()) {
-    return VllmError(400, "InvalidUserInput",
-                     "'lora_name' needs to be provided to unload a LoRA adapter.");
-  }
+  std::variant<std::string, HttpError> decoded = DecodeUnloadLoraBody(body);
+  if (const HttpError* error = std::get_if<HttpError>(&decoded)) return ErrorReply(*error);
+  const std::string& name = std::get<std::string>(decoded);
   std::shared_ptr<std::mutex> name_lock = NameLock(name);
   std::lock_guard hold(*name_lock);
   auto unloaded = adapters.Unload(name, /*keep_in_store=*/false);
@@ -140,16 +98,9 @@ absl::Status LoraRoutes::Resolve(AdapterManager& adapters, const std::string& mo
   const std::filesystem::path folder = std::filesystem::path(resolver_dir_) / model;
   std::ifstream config_file(folder / "adapter_config.json");
   if (!config_file) return not_found();
-  json config = json::parse(config_file, nullptr, /*allow_exceptions=*/false);
-  // Like vLLM's filesystem resolver: a LoRA for this base model, else not ours to load.
-  if (config.is_discarded() || !config.is_object() ||
-      config.value("peft_type", std::string()) != "LORA") {
-    return not_found();
-  }
-  const std::string base = config.value("base_model_name_or_path", std::string());
-  if (std::find(base_names_.begin(), base_names_.end(), base) == base_names_.end()) {
-    return not_found();
-  }
+  const std::string config((std::istreambuf_iterator<char>(config_file)),
+                           std::istreambuf_iterator<char>());
+  if (!IsResolvableLoraConfig(config, base_names_)) return not_found();
   std::shared_ptr<std::mutex> name_lock = NameLock(model);
   std::lock_guard hold(*name_lock);
   if (adapters.Has(model)) return absl::OkStatus();  // a concurrent request resolved it

@@ -79,8 +79,15 @@ bool IsOne(const json& v) { return v.is_number() && v.get<double>() == 1.0; }
 bool IsEmpty(const json& v) {
   return (v.is_object() || v.is_array() || v.is_string()) && v.empty();
 }
+// Whether `object` has `key` equal to the string `text` (json::value() would throw when the
+// field holds another type).
+bool FieldIs(const json& object, const char* key, const char* text) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() && it->get<std::string>() == text;
+}
+
 bool IsTextFormat(const json& v) {
-  return v.is_object() && v.value("type", std::string("text")) == "text";
+  return v.is_object() && (!v.contains("type") || FieldIs(v, "type", "text"));
 }
 bool IsNoneChoice(const json& v) { return v.is_string() && v.get<std::string>() == "none"; }
 
@@ -202,7 +209,7 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
       for (size_t j = 0; j < content->size(); ++j) {
         const json& part = (*content)[j];
         const std::string part_field = absl::StrCat(field, ".content[", j, "]");
-        if (!part.is_object() || part.value("type", std::string()) != "text") {
+        if (!part.is_object() || !FieldIs(part, "type", "text")) {
           return Bad(part_field, "only {\"type\": \"text\"} parts are supported");
         }
         auto text = part.find("text");

@@ -2,6 +2,9 @@
 // peft 0.13.2 itself (get_peft_model on a 2-layer Llama, listing each LoraLayer's r and scaling).
 #include "adapters/peft_config.h"
 
+#include <chrono>
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -111,6 +114,69 @@ TEST(PeftConfigTest, KeepsDescriptiveFields) {
   EXPECT_EQ(config.task_type, "CAUSAL_LM");
   EXPECT_EQ(config.base_model_name_or_path, "meta-llama/Llama-3.2-1B");
   EXPECT_TRUE(config.use_dora);
+}
+
+// Found by the peft_config fuzzer: a back-reference or repetition count of 19+ digits made
+// libstdc++'s regex compiler overflow a signed long (undefined behaviour).
+TEST(PeftConfigTest, HugeRegexNumbersAreRefused) {
+  for (const std::string pattern : {R"(.*\.(self_attn|mlp)\8888888888888888888888)",
+                                    R"(.*_proj{1,99999999999999999999})", R"(q{2000000})"}) {
+    auto config = ParsePeftConfig(json({{"peft_type", "LORA"}, {"target_modules", pattern}}).dump(),
+                                  "adapter_config.json");
+    ASSERT_FALSE(config.ok()) << pattern;
+    EXPECT_THAT(std::string(config.status().message()), ::testing::HasSubstr("target_modules"));
+  }
+  auto rank = ParsePeftConfig(json({{"peft_type", "LORA"},
+                                    {"target_modules", {"q_proj"}},
+                                    {"rank_pattern", {{"q{99999999999999999999}", 2}}}})
+                                  .dump(),
+                              "c");
+  EXPECT_FALSE(rank.ok());
+  // Ordinary counts still work.
+  EXPECT_THAT(Targeted(ParseOk({{"target_modules", R"(model\.layers\.\d{1,3}\.mlp\.up_proj)"}})),
+              ::testing::ElementsAre("model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"));
+}
+
+// Found in review of the fuzz target: a layers_pattern with its own group moved the layer index
+// out of group 1, and std::stoi threw on the group's text (an exception out of an upload).
+TEST(PeftConfigTest, LayersPatternWithAGroupIsRefused) {
+  for (const char* pattern : {"(layers)", "(x)?layers"}) {
+    auto config = ParsePeftConfig(json({{"peft_type", "LORA"},
+                                        {"target_modules", {"q_proj"}},
+                                        {"layers_to_transform", {0}},
+                                        {"layers_pattern", pattern}})
+                                      .dump(),
+                                  "adapter_config.json");
+    ASSERT_FALSE(config.ok()) << pattern;
+    EXPECT_THAT(std::string(config.status().message()), ::testing::HasSubstr("(?:"));
+  }
+  EXPECT_THAT(Targeted(ParseOk({{"target_modules", {"q_proj"}},
+                                {"layers_to_transform", {1}},
+                                {"layers_pattern", "(?:layers|blocks)"}})),
+              ::testing::ElementsAre("model.layers.1.self_attn.q_proj"));
+}
+
+// Found by the peft_config fuzzer: nested quantifiers and alternations in an uploaded
+// target_modules regex backtracked exponentially (minutes per module key) in std::regex's
+// depth-first executor; module patterns now run on the breadth-first one.
+TEST(PeftConfigTest, PathologicalRegexesMatchInLinearTime) {
+  const auto start = std::chrono::steady_clock::now();
+  for (const std::string pattern :
+       {R"(.*\.(s2***************C|||||||'|||||||||.|)|||||||||||||||||||||||||||||||||||ro*)",
+        "(((.*)*)*)*x", "(a|a?)+(a|a?)+(a|a?)+(a|a?)+b"}) {
+    const PeftConfig config = ParseOk({{"target_modules", pattern}});
+    (void)Targeted(config);
+    EXPECT_FALSE(config.TargetsModule("model.layers.0.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  // Back-references would need the backtracking executor: refused, like other unsupported syntax.
+  auto backref = ParsePeftConfig(
+      json({{"peft_type", "LORA"}, {"target_modules", R"(.*\.(q)_proj\1)"}}).dump(), "c");
+  ASSERT_FALSE(backref.ok());
+  EXPECT_THAT(std::string(backref.status().message()), ::testing::HasSubstr("back-references"));
+  auto longest = ParsePeftConfig(
+      json({{"peft_type", "LORA"}, {"target_modules", std::string(2000, 'a')}}).dump(), "c");
+  EXPECT_FALSE(longest.ok());
 }
 
 }  // namespace

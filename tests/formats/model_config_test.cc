@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace loraserve {
 namespace {
 
@@ -52,6 +56,48 @@ TEST(ModelConfig, RejectsUnsupportedArchitectureAndRope) {
   EXPECT_FALSE(ModelConfig::FromJson(R"({"model_type":"llama","vocab_size":10,"hidden_size":8,
     "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":3,
     "num_key_value_heads":2})", "c").ok());
+}
+
+// Found by the model_config fuzzer: a field of the wrong type threw nlohmann's type_error out of
+// FromJson instead of returning an error.
+TEST(ModelConfig, WrongTypesAreErrorsNamingTheField) {
+  const std::string base = R"("vocab_size":10,"hidden_size":8,"intermediate_size":16,
+    "num_hidden_layers":1,"num_attention_heads":2)";
+  for (const auto& [extra, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"("model_type":12)", "model_type"},
+           {R"("model_type":"llama","tie_word_embeddings":"yes")", "tie_word_embeddings"},
+           {R"("model_type":"llama","attention_bias":1)", "attention_bias"},
+           {R"("model_type":"llama","mlp_bias":[])", "mlp_bias"},
+           {R"("model_type":"llama","rope_scaling":{"rope_type":3,"factor":2})", "rope_type"},
+           {R"("model_type":"llama","rope_scaling":{"type":{},"factor":2})", "type"}}) {
+    auto c = ModelConfig::FromJson("{" + base + "," + extra + "}", "config.json");
+    ASSERT_FALSE(c.ok()) << extra;
+    EXPECT_NE(std::string(c.status().message()).find("\"" + field + "\""), std::string::npos)
+        << c.status();
+  }
+  // null means the default, as transformers reads it.
+  auto c = ModelConfig::FromJson(
+      "{" + base + R"(,"model_type":"llama","tie_word_embeddings":null,"mlp_bias":null})", "c");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->tie_word_embeddings);
+}
+
+// Found in review of the fuzz target: dimensions beyond int truncated (2^32 heads became 0 and
+// divided by zero), and a hidden size below the head count gave head_dim 0.
+TEST(ModelConfig, DimensionsThatDoNotFitAreErrors) {
+  auto parse = [](const std::string& heads, const std::string& hidden, const std::string& extra) {
+    return ModelConfig::FromJson(R"({"model_type":"llama","vocab_size":10,"hidden_size":)" +
+                                     hidden + R"(,"intermediate_size":16,"num_hidden_layers":1,)" +
+                                     R"("num_attention_heads":)" + heads + extra + "}",
+                                 "c");
+  };
+  EXPECT_FALSE(parse("4294967296", "8", "").ok());
+  EXPECT_FALSE(parse("2", "8", R"(,"num_key_value_heads":4294967296)").ok());
+  EXPECT_FALSE(parse("2", "18446744073709551615", "").ok());
+  auto zero = parse("4", "2", "");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(std::string(zero.status().message()).find("head_dim"), std::string::npos);
+  EXPECT_FALSE(parse("65536", "65536", R"(,"head_dim":65536)").ok());
 }
 
 }  // namespace

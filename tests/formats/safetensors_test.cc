@@ -53,6 +53,17 @@ TEST(Safetensors, ReadsValidFileAndConvertsDtypes) {
   EXPECT_EQ(*b, (std::vector<float>{1, 2}));
 }
 
+// Found by the safetensors fuzzer: reading a zero-element tensor passed null buffers to memcpy.
+TEST(Safetensors, EmptyTensorReadsAsEmpty) {
+  const std::string header = R"({"e":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}})";
+  auto file = SafetensorsFile::FromBuffer(Pack(header, ""), "t");
+  ASSERT_TRUE(file.ok()) << file.status();
+  const std::vector<int64_t> shape = {0, 5};
+  auto e = (*file)->ReadFloat("e", shape);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->empty());
+}
+
 TEST(Safetensors, TruncatedFile) { ExpectError("abc", "shorter than the 8-byte header"); }
 
 TEST(Safetensors, HeaderLengthBeyondFile) {

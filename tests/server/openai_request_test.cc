@@ -245,5 +245,21 @@ TEST(OpenAiRequestTest, MergedAdaptersValidatedLikeLorax) {
               StartsWith("merged_adapters.ids: at most 16 adapters"));
 }
 
+// Found in review of the openai_request fuzz target (its runs had not reached it): a "type"
+// that is not a string in response_format or a content part threw nlohmann's type_error out of
+// the decoder instead of a 400 naming the field.
+TEST(OpenAiRequestTest, TypeFieldsOfTheWrongTypeAreFieldErrors) {
+  EXPECT_THAT(
+      Error(Completion({{"model", "m"}, {"prompt", "x"}, {"response_format", {{"type", 1}}}})),
+      StartsWith("response_format:"));
+  EXPECT_THAT(Error(Chat({{"model", "m"},
+                          {"messages",
+                           {{{"role", "user"}, {"content", {{{"type", 2}, {"text", "x"}}}}}}}})),
+              StartsWith("messages[0].content[0]:"));
+  // An empty response_format means text, as before.
+  EXPECT_TRUE(
+      Completion({{"model", "m"}, {"prompt", "x"}, {"response_format", json::object()}}).ok());
+}
+
 }  // namespace
 }  // namespace loraserve::server::http

@@ -94,5 +94,49 @@ TEST(ChatTemplateTest, MissingTemplateIsAClearError) {
   EXPECT_THAT(std::string(out.status().message()), HasSubstr("no chat_template"));
 }
 
+// Found by the chat_template fuzzer: tojson on text that is not UTF-8 let nlohmann's
+// type_error escape Render (only TemplateError was caught).
+TEST(ChatTemplateTest, TojsonReplacesBytesThatAreNotUtf8) {
+  EXPECT_EQ(Render("{{ s | tojson }}", {{"s", "a\xAA"}}), "\"a\xEF\xBF\xBD\"");
+  nlohmann::json context;
+  context["d"] = nlohmann::json::object({{"k\xFF", 1}});
+  EXPECT_EQ(Render("{{ d | tojson }}", context), "{\"k\xEF\xBF\xBD\": 1}");
+}
+
+// Found by the chat_template fuzzer: an integer literal beyond int64 let std::stoll's
+// out_of_range escape Parse. In review of the same code: a float literal beyond double
+// (std::stod), a list index attribute beyond size_t (std::stoul) and `| int` of a float beyond
+// int64 (undefined behaviour) had the same shape.
+TEST(ChatTemplateTest, NumbersBeyondTheirRangeAreErrorsOrInfinity) {
+  EXPECT_THAT(Render("{{ 99999999999999999999 }}"), HasSubstr("integer literal 99999999999999999999 is out of range"));
+  const std::string huge_float = "1" + std::string(400, '0') + ".0";  // beyond double: inf
+  EXPECT_EQ(Render("{{ " + huge_float + " }}"), "inf");
+  EXPECT_EQ(Render("{{ xs.99999999999999999999999 }}|{{ xs.1 }}", {{"xs", {1, 2}}}), "|2");
+  EXPECT_THAT(Render("{{ " + huge_float + " | int }}"), HasSubstr("RENDER ERROR: "));
+  EXPECT_THAT(Render("{{ 1" + std::string(30, '0') + ".0 | int }}"), HasSubstr("int: "));
+  EXPECT_EQ(Render("{{ 9007199254740993 | int }}"), "9007199254740993");
+}
+
+// Found in review while fixing the literal above: int64 arithmetic in templates overflowed
+// (undefined behaviour) where Python's ints grow, and range() or '*' could allocate without bound.
+TEST(ChatTemplateTest, ArithmeticAndSizesStayBounded) {
+  EXPECT_THAT(Render("{{ 9223372036854775807 + 1 }}"), HasSubstr("integer overflow in '+'"));
+  EXPECT_THAT(Render("{{ -9223372036854775807 - 2 }}"), HasSubstr("integer overflow in '-'"));
+  EXPECT_THAT(Render("{{ 4294967296 * 4294967296 }}"), HasSubstr("integer overflow in '*'"));
+  EXPECT_THAT(Render("{{ 10 ** 30 }}"), HasSubstr("integer overflow in '**'"));
+  EXPECT_THAT(Render("{{ -(-9223372036854775807 - 1) }}"), HasSubstr("unary '-'"));
+  EXPECT_THAT(Render("{{ (-9223372036854775807 - 1) // -1 }}"), HasSubstr("overflow in '//'"));
+  EXPECT_EQ(Render("{{ (-9223372036854775807 - 1) % -1 }}|{{ -7 // 2 }}|{{ -7 % 3 }}"), "0|-4|2");
+  EXPECT_EQ(Render("{{ 9007199254740993 // 1 }}"), "9007199254740993");  // exact, not via double
+  EXPECT_THAT(Render("{{ range(10000000000) | length }}"), HasSubstr("range() of more than"));
+  EXPECT_EQ(Render("{{ range(-9223372036854775807, 9223372036854775807, 9223372036854775807) "
+                   "| list }}"),
+            "[-9223372036854775807, 0]");
+  EXPECT_THAT(Render("{{ 'ab' * 100000000 }}"), HasSubstr("more than 16777216 bytes"));
+  EXPECT_EQ(Render("{{ 'abc'[1::9223372036854775807] }}|{{ xs[9223372036854775807] }}",
+                   {{"xs", {1}}}),
+            "b|");
+}
+
 }  // namespace
 }  // namespace loraserve::tokenizer

@@ -1,6 +1,7 @@
 // Streaming decode must equal the full decode and never emit a partial UTF-8 character.
 #include "runtime/tokenizer/incremental_detokenizer.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,36 @@ TEST(IncrementalDetokenizerStandaloneTest, InvalidBytesGoOutWithTheNextCompleteT
   EXPECT_EQ(stream.Push(*hello), "\xEF\xBF\xBD\xEF\xBF\xBDHello");
   EXPECT_EQ(stream.Push(*lone), "");
   EXPECT_EQ(stream.Flush(), "\xEF\xBF\xBD");
+}
+
+// Found by the tokenizer_encode fuzzer: byte-fallback bytes that decode to a character alone
+// ("b") become U+FFFD each once an invalid byte follows, so the context no longer decodes to the
+// text already sent. Push then waited for good, and Flush cut the new text at the old length,
+// in the middle of a U+FFFD (invalid UTF-8 on the wire).
+TEST(IncrementalDetokenizerStandaloneTest, ContextThatDecodesDifferentlyLaterStillStreams) {
+  auto tokenizer = LoadRealTokenizer("llama2");
+  ASSERT_NE(tokenizer, nullptr);
+  const std::optional<int32_t> b = tokenizer->TokenToId("<0x62>");
+  const std::optional<int32_t> invalid = tokenizer->TokenToId("<0xB1>");
+  const std::optional<int32_t> env = tokenizer->TokenToId("env");
+  ASSERT_TRUE(b.has_value() && invalid.has_value() && env.has_value());
+  ASSERT_EQ(tokenizer->Decode(std::vector<int32_t>{*b, *invalid}, false),
+            "\xEF\xBF\xBD\xEF\xBF\xBD");
+  IncrementalDetokenizer stream(*tokenizer, false);
+  EXPECT_EQ(stream.Push(*b), "b");
+  EXPECT_EQ(stream.Push(*invalid), "");
+  EXPECT_EQ(stream.Push(*env),
+            "\xEF\xBF\xBD"
+            "env");  // the new ids, decoded on their own
+  EXPECT_EQ(stream.Push(*env), "env");
+  EXPECT_EQ(stream.Flush(), "");
+
+  IncrementalDetokenizer held(*tokenizer, false);
+  EXPECT_EQ(held.Push(*b), "b");
+  EXPECT_EQ(held.Push(*invalid), "");
+  const std::string rest = held.Flush();
+  EXPECT_TRUE(tokenizer::IsValidUtf8(rest));
+  EXPECT_EQ(rest, "\xEF\xBF\xBD");
 }
 
 }  // namespace

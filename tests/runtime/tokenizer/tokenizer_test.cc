@@ -116,6 +116,21 @@ TEST(TokenizerTest, ErrorsNameTheProblem) {
               HasSubstr("does not compile"));
 }
 
+// Found by the tokenizer_json fuzzer: a vocabulary id near 2^31 made the loader allocate a
+// table of that many strings (tens of GB); an added token id of 2^31 - 1 overflowed vocab_size.
+TEST(TokenizerTest, HugeTokenIdsAreErrors) {
+  auto error = [](const std::string& json) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromJson(json, "");
+    return t.ok() ? std::string("ok") : std::string(t.status().message());
+  };
+  EXPECT_THAT(error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2100000000}, "merges": []}})"),
+              HasSubstr("id 2100000000 of token b"));
+  EXPECT_THAT(error(TinyTokenizer(R"(, "added_tokens": [{"id": 2147483647, "content": "<x>"}])")),
+              HasSubstr("added token id 2147483647"));
+  EXPECT_THAT(error(TinyTokenizer(R"(, "added_tokens": [{"id": -1, "content": "<x>"}])")),
+              HasSubstr("added token id -1"));
+}
+
 TEST(TokenizerTest, MissingFileIsNotFound) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromFile("/nonexistent/model");
   ASSERT_FALSE(t.ok());
