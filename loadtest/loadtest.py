@@ -286,7 +286,11 @@ async def run(args, stop: Optional[asyncio.Event] = None) -> dict:
         except (NotImplementedError, RuntimeError, ValueError):
             pass
     records = [asdict(r) for r in result.records]
-    window = measurement_window(records, args.warmup)
+    # A duration-bound run is measured over exactly its duration; a count- or trace-bound one
+    # until its last measured request ended.
+    bound = None if args.duration is None or args.trace or result.interrupted else \
+        args.warmup + args.duration
+    window = measurement_window(records, args.warmup, bound)
     config = {k: v for k, v in vars(args).items()
               if k not in ("admin_token", "inference_token", "api_key", "prompt_spec",
                            "output_spec", "progress")}

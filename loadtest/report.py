@@ -1,8 +1,8 @@
 """Turns the records of one run into its summary (JSON), its per-request CSV and its text table.
 
 Pure functions over RequestRecord-shaped dicts (targets.RequestRecord via dataclasses.asdict);
-nothing here touches the network. Records sent during the warm-up are kept in the CSV but left
-out of the summary.
+nothing here touches the network. Throughput is what happened inside the measurement window;
+latencies are those of the requests sent after the warm-up (see summarize).
 """
 import csv
 import math
@@ -57,26 +57,44 @@ def meets_slo(r: dict, ttft_slo_s=None, tpot_slo_s=None) -> bool:
     return True
 
 
-def measurement_window(records: list, start_s: float) -> float:
-    """Seconds from start_s (the end of the warm-up) until the last measured request ended."""
-    ends = [r["sent_at_s"] + r["client_total_s"] for r in records
-            if not r.get("warmup") and r.get("client_total_s") is not None]
-    sends = [r["sent_at_s"] for r in records if not r.get("warmup")]
-    last = max(ends + sends, default=start_s)
-    return max(last - start_s, 0.0)
+def measurement_window(records: list, start_s: float, end_s=None) -> tuple:
+    """(start, end) in seconds from the run's start: from the end of the warm-up until end_s
+    (a duration-bound run: the bound) or, without one, until the last measured request ended."""
+    if end_s is None:
+        ends = [r["sent_at_s"] + r["client_total_s"] for r in records
+                if not r.get("warmup") and r.get("client_total_s") is not None]
+        sends = [r["sent_at_s"] for r in records if not r.get("warmup")]
+        end_s = max(ends + sends, default=start_s)
+    return (start_s, max(end_s, start_s))
 
 
-def summarize(records: list, window_s: float, expected_shares: dict = None,
+def _ended_at(r: dict):
+    return None if r.get("client_total_s") is None else r["sent_at_s"] + r["client_total_s"]
+
+
+def summarize(records: list, window: tuple, expected_shares: dict = None,
               ttft_slo_s=None, tpot_slo_s=None) -> dict:
-    """Throughput, goodput, latency distributions (seconds), errors and per-target counts of
-    the measured (non-warm-up) records over a window of window_s seconds."""
+    """The run's numbers over its measurement window (start, end).
+
+    Throughput counts what happened inside the window, whoever sent it: tokens that reached the
+    client in it and requests that completed in it (a closed loop's users run in waves, so
+    counting only the requests sent after the warm-up would charge the window for tokens of
+    requests sent before it). Latencies, errors and targets describe the requests sent after
+    the warm-up (the measured ones); goodput is the window's completions within the SLOs."""
+    start, end = window
+    span = end - start
     measured = [r for r in records if not r.get("warmup")]
     ok = [r for r in measured if r["status"] == "OK"]
-    good = [r for r in ok if meets_slo(r, ttft_slo_s, tpot_slo_s)]
-    tokens = sum(r["completion_tokens"] for r in ok)
+
+    def inside(t):
+        return t is not None and start <= t <= end
+
+    completed = [r for r in records if r["status"] == "OK" and inside(_ended_at(r))]
+    good = [r for r in completed if meets_slo(r, ttft_slo_s, tpot_slo_s)]
+    tokens = sum(1 for t in token_times(records) if inside(t))
 
     def rate(x):
-        return x / window_s if window_s > 0 else 0.0
+        return x / span if span > 0 else 0.0
 
     per_target = {label: {"requests": 0, "ok": 0, "expected_share": share, "ttft": []}
                   for label, share in (expected_shares or {}).items()}
@@ -100,14 +118,17 @@ def summarize(records: list, window_s: float, expected_shares: dict = None,
         "ok": len(ok),
         "warmup_requests": len(records) - len(measured),
         "errors_by_status": dict(Counter(r["status"] for r in measured if r["status"] != "OK")),
-        "elapsed_s": window_s,
-        "throughput_requests_per_s": rate(len(ok)),
+        "window_s": [start, end],
+        "elapsed_s": span,
+        "completed_in_window": len(completed),
+        "throughput_requests_per_s": rate(len(completed)),
         "throughput_generated_tokens_per_s": rate(tokens),
         "generated_tokens": tokens,
         "slo": {"ttft_s": ttft_slo_s, "tpot_s": tpot_slo_s},
         "goodput_requests_per_s": rate(len(good)),
         "goodput_generated_tokens_per_s": rate(sum(r["completion_tokens"] for r in good)),
-        "slo_attainment": len(good) / len(measured) if measured else None,
+        "slo_attainment": (sum(meets_slo(r, ttft_slo_s, tpot_slo_s) for r in measured) /
+                           len(measured)) if measured else None,
         "client_ttft_s": of_ok("client_ttft_s"),
         "client_tpot_s": distribution(tpot(r) for r in ok),
         "client_itl_s": distribution(x for r in ok for x in r.get("itl_s") or ()),
@@ -162,8 +183,8 @@ def format_table(report: dict) -> str:
         f"{s['requests'] - s['ok']} failed, {report.get('dropped_at_cap', 0)} not sent "
         f"(in-flight cap){', INTERRUPTED' if report.get('interrupted') else ''}",
         f"throughput: {s['throughput_requests_per_s']:.2f} req/s, "
-        f"{s['throughput_generated_tokens_per_s']:.1f} generated tokens/s over "
-        f"{s['elapsed_s']:.2f} s",
+        f"{s['throughput_generated_tokens_per_s']:.1f} generated tokens/s in the "
+        f"{s['elapsed_s']:.2f} s window after the warm-up",
     ]
     slo = s["slo"]
     if slo["ttft_s"] is not None or slo["tpot_s"] is not None:

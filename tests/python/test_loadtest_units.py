@@ -302,16 +302,17 @@ def test_tpot_and_slo():
 
 
 def test_summary_goodput_window_and_warmup():
-    records = [record(0, 0.05, 0.2, sent=0.0, warmup=True),  # left out
+    records = [record(0, 0.05, 0.2, sent=0.0, warmup=True),  # ends before the window
                record(1, 0.05, 0.45, sent=1.0),  # meets: TPOT 0.1
                record(2, 0.50, 0.90, sent=1.5),  # TTFT too slow
                record(3, 0.05, 1.05, sent=2.0),  # TPOT 0.25 too slow
                record(4, None, None, status="RESOURCE_EXHAUSTED", sent=2.5, label="b")]
     window = measurement_window(records, 1.0)
-    assert window == pytest.approx(2.05)  # until record 3 ended at 3.05
+    assert window == pytest.approx((1.0, 3.05))  # until record 3 ended
     s = summarize(records, window, {"a": 0.5, "b": 0.5}, ttft_slo_s=0.2, tpot_slo_s=0.12)
     assert s["requests"] == 4 and s["ok"] == 3 and s["warmup_requests"] == 1
     assert s["errors_by_status"] == {"RESOURCE_EXHAUSTED": 1}
+    assert s["elapsed_s"] == pytest.approx(2.05)
     assert s["throughput_requests_per_s"] == pytest.approx(3 / 2.05)
     assert s["throughput_generated_tokens_per_s"] == pytest.approx(15 / 2.05)
     assert s["goodput_requests_per_s"] == pytest.approx(1 / 2.05)
@@ -319,6 +320,21 @@ def test_summary_goodput_window_and_warmup():
     assert s["client_ttft_s"]["count"] == 3 and s["client_ttft_s"]["max"] == 0.5
     assert s["per_target"]["a"]["requests"] == 3 and s["per_target"]["b"]["ok"] == 0
     assert s["per_target"]["a"]["share"] == 0.75
+
+
+def test_throughput_counts_what_happens_inside_the_window():
+    # Closed-loop waves: a warm-up request still streaming when the window opens, and one whose
+    # tokens run past a duration bound. Tokens are counted where they arrive.
+    warm = record(0, 0.5, 2.5, tokens=5, sent=0.0, warmup=True)  # tokens at 0.5 1 1.5 2 2.5
+    late = record(1, 0.5, 2.5, tokens=5, sent=2.0)  # tokens at 2.5 3 3.5 4 4.5
+    window = measurement_window([warm, late], 1.2, end_s=4.0)
+    assert window == (1.2, 4.0)
+    s = summarize([warm, late], window)
+    # In [1.2, 4.0]: 1.5, 2, 2.5 of the warm-up request and 2.5, 3, 3.5, 4 of the late one.
+    assert s["generated_tokens"] == 7
+    assert s["throughput_generated_tokens_per_s"] == pytest.approx(7 / 2.8)
+    # The warm-up request completed inside the window, the late one after it.
+    assert s["completed_in_window"] == 1 and s["requests"] == 1
 
 
 def test_token_times_and_csv(tmp_path):
