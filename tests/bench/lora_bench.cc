@@ -258,15 +258,18 @@ BENCHMARK(BM_LoraPathCrossover)
 // SmolLM2-135M's q_proj (576 -> 576): the shape docs/kernels_lora.md sizes adapters for.
 constexpr int kSmolDim = 576;
 
-// Args: rows, rank. One adapter on a 576x576 projection, fp32, cold: decode rows (< 64, BGMV)
-// and a 256-token prefill (SGMV) at ranks 1 to 512.
+// Args: rows, rank, chunks. One adapter on a 576x576 projection, fp32, cold: decode rows (< 64,
+// BGMV) and a 256-token prefill (SGMV) at ranks 1 to 512. chunks = 0 gives SGMV one shrink task
+// per row block over all ranks (no rank chunks), for comparison with kSgmvTaskRanks.
 void BM_LoraRank(benchmark::State& state) {
   DecodeBatch b(static_cast<int>(state.range(0)), 1, LoraDtype::kF32, kSmolDim,
                 {static_cast<int>(state.range(1))});
+  const detail::LoraApplyOptions options{
+      .sgmv_task_ranks = state.range(2) != 0 ? kSgmvTaskRanks : INT_MAX};
   const double bandwidth = bench::MeasureCopyBandwidthGBs() * 1e9;
   std::vector<double> samples;
   for (auto _ : state) {
-    samples.push_back(TimeCold(b, [&] { b.Apply(); }));
+    samples.push_back(TimeCold(b, [&] { b.Apply(options); }));
     state.SetIterationTime(samples.back());
     benchmark::DoNotOptimize(b.y.data());
   }
@@ -276,8 +279,10 @@ void BM_LoraRank(benchmark::State& state) {
   state.counters["GFLOPs"] = b.Flops() / seconds / 1e9;
 }
 BENCHMARK(BM_LoraRank)
-    ->ArgNames({"rows", "rank"})
-    ->ArgsProduct({{1, 8, 256}, {1, 8, 64, 256, 512}})
+    ->ArgNames({"rows", "rank", "chunks"})
+    ->ArgsProduct({{1, 8, 256}, {1, 8, 64, 256, 512}, {1}})
+    ->Args({256, 256, 0})
+    ->Args({256, 512, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
