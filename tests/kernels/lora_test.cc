@@ -311,6 +311,8 @@ const Variant kVariants[] = {
     {"PortableBgmvOnly", {.allow_avx512 = false, .allow_avx2 = false, .sgmv_min_rows = INT_MAX}},
     {"Avx512SgmvOnly", {.sgmv_min_rows = 1}},
     {"Avx2SgmvOnly", {.allow_avx512 = false, .sgmv_min_rows = 1}},
+    // Rank chunks of 3: every chunk boundary falls inside a tile and inside a weighted set.
+    {"Avx512SgmvRankChunks3", {.sgmv_min_rows = 1, .sgmv_task_ranks = 3}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Paths, LoraApplyTest, testing::ValuesIn(kVariants),
