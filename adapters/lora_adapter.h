@@ -45,7 +45,7 @@ struct LoraAdapter {
 };
 
 struct AdapterLimits {
-  int max_rank = 64;
+  int max_rank = 512;
   size_t max_bytes = 1ull << 30;  // fp32 bytes after conversion
 };
 

@@ -126,8 +126,10 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
       }
       if (sgmv) {
         for (int r = 0; r < rows; r += kSgmvTaskRows)
-          shrink_tasks.push_back({plan, p.k_total, lr.rank, lr.scale, lr.dtype, r,
-                                  std::min(rows, r + kSgmvTaskRows), kSgmvDepth});
+          for (int k = 0; k < lr.rank; k += options.sgmv_task_ranks)
+            shrink_tasks.push_back({plan, p.k_total + k,
+                                    std::min(options.sgmv_task_ranks, lr.rank - k), lr.scale,
+                                    lr.dtype, r, std::min(rows, r + kSgmvTaskRows), kSgmvDepth});
       } else {
         for (int k = 0; k < lr.rank; k += kBgmvTaskRanks)
           for (int r = 0; r < rows; r += kBgmvTaskRows)

@@ -44,13 +44,20 @@ void NaivePerRequestLora(const float* x, int64_t ldx, float* y, int64_t ldy, int
 // BM_LoraPathCrossover, see docs/kernels_lora.md).
 inline constexpr int kSgmvMinRows = 64;
 
+// An SGMV shrink task covers at most this many rank rows of one ref, so a rank-512 adapter's A
+// rows are split into L2-sized chunks that also spread across threads (docs/kernels_lora.md,
+// "Ranks up to 512"). Ranks up to it keep one task per row block.
+inline constexpr int kSgmvTaskRanks = 64;
+
 namespace detail {
 
-// Test and benchmark hooks: force narrower micro-kernels, or move the BGMV/SGMV threshold.
+// Test and benchmark hooks: force narrower micro-kernels, move the BGMV/SGMV threshold, or
+// resize SGMV's rank chunks.
 struct LoraApplyOptions {
   bool allow_avx512 = true;
   bool allow_avx2 = true;
   int sgmv_min_rows = kSgmvMinRows;
+  int sgmv_task_ranks = kSgmvTaskRanks;
 };
 
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,

@@ -1,7 +1,8 @@
 // LoRA decode on one 4096x4096 projection at rank 16: LoraApply against the naive per-request
 // loop (two GEMVs per row) and against the memory floor (bytes that must move / copy bandwidth
-// measured in this binary). Every timed call starts cold: adapter pages, dense copies, x and y
-// are flushed from all cache levels with clflushopt first (a 300 MiB L3 would hold them all).
+// measured in this binary); ranks 1 to 512, alone and mixed in one call, on SmolLM2's 576x576.
+// Every timed call starts cold: adapter pages, dense copies, x and y are flushed from all cache
+// levels with clflushopt first (a 300 MiB L3 would hold them all).
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 
@@ -47,30 +48,33 @@ void Evict(const std::vector<T>& v) {
 }
 
 // `rows` decode rows assigned round-robin to `adapters` adapters, sorted into one segment per
-// distinct adapter as the scheduler emits them. The adapters' rank rows sit in shuffled cells
-// of one pool (the paged layout), as fp32 or bf16; the naive loop gets dense fp32 per-adapter
-// copies of the same values.
+// distinct adapter as the scheduler emits them; adapter a has rank ranks[a % ranks.size()] and
+// projects dim -> dim. The adapters' rank rows sit in shuffled cells of one pool (the paged
+// layout), as fp32 or bf16; the naive loop gets dense fp32 per-adapter copies of the same values.
 struct DecodeBatch {
-  DecodeBatch(int rows, int adapters, LoraDtype dtype = LoraDtype::kF32)
-      : rows(rows), distinct(std::min(rows, adapters)), dtype(dtype) {
+  DecodeBatch(int rows, int adapters, LoraDtype dtype = LoraDtype::kF32, int dim = kDim,
+              std::vector<int> ranks = {kRank})
+      : rows(rows), distinct(std::min(rows, adapters)), dim(dim), dtype(dtype) {
     std::mt19937 rng(rows * 131 + adapters);
     std::uniform_real_distribution<float> small(-0.01f, 0.01f);
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-    const int cells = 2 * kRank * distinct;
-    const int64_t cell = LoraRowUnits(dtype, kDim);
+    for (int a = 0; a < distinct; ++a) adapter_rank.push_back(ranks[a % ranks.size()]);
+    const int total_rank = std::accumulate(adapter_rank.begin(), adapter_rank.end(), 0);
+    const int cells = 2 * total_rank;
+    const int64_t cell = LoraRowUnits(dtype, dim);
     std::vector<int64_t> order(cells);
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), rng);
     pool.resize(static_cast<size_t>(cells) * cell);
     offsets.resize(cells);
     for (int c = 0; c < cells; ++c) offsets[c] = order[c] * cell;
-    dense_a.resize(static_cast<size_t>(distinct) * kRank * kDim);
-    dense_b.resize(static_cast<size_t>(distinct) * kDim * kRank);
+    dense_a.resize(static_cast<size_t>(total_rank) * dim);
+    dense_b.resize(static_cast<size_t>(total_rank) * dim);
     // Writes one random row into the pool at `offset` and returns its values as fp32.
-    std::vector<float> values(kDim);
-    std::vector<uint16_t> half(kDim);
+    std::vector<float> values(dim);
+    std::vector<uint16_t> half(dim);
     auto fill_row = [&](int64_t offset) {
-      for (int i = 0; i < kDim; ++i) {
+      for (int i = 0; i < dim; ++i) {
         values[i] = small(rng);
         if (dtype == LoraDtype::kBF16) {
           half[i] = FloatToBf16(values[i]);
@@ -83,19 +87,22 @@ struct DecodeBatch {
         std::copy(values.begin(), values.end(), &pool[offset]);
       }
     };
+    int rank_begin = 0;  // of adapter a within the concatenated ranks
     for (int a = 0; a < distinct; ++a) {
-      const int64_t* a_rows = &offsets[2 * kRank * a];
-      const int64_t* b_cols = a_rows + kRank;
-      refs.push_back({kRank, 2.0f, a_rows, b_cols, dtype});
-      float* da = &dense_a[static_cast<size_t>(a) * kRank * kDim];
-      float* db = &dense_b[static_cast<size_t>(a) * kDim * kRank];
-      for (int k = 0; k < kRank; ++k) {
+      const int rank = adapter_rank[a];
+      const int64_t* a_rows = &offsets[2 * rank_begin];
+      const int64_t* b_cols = a_rows + rank;
+      refs.push_back({rank, 2.0f, a_rows, b_cols, dtype});
+      float* da = &dense_a[static_cast<size_t>(rank_begin) * dim];
+      float* db = &dense_b[static_cast<size_t>(rank_begin) * dim];
+      for (int k = 0; k < rank; ++k) {
         fill_row(a_rows[k]);
-        std::copy(values.begin(), values.end(), da + k * kDim);
+        std::copy(values.begin(), values.end(), da + k * dim);
         fill_row(b_cols[k]);
-        for (int j = 0; j < kDim; ++j) db[j * kRank + k] = values[j];
+        for (int j = 0; j < dim; ++j) db[j * rank + k] = values[j];
       }
-      dense.push_back({kRank, 2.0f, da, db});
+      dense.push_back({rank, 2.0f, da, db});
+      rank_begin += rank;
     }
     // Row r uses adapter r % distinct; sorted by adapter, adapter a owns a contiguous run.
     int row = 0;
@@ -105,8 +112,8 @@ struct DecodeBatch {
       for (int i = 0; i < count; ++i) row_adapter.push_back(a);
       row += count;
     }
-    x.resize(static_cast<size_t>(rows) * kDim);
-    y.resize(static_cast<size_t>(rows) * kDim);
+    x.resize(static_cast<size_t>(rows) * dim);
+    y.resize(static_cast<size_t>(rows) * dim);
     for (float& v : x) v = unit(rng);
   }
 
@@ -118,15 +125,30 @@ struct DecodeBatch {
     Evict(y);
   }
 
+  void Apply(const detail::LoraApplyOptions& options = {}) {
+    detail::LoraApply(pool.data(), x.data(), dim, y.data(), dim, dim, dim, segments, refs, options);
+  }
+
   // The floor's bytes: every distinct adapter's A and B once (in its stored dtype), x once, y
   // once.
   double FloorBytes() const {
     const double element = dtype == LoraDtype::kF32 ? 4.0 : 2.0;
-    return element * 2.0 * kRank * kDim * distinct + sizeof(float) * 2.0 * rows * kDim;
+    const int total_rank = std::accumulate(adapter_rank.begin(), adapter_rank.end(), 0);
+    return element * 2.0 * total_rank * dim + sizeof(float) * 2.0 * rows * dim;
   }
 
-  int rows, distinct;
+  // Multiply-adds of shrink and expand, 2 FLOPs each.
+  double Flops() const {
+    double flops = 0;
+    for (const LoraSegment& s : segments) {
+      flops += 4.0 * (s.row_end - s.row_begin) * adapter_rank[s.refs_begin] * dim;
+    }
+    return flops;
+  }
+
+  int rows, distinct, dim;
   LoraDtype dtype;
+  std::vector<int> adapter_rank;
   std::vector<float> pool;
   std::vector<int64_t> offsets;
   std::vector<float> dense_a, dense_b, x, y;
@@ -165,9 +187,7 @@ void BM_LoraDecode(benchmark::State& state) {
   const double bandwidth = bench::MeasureCopyBandwidthGBs() * 1e9;
   std::vector<double> samples;
   for (auto _ : state) {
-    const double t = TimeCold(b, [&] {
-      LoraApply(b.pool.data(), b.x.data(), kDim, b.y.data(), kDim, kDim, kDim, b.segments, b.refs);
-    });
+    const double t = TimeCold(b, [&] { b.Apply(); });
     state.SetIterationTime(t);
     samples.push_back(t);
     benchmark::DoNotOptimize(b.y.data());
@@ -221,20 +241,71 @@ void BM_LoraPathCrossover(benchmark::State& state) {
   const detail::LoraApplyOptions options{.sgmv_min_rows = state.range(1) != 0 ? 1 : INT_MAX};
   std::vector<double> samples;
   for (auto _ : state) {
-    samples.push_back(TimeCold(b, [&] {
-      detail::LoraApply(b.pool.data(), b.x.data(), kDim, b.y.data(), kDim, kDim, kDim, b.segments,
-                        b.refs, options);
-    }));
+    samples.push_back(TimeCold(b, [&] { b.Apply(options); }));
     state.SetIterationTime(samples.back());
     benchmark::DoNotOptimize(b.y.data());
   }
   const double seconds = Median(samples);
   state.counters["median_us"] = seconds * 1e6;
-  state.counters["GFLOPs"] = 4.0 * b.rows * kRank * kDim / seconds / 1e9;
+  state.counters["GFLOPs"] = b.Flops() / seconds / 1e9;
 }
 BENCHMARK(BM_LoraPathCrossover)
     ->ArgNames({"rows", "sgmv"})
     ->ArgsProduct({{16, 32, 64, 128, 256, 512}, {0, 1}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// SmolLM2-135M's q_proj (576 -> 576): the shape docs/kernels_lora.md sizes adapters for.
+constexpr int kSmolDim = 576;
+
+// Args: rows, rank, chunks. One adapter on a 576x576 projection, fp32, cold: decode rows (< 64,
+// BGMV) and a 256-token prefill (SGMV) at ranks 1 to 512. chunks = 0 gives SGMV one shrink task
+// per row block over all ranks (no rank chunks), for comparison with kSgmvTaskRanks.
+void BM_LoraRank(benchmark::State& state) {
+  DecodeBatch b(static_cast<int>(state.range(0)), 1, LoraDtype::kF32, kSmolDim,
+                {static_cast<int>(state.range(1))});
+  const detail::LoraApplyOptions options{
+      .sgmv_task_ranks = state.range(2) != 0 ? kSgmvTaskRanks : INT_MAX};
+  const double bandwidth = bench::MeasureCopyBandwidthGBs() * 1e9;
+  std::vector<double> samples;
+  for (auto _ : state) {
+    samples.push_back(TimeCold(b, [&] { b.Apply(options); }));
+    state.SetIterationTime(samples.back());
+    benchmark::DoNotOptimize(b.y.data());
+  }
+  const double seconds = Median(samples);
+  state.counters["median_us"] = seconds * 1e6;
+  state.counters["floor_us"] = b.FloorBytes() / bandwidth * 1e6;
+  state.counters["GFLOPs"] = b.Flops() / seconds / 1e9;
+}
+BENCHMARK(BM_LoraRank)
+    ->ArgNames({"rows", "rank", "chunks"})
+    ->ArgsProduct({{1, 8, 256}, {1, 8, 64, 256, 512}, {1}})
+    ->Args({256, 256, 0})
+    ->Args({256, 512, 0})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// Args: rows_per_adapter, padded. Three adapters of rank 1, 8 and 512 in one call on the
+// 576x576 projection, each with its own rows (1: decode, BGMV; 64: prefill, SGMV), fp32, cold.
+// padded = 1 gives all three rank 512: what padding every adapter to the largest rank would cost.
+void BM_LoraMixedRanks(benchmark::State& state) {
+  const int per_adapter = static_cast<int>(state.range(0));
+  const std::vector<int> ranks =
+      state.range(1) != 0 ? std::vector<int>{512, 512, 512} : std::vector<int>{1, 8, 512};
+  DecodeBatch b(3 * per_adapter, 3, LoraDtype::kF32, kSmolDim, ranks);
+  std::vector<double> samples;
+  for (auto _ : state) {
+    samples.push_back(TimeCold(b, [&] { b.Apply(); }));
+    state.SetIterationTime(samples.back());
+    benchmark::DoNotOptimize(b.y.data());
+  }
+  state.counters["median_us"] = Median(samples) * 1e6;
+  state.counters["GFLOPs"] = b.Flops() / Median(samples) / 1e9;
+}
+BENCHMARK(BM_LoraMixedRanks)
+    ->ArgNames({"rows_per_adapter", "padded"})
+    ->ArgsProduct({{1, 64}, {0, 1}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

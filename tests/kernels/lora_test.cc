@@ -1,7 +1,7 @@
 // LoraApply against the scalar reference on random paged adapters: decode and prefill segments,
-// mixed ranks, weighted sets, DoRA out_scale, odd dimensions, fp32/bf16/fp16 rows (mixed in one
-// weighted set too); AVX-512, AVX2 and portable micro-kernels, and both sides of the BGMV/SGMV
-// threshold.
+// mixed ranks (1 to 512 in one call), weighted sets, DoRA out_scale, odd dimensions,
+// fp32/bf16/fp16 rows (mixed in one weighted set too); AVX-512, AVX2 and portable micro-kernels,
+// and both sides of the BGMV/SGMV threshold.
 #include "kernels/cpu/lora.h"
 
 
@@ -188,6 +188,38 @@ TEST_P(LoraApplyTest, Rank1AndRank64) {
   ExpectMatchesReference(MakeProblem(64, 64, {1, 64}, specs, 4));
 }
 
+// Rank 512 next to rank 1 and 8 in one call, prefill (SGMV) and decode (BGMV) segments, rank
+// above both dimensions as PEFT allows: every segment's rows come out bit-identical to that
+// segment run alone, so a large adapter neither pads nor perturbs a small one.
+TEST_P(LoraApplyTest, Ranks1And8And512InOneBatchEqualEachSegmentAlone) {
+  const std::vector<int> ranks = {1, 8, 512};
+  const std::vector<SegmentSpec> specs = {
+      {70, {{2, 1.0f}}},
+      {1, {{0, 1.0f}}},
+      {1, {{1, 1.0f}}},
+      {1, {{2, 1.0f}}},
+      {66, {{0, 1.0f}}},
+      {3, {{1, 1.0f}}},
+      {64, {{1, 1.0f}}, true},
+      {2, {}},
+      {2, {{0, 0.5f}, {2, 0.5f}}},
+      {5, {{2, 1.0f}, {1, -1.0f}}, true},
+  };
+  const Problem p = MakeProblem(96, 80, ranks, specs, 14);
+  const std::vector<float> batched = Run(p);
+  ExpectRowsNear(p, batched, RunReference(p));
+  for (size_t seg = 0; seg < p.segments.size(); ++seg) {
+    Problem alone = p;
+    alone.segments = {p.segments[seg]};
+    const std::vector<float> solo = Run(alone);
+    const LoraSegment& s = p.segments[seg];
+    EXPECT_EQ(0,
+              std::memcmp(batched.data() + s.row_begin * p.ldy, solo.data() + s.row_begin * p.ldy,
+                          (s.row_end - s.row_begin) * p.ldy * sizeof(float)))
+        << "segment " << seg;
+  }
+}
+
 TEST_P(LoraApplyTest, DimensionsSmallerThanOneVector) {
   const std::vector<SegmentSpec> specs = {{2, {{0, 1.0f}}, true}, {5, {{1, 1.0f}, {0, 2.0f}}}};
   ExpectMatchesReference(MakeProblem(5, 3, {2, 7}, specs, 5));
@@ -279,6 +311,8 @@ const Variant kVariants[] = {
     {"PortableBgmvOnly", {.allow_avx512 = false, .allow_avx2 = false, .sgmv_min_rows = INT_MAX}},
     {"Avx512SgmvOnly", {.sgmv_min_rows = 1}},
     {"Avx2SgmvOnly", {.allow_avx512 = false, .sgmv_min_rows = 1}},
+    // Rank chunks of 3: every chunk boundary falls inside a tile and inside a weighted set.
+    {"Avx512SgmvRankChunks3", {.sgmv_min_rows = 1, .sgmv_task_ranks = 3}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Paths, LoraApplyTest, testing::ValuesIn(kVariants),

@@ -5,7 +5,8 @@
   rsLoRA, DoRA, rank_pattern, weighted pairs and triples, base-only rows) run by us in ONE
   forward pass, each row vs PEFT running that request alone, and vs PEFT's own mixed-batch
   `adapter_names` forward for the rows it supports (PEFT refuses adapter_names with DoRA);
-- weighted sets vs add_weighted_adapter(combination_type="cat"), exactly the weighted sum.
+- weighted sets vs add_weighted_adapter(combination_type="cat"), exactly the weighted sum;
+- ranks 256 and 512 alone, and one batch mixing ranks 1, 8, 256 and 512 (SGMV and BGMV rows).
 Acceptance: max |ours - ref| / max |ref| <= 1e-4 per row.
 """
 import contextlib
@@ -248,3 +249,59 @@ def test_adapter_dtype_rejects_unknown_value(setup, tmp_path):
                          "--adapter-dtype", "fp8")
     assert proc.returncode != 0
     assert "--adapter-dtype" in proc.stderr
+
+
+# Ranks up to --max-lora-rank's default (512), above every dimension of the tiny model (PEFT
+# allows r > in/out features: B is [out, r], A is [r, in]), next to rank 1 and 8 adapters.
+HIGH_RANK_ADAPTERS = {
+    "r1_qv": ["--rank", "1", "--target-modules", "q_proj,v_proj"],
+    "r8_all": ["--rank", "8", "--target-modules", "all-linear"],
+    "r256_qv": ["--rank", "256", "--target-modules", "q_proj,v_proj"],
+    "r256_all_rslora": ["--rank", "256", "--rslora", "--target-modules", "all-linear"],
+    "r512_all": ["--rank", "512", "--target-modules", "all-linear"],
+}
+
+
+@pytest.fixture(scope="module")
+def high_rank(model_factory, tmp_path_factory):
+    base = model_factory("peft_base", "--arch", "llama", "--seed", "21", "--layers", "2")
+    root = tmp_path_factory.mktemp("high_rank_adapters")
+    paths = {}
+    for i, (name, flags) in enumerate(sorted(HIGH_RANK_ADAPTERS.items())):
+        out = str(root / name)
+        assert gen_adapter.main(["--model", base, "--out", out, "--seed", str(300 + i),
+                                 *flags]) == 0
+        paths[name] = out
+    return base, paths, PeftReference(base, paths, [])
+
+
+def high_rank_requests():
+    """Long prompts (70+ tokens: one SGMV segment each) and short ones (BGMV), adjacent rows
+    of different ranks, and a base-only row."""
+    names = ["r1_qv", "r512_all", "r8_all", "r512_all", "r256_qv", "r1_qv", None, "r8_all",
+             "r256_all_rslora", "r512_all"]
+    lengths = [5, 70, 72, 4, 66, 80, 9, 3, 75, 2]
+    rng = np.random.default_rng(7)
+    reqs = [[(n, 1.0)] if n else [] for n in names]
+    prompts = [[int(t) for t in rng.integers(1, 500, size=n)] for n in lengths]
+    return reqs, prompts
+
+
+@pytest.mark.parametrize("name", ["r256_qv", "r256_all_rslora", "r512_all"])
+def test_rank_256_and_512_adapters_alone_match_peft(high_rank, tmp_path, name):
+    base, paths, reference = high_rank
+    for prompt in ([3, 14, 15, 92, 65], list(range(1, 71))):
+        ours = our_batch_logits(base, paths, [[(name, 1.0)]], [prompt], tmp_path)[0]
+        ref = reference.alone([(name, 1.0)], prompt)
+        err = relative_error(ours, ref)
+        assert err <= TOL, f"{name}, {len(prompt)} tokens: relative error {err:.3g}"
+        assert np.max(np.abs(ref - reference.alone([], prompt))) > 1e-3, name
+
+
+def test_ranks_1_8_256_512_in_one_batch_match_peft_alone(high_rank, tmp_path):
+    base, paths, reference = high_rank
+    reqs, prompts = high_rank_requests()
+    ours = our_batch_logits(base, paths, reqs, prompts, tmp_path)
+    for i, (req, prompt) in enumerate(zip(reqs, prompts)):
+        err = relative_error(ours[i], reference.alone(req, prompt))
+        assert err <= TOL, f"row {i} {set_name(req)} ({len(prompt)} tokens): relative error {err:.3g}"

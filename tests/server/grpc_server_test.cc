@@ -372,8 +372,14 @@ TEST_F(GrpcServerTest, CorruptUploadsAreRejectedAndChangeNothing) {
   nan_files["adapter_model.safetensors"] = SafetensorsBytes(tensors);
   expect_rejected("nan", nan_files, grpc::StatusCode::INVALID_ARGUMENT, "finite");
 
-  expect_rejected("rank-too-high", AdapterFiles(base_, 6, 65), grpc::StatusCode::INVALID_ARGUMENT,
-                  "rank");
+  // One module of rank 513, one above the default --max-lora-rank (small enough to upload).
+  std::vector<TestTensor> high_rank;
+  AddModule(high_rank, base_, 0, Module::kQ, 513);
+  auto rank_files = AdapterFiles(base_, 6);
+  rank_files["adapter_config.json"] =
+      LoraConfigJson({{"r", 513}, {"target_modules", {"q_proj"}}, {"layers_to_transform", {0}}});
+  rank_files["adapter_model.safetensors"] = SafetensorsBytes(high_rank);
+  expect_rejected("rank-too-high", rank_files, grpc::StatusCode::INVALID_ARGUMENT, "rank 513");
   expect_rejected("../x", AdapterFiles(base_, 6), grpc::StatusCode::INVALID_ARGUMENT, "adapter_id");
 
   auto oversize = AdapterFiles(base_, 6);
