@@ -36,7 +36,7 @@ case "$SYSTEM" in
     cmd=("$V/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL" --served-model-name smollm2
          --host 127.0.0.1 --port "$PORT" --dtype float32 --enable-lora --lora-modules "${mods[@]}"
          --max-lora-rank 32 --max-loras "${#mods[@]}" --max-num-seqs 64 --max-model-len 2048
-         --disable-log-requests ${VLLM_EXTRA_ARGS:-})
+         ${VLLM_EXTRA_ARGS:-})
     ;;
   peft)
     mods=()
