@@ -46,7 +46,7 @@ mkdir -p "$OUT/logs" "$PEERS_HOME/logs"
 echo "compare_peers: results in $OUT" >&2
 has() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
 PEERS="$ROOT/loadtest/peers"
-LT=("$ROOT/.venv/bin/python" "$ROOT/loadtest/loadtest.py")
+LT=("$ROOT/.venv/bin/python" "${LOADTEST:-$ROOT/loadtest/loadtest.py}")
 [ -f "$PEERS_MODEL/config.json" ] || bash scripts/setup_default_model.sh >/dev/null
 
 # ---- installs (timed; cached) ------------------------------------------------------------
@@ -71,6 +71,7 @@ fi
 # ---- machine and versions ----------------------------------------------------------------
 {
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
+  echo "cpu family/model/stepping: $(lscpu | sed -n 's/^CPU family: *//p')/$(lscpu | sed -n 's/^Model: *//p')/$(lscpu | sed -n 's/^Stepping: *//p'), hypervisor: $(lscpu | sed -n 's/^Hypervisor vendor: *//p')"
   echo "cores: $(nproc)"
   fl=$(grep -m1 '^flags' /proc/cpuinfo)
   for f in avx2 avx512f avx512_bf16 amx_tile; do
@@ -83,7 +84,7 @@ fi
   fi
   [ -f "$PEERS_HOME/llamacpp/COMMIT" ] && echo "llama.cpp commit: $(cat "$PEERS_HOME/llamacpp/COMMIT")"
   [ -f "$PEERS_HOME/llamacpp/VERSION" ] && echo "llama.cpp version: $(grep -m1 -i version "$PEERS_HOME/llamacpp/VERSION")"
-  ls "$PEERS_HOME"/llamacpp/dl/*.tar.gz "$PEERS_HOME"/llamacpp/ 2>/dev/null | grep -o 'llama_cpp_python-[0-9.]*' | head -n1 | sed 's/^/llama.cpp source: sdist /'
+  ls "$PEERS_HOME"/llamacpp/dl/*.tar.gz "$PEERS_HOME"/llamacpp/ 2>/dev/null | grep -o 'llama_cpp_python-[0-9.]*' | head -n1 | sed 's/^/llama.cpp source: sdist /'  || true
   echo "command: scripts/compare_peers.sh $ARGS (rounds $ROUNDS, systems $SYSTEMS)"
   echo "started: $(date -u +%FT%TZ)"
 } > "$OUT/machine.txt"
@@ -131,10 +132,10 @@ rotate() {  # ROUND: the systems, rotated by ROUND
 for ((r = 1; r <= ROUNDS; r++)); do
   echo "compare_peers: round $r/$ROUNDS" >&2
   mapfile -t order < <(rotate "$r")
-  for s in "${order[@]}"; do run "$s" c64-base "$r" --concurrency 64 --count "$C64_COUNT"; done
+  for s in "${order[@]}"; do run "$s" c64-base "$r" --concurrency 64 --count "$C64_COUNT" --base-fraction 1; done
   for s in "${order[@]}"; do run "$s" c64-one "$r" --concurrency 64 --count "$C64_COUNT" --adapters devil; done
   for s in "${order[@]}"; do run "$s" c64-mixed "$r" --concurrency 64 --count "$C64_COUNT" --adapters devil,jargon --popularity uniform; done
-  for s in "${order[@]}"; do run "$s" c1-base "$r" --concurrency 1 --count "$C1_COUNT"; done
+  for s in "${order[@]}"; do run "$s" c1-base "$r" --concurrency 1 --count "$C1_COUNT" --base-fraction 1; done
   for s in "${order[@]}"; do run "$s" c1-one "$r" --concurrency 1 --count "$C1_COUNT" --adapters devil; done
   if [ -z "$RATE" ]; then
     if [ -f "$OUT/raw/loraserve/c64-mixed/$r/summary.json" ]; then

@@ -325,6 +325,7 @@ def main(argv=None):
     Handler.engine = Engine(args)
     Handler.served = args.served_model_name
     Handler.api_key = args.api_key
+    ThreadingHTTPServer.request_queue_size = 1024  # the default backlog of 5 drops a burst of 64
     srv = ThreadingHTTPServer((args.host, args.port), Handler)
     srv.daemon_threads = True
     print(f"peft_server: {args.served_model_name} + {dict(Handler.engine.adapters)} (name: is DoRA) on "
