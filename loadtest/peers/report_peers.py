@@ -25,8 +25,8 @@ WORKLOADS = [
     ("c1-one", "1 user (batch 1), one adapter (devil)"),
     ("zipf-open", "open loop (Poisson), Zipf(1.0) over the adapters the system serves"),
 ]
-ORDER = ["loraserve", "vllm", "peft", "llamacpp", "llamacpp-f16"]
-NAMES = {"loraserve": "loraserve", "vllm": "vLLM (CPU)", "peft": "transformers+PEFT",
+ORDER = ["loraserve", "vllm", "vllm-2c", "peft", "llamacpp", "llamacpp-f16"]
+NAMES = {"loraserve": "loraserve", "vllm": "vLLM (CPU)", "vllm-2c": "vLLM (CPU, both cores)", "peft": "transformers+PEFT",
          "llamacpp": "llama.cpp (f32)", "llamacpp-f16": "llama.cpp (f16)"}
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts one system in the background on 127.0.0.1:PORT, serving the base model as "smollm2"
 # and the PEFT adapters by their folder names, and waits until GET /v1/models answers.
-# Usage: start_peer.sh SYSTEM PORT LOG  (SYSTEM: loraserve | vllm | peft | llamacpp | llamacpp-f16)
+# Usage: start_peer.sh SYSTEM PORT LOG
+#   SYSTEM: loraserve | vllm | vllm-2c | peft | llamacpp | llamacpp-f16
 # Prints the process-group id (stop it with stop_peer.sh PGID). Adapters and model from env:
 #   PEERS_MODEL (HF folder), PEERS_ADAPTERS (space-separated PEFT folders), PEERS_HOME.
 # Each system gets only the adapters it can load; the names it serves go to LOG.adapters.
@@ -22,10 +23,14 @@ case "$SYSTEM" in
     cmd=(bash "$ROOT/scripts/serve.sh" --http-listen "127.0.0.1:$PORT" --listen "127.0.0.1:$((PORT + 1))"
          --metrics-listen "")
     ;;
-  vllm)
+  vllm|vllm-2c)
+    # vllm-2c: the model on every core (vLLM's `auto` binding reserves one for its API server).
+    if [ "$SYSTEM" = vllm-2c ]; then
+      export VLLM_CPU_OMP_THREADS_BIND="0-$(( $(nproc) - 1 ))" VLLM_CPU_NUM_OF_RESERVED_CPU=0
+    fi
     mods=()
     for a in "${ADAPTERS[@]}"; do
-      if is_dora "$a"; then echo "start_peer: vllm: skipping DoRA adapter $(basename "$a") (vLLM does not yet support DoRA)" >> "$LOG.skipped"; continue; fi
+      if is_dora "$a"; then echo "start_peer: $SYSTEM: skipping DoRA adapter $(basename "$a") (vLLM does not yet support DoRA)" >> "$LOG.skipped"; continue; fi
       mods+=("$(basename "$a")=$a"); names+=("$(basename "$a")")
     done
     IOMP=$(ls "$V"/lib/libiomp5.so 2>/dev/null | head -n1)
