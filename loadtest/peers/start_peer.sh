@@ -36,7 +36,7 @@ case "$SYSTEM" in
     IOMP=$(ls "$V"/lib/libiomp5.so 2>/dev/null | head -n1)
     TCM=$(ls /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 2>/dev/null | head -n1)
     export LD_PRELOAD="${TCM}${IOMP:+:$IOMP}"
-    export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-4}" VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-auto}"
+    export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}" VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-auto}"
     export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1
     cmd=("$V/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL" --served-model-name smollm2
          --host 127.0.0.1 --port "$PORT" --dtype float32 --enable-lora --lora-modules "${mods[@]}"
