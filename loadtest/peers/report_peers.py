@@ -181,7 +181,7 @@ def main(argv=None):
     L += ["", "## Results", ""]
     L.append("tok/s: generated tokens per second over the run; TTFT/ITL: client-side time to first token "
              "and inter-token latency, ms; × best peer: tok/s ÷ the best tok/s among the systems other "
-             "than loraserve on that workload; ok: completed / sent over all rounds.")
+             "than loraserve on that workload; runs: rounds with a summary; ok: completed / sent over all rounds.")
     for w, desc in WORKLOADS:
         rows = [s for s in systems if table[(s, w)]["rounds"]]
         if not rows:
@@ -189,15 +189,15 @@ def main(argv=None):
         peers = [table[(s, w)]["tok"][0] for s in rows if s != "loraserve" and table[(s, w)]["tok"][0]]
         best = max(peers) if peers else None
         L += ["", f"### {w}: {desc}", "",
-              "| system | tok/s | req/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | × best peer | ok | errors |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| system | runs | tok/s | req/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | × best peer | ok | errors |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s in rows:
             t = table[(s, w)]
             ratio = f"{t['tok'][0] / best:.2f}" if best and t["tok"][0] else "–"
             errs = ", ".join(f"{k}: {v}" for k, v in t["errors"].items()) or "–"
             if t["ok_rounds"] < t["rounds"]:
                 errs += f"; {t['rounds'] - t['ok_rounds']} run(s) without a summary"
-            L.append(f"| {NAMES.get(s, s)} | {fmt(*t['tok'])} | {fmt(*t['rps'], digits=2)} | "
+            L.append(f"| {NAMES.get(s, s)} | {t['ok_rounds']} | {fmt(*t['tok'])} | {fmt(*t['rps'], digits=2)} | "
                      f"{fmt(*t['ttft_p50'], scale=1000)} | {fmt(*t['ttft_p99'], scale=1000)} | "
                      f"{fmt(*t['itl_p50'], scale=1000)} | {fmt(*t['itl_p99'], scale=1000)} | {ratio} | "
                      f"{t['ok']}/{t['requests']} | {errs} |")
