@@ -56,13 +56,15 @@ case "$SYSTEM" in
     loras=()
     for a in "${ADAPTERS[@]}"; do  # ids follow this order: 0, 1, ...
       n=$(basename "$a")
-      if [ -s "$G/$n.gguf" ]; then loras+=(--lora "$G/$n.gguf"); names+=("$n")
+      if [ -s "$G/$n.gguf" ]; then loras+=(--lora-scaled "$G/$n.gguf:0"); names+=("$n")
       else echo "start_peer: $SYSTEM: no GGUF for adapter $n: $(cat "$G/$n.failed" 2>/dev/null)" >> "$LOG.skipped"; fi
     done
-    # 64 slots of 64 tokens each; the adapters load at scale 0 and each request names its own.
+    # 64 slots of 64 tokens each. The adapters load at scale 0 (--lora-scaled F:0): a request whose
+    # "lora" list is empty gets the server's default list, which with a plain --lora is every
+    # adapter at scale 1 (--lora-init-without-apply does not change that), not the base model.
     cmd=("$PEERS_HOME/llamacpp/build/bin/llama-server" -m "$G/model-$t.gguf" --host 127.0.0.1 --port "$PORT"
          -a smollm2 -np 64 -c 4096 --cont-batching -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512
-         --lora-init-without-apply "${loras[@]}" ${LLAMACPP_EXTRA_ARGS:-})
+         "${loras[@]}" ${LLAMACPP_EXTRA_ARGS:-})
     ;;
   *) echo "start_peer: unknown system $SYSTEM" >&2; exit 2 ;;
 esac
