@@ -58,8 +58,9 @@ timed() {  # NAME CMD...: runs CMD, appends "NAME SECONDS STATUS" to install_tim
 }
 : > "$OUT/install_times"
 export CCACHE_BASEDIR="$ROOT"
-timed loraserve-build bash -c "cmake --preset default >/dev/null && flock /tmp/loraserve-build.lock nice -n 10 cmake --build --preset default -j$(nproc) --target loraserve"
 if [ "$SKIP_INSTALL" = 0 ]; then
+  # (with --skip-install, scripts/serve.sh still builds ours if it is out of date)
+  timed loraserve-build bash -c "cmake --preset default >/dev/null && flock /tmp/loraserve-build.lock nice -n 10 cmake --build --preset default -j$(nproc) --target loraserve"
   if has vllm || has vllm-2c || has peft || has llamacpp || has llamacpp-f16; then timed peers-venv bash "$PEERS/install_peers_venv.sh" || true; fi
   if has llamacpp || has llamacpp-f16; then
     timed llamacpp-build bash "$PEERS/install_llamacpp.sh" || true
