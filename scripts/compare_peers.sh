@@ -26,7 +26,7 @@ export PEERS_MODEL="${PEERS_MODEL:-$ROOT/.cache/models/smollm2-135m-instruct}"
 ADAPTER_NAMES=(devil jargon kjv)
 export PEERS_ADAPTERS="${PEERS_ADAPTERS:-$(printf "$ROOT/assets/adapters/%s " "${ADAPTER_NAMES[@]}")}"
 SKIP_INSTALL=0; ROUNDS=3; SYSTEMS="loraserve,vllm,peft,llamacpp"; OUT=""; RATE=""; DOCS=1
-C64_COUNT="${C64_COUNT:-128}"; C1_COUNT="${C1_COUNT:-6}"; ZIPF_DURATION="${ZIPF_DURATION:-20}"
+C64_COUNT="${C64_COUNT:-128}"; C1_COUNT="${C1_COUNT:-4}"; ZIPF_DURATION="${ZIPF_DURATION:-15}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-install) SKIP_INSTALL=1 ;;
@@ -124,7 +124,7 @@ run() {  # SYSTEM WORKLOAD ROUND ARGS...: one harness run
 
 # A discarded warm-up per system (first-touch allocations, lazy init).
 for s in "${!PG[@]}"; do
-  run "$s" warmup 0 --concurrency 64 --count 64 --adapters "$(served "$s" | cut -d, -f1-2)" --popularity uniform
+  run "$s" warmup 0 --concurrency 16 --count 32 --adapters "$(served "$s" | cut -d, -f1-2)" --popularity uniform
 done
 
 rotate() {  # ROUND: the systems, rotated by ROUND
@@ -146,12 +146,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
   fi
   for s in "${order[@]}"; do
     run "$s" zipf-open "$r" --rate "$RATE" --duration "$ZIPF_DURATION" --popularity zipf --zipf-s 1.0 \
-      --adapters "$(served "$s")" --drain-timeout 60
+      --adapters "$(served "$s")" --drain-timeout "${ZIPF_DRAIN:-30}"
   done
+  # a report after every round, so that an interrupted run still leaves one of what it did
+  [ "$DOCS" = 1 ] && python3 "$PEERS/report_peers.py" "$OUT" --doc docs/PEERS.md --plots docs/peers || true
 done
 echo "finished: $(date -u +%FT%TZ)" >> "$OUT/machine.txt"
 cleanup; trap - EXIT; PG=()
-if [ "$DOCS" = 1 ]; then
-  python3 "$PEERS/report_peers.py" "$OUT" --doc docs/PEERS.md --plots docs/peers
-fi
+[ "$DOCS" = 1 ] && python3 "$PEERS/report_peers.py" "$OUT" --doc docs/PEERS.md --plots docs/peers
 echo "compare_peers: done; results in $OUT" >&2
