@@ -1,253 +1,358 @@
 #!/usr/bin/env python3
-"""Open-loop load generator for loraserve: Poisson arrivals over many adapters with Zipf
-popularity, every request streamed (GenerateStream), a JSON report plus a text table.
+"""Load generator for loraserve and OpenAI-compatible servers (vLLM, llama.cpp, LoRAX):
+open loop (Poisson rate) or closed loop (N users), many adapters with uniform or Zipf
+popularity, streamed requests, a JSON summary, a per-request CSV and a text table.
 
-Requests are sent on a schedule fixed up front (workload.py), never waiting for replies; when
---max-in-flight requests are outstanding a due request is not sent and is counted as dropped,
-so neither the run time nor the client's memory grows with a slow server. All requests go to
-the one address given by --server.
+  gRPC (loraserve):  loadtest.py --server 127.0.0.1:50051 --adapters a,b --rate 5 --duration 30
+  OpenAI HTTP:       loadtest.py --url http://127.0.0.1:8000 --adapters a,b --concurrency 64 \\
+                         --count 256 --out-dir out/
+
+See loadtest/README.md for every flag and what is measured.
 """
 import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Optional
-
-import grpc
+from dataclasses import asdict
+from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import adapters_setup  # noqa: E402
+from drivers import Progress, run_closed_loop, run_open_loop  # noqa: E402
 from protos import load_stubs  # noqa: E402
-from report import BASE_LABEL, format_table, summarize, write_plot  # noqa: E402
-from workload import expected_shares, plan_arrivals  # noqa: E402
+from report import format_table, measurement_window, summarize, write_csv  # noqa: E402
+from targets import GrpcTarget, OpenAiTarget, bearer  # noqa: E402
+from workload import (LengthSpec, Workload, plan_from_trace, plan_open_loop,  # noqa: E402
+                      read_trace)
 
 STATS_DELTA_FIELDS = ("adapter_loads", "adapter_evictions", "adapter_hits", "adapter_misses",
                       "preemptions", "generated_tokens", "steps", "merge_switches")
 
 
-@dataclass
-class RequestRecord:
-    index: int
-    adapter: Optional[str]
-    sent_at_s: float  # actual send time, seconds after the test start
-    status: str = "OK"  # gRPC status code name
-    error: str = ""
-    completion_tokens: int = 0
-    finish_reason: str = ""
-    client_ttft_s: Optional[float] = None  # send -> first message carrying a token
-    client_total_s: Optional[float] = None  # send -> end of stream
-    # Gap between consecutive token-carrying messages, divided evenly over the tokens the later
-    # message carries (the server coalesces tokens sampled while a write is in flight).
-    itl_s: list = field(default_factory=list)
-    server_queued_s: Optional[float] = None
-    server_ttft_s: Optional[float] = None
-    server_total_s: Optional[float] = None
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--server", required=True, help="HOST:PORT of `loraserve serve`")
-    p.add_argument("--adapters", default="", help="comma list, most popular first")
-    p.add_argument("--adapter-count", type=int, default=0,
-                   help="use the first N adapters (of --adapters, or of the server's sorted "
-                        "ListAdapters when --adapters is empty; needs --admin-token)")
-    p.add_argument("--admin-token", default=os.environ.get("LORASERVE_ADMIN_TOKEN", ""),
-                   help="admin bearer token: adapter discovery and engine stats (default env "
-                        "LORASERVE_ADMIN_TOKEN)")
-    p.add_argument("--inference-token", default=os.environ.get("LORASERVE_INFERENCE_TOKEN", ""),
-                   help="inference bearer token, when the server requires one")
-    p.add_argument("--rate", type=float, required=True, help="offered load, requests/s")
-    p.add_argument("--duration", type=float, required=True,
-                   help="seconds during which requests are sent")
-    p.add_argument("--zipf-s", type=float, default=1.1, help="adapter popularity exponent")
-    p.add_argument("--base-fraction", type=float, default=0.0,
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[3:]))
+    g = p.add_argument_group("target")
+    g.add_argument("--target", choices=("grpc", "openai"),
+                   help="default: grpc with --server, openai with --url")
+    g.add_argument("--server", default="", help="HOST:PORT of loraserve's gRPC API")
+    g.add_argument("--url", default="", help="base URL of an OpenAI-compatible server")
+    g.add_argument("--model", default="",
+                   help="openai: the `model` of base requests (default: the first listed)")
+    g.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", ""),
+                   help="openai: bearer key (default env OPENAI_API_KEY)")
+    g.add_argument("--adapter-via", default="model", choices=("model", "llamacpp"),
+                   help="openai: adapter as `model` (vLLM, loraserve, LoRAX) or as "
+                        "llama-server's per-request `lora` list (adapter i = its i-th --lora)")
+    g.add_argument("--inference-token", default=os.environ.get("LORASERVE_INFERENCE_TOKEN", ""),
+                   help="grpc: inference bearer token")
+    g.add_argument("--admin-token", default=os.environ.get("LORASERVE_ADMIN_TOKEN", ""),
+                   help="loraserve admin token: adapter discovery, --create-adapters, engine "
+                        "stats (default env LORASERVE_ADMIN_TOKEN)")
+    g.add_argument("--admin-server", default="",
+                   help="loraserve gRPC HOST:PORT for admin calls (default --server)")
+    g = p.add_argument_group("adapters")
+    g.add_argument("--adapters", default="", help="comma list, most popular first")
+    g.add_argument("--adapter-count", type=int, default=0,
+                   help="the first N of --adapters, or of the server's ListAdapters by id")
+    g.add_argument("--create-adapters", type=int, default=0,
+                   help="loraserve: generate and upload N adapters first, remove them after")
+    g.add_argument("--create-rank", type=int, default=8)
+    g.add_argument("--create-targets", default="q_proj,v_proj")
+    g.add_argument("--create-prefix", default="lt-gen-")
+    g.add_argument("--keep-created", action="store_true",
+                   help="leave the created adapters on the server (a sweep reuses them)")
+    g.add_argument("--model-config", default="",
+                   help="config.json of the served model, for --create-adapters (default: "
+                        "the server's model folder, readable on loopback)")
+    g.add_argument("--popularity", choices=("zipf", "uniform"), default="zipf")
+    g.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent (weight 1/i^s)")
+    g.add_argument("--base-fraction", type=float, default=0.0,
                    help="share of requests for the bare base model")
-    p.add_argument("--prompt-tokens", type=int, default=32)
-    p.add_argument("--max-tokens", type=int, default=32,
-                   help="tokens generated per request (ignore_eos, so exactly this many)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-in-flight", type=int, default=256,
-                   help="outstanding requests at most; due requests beyond it are dropped")
-    p.add_argument("--timeout", type=float, default=60.0, help="per-request deadline, seconds")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="after --duration, seconds to wait for in-flight requests before "
-                        "cancelling them")
-    p.add_argument("--ready-timeout", type=float, default=60.0,
-                   help="seconds to wait for the server to connect and finish loading")
-    p.add_argument("--out", default="", help="JSON report path")
-    p.add_argument("--plot", default="", help="PNG path (needs gnuplot)")
-    p.add_argument("--stub-cache", default="", help="where generated gRPC stubs are cached")
+    g.add_argument("--mix-fraction", type=float, default=0.0,
+                   help="share sent as a weighted mix of two adapters")
+    g = p.add_argument_group("load")
+    g.add_argument("--rate", type=float, default=0.0, help="open loop: requests/s (Poisson)")
+    g.add_argument("--concurrency", type=int, default=0, help="closed loop: users")
+    g.add_argument("--think-time", type=float, default=0.0,
+                   help="closed loop: seconds a user waits between requests")
+    g.add_argument("--duration", type=float, default=None,
+                   help="seconds of measured load (after the warm-up)")
+    g.add_argument("--count", type=int, default=None, help="measured requests to send")
+    g.add_argument("--warmup", type=float, default=0.0,
+                   help="seconds of load before measuring (left out of the summary)")
+    g.add_argument("--prompt-tokens", default="32", help="N or uniform:LOW:HIGH")
+    g.add_argument("--max-tokens", default="32",
+                   help="tokens generated per request, N or uniform:LOW:HIGH (ignore_eos)")
+    g.add_argument("--trace", default="",
+                   help="CSV/JSONL of arrival,adapter,prompt_tokens,output_tokens (open loop)")
+    g.add_argument("--trace-time-scale", type=float, default=1.0)
+    g.add_argument("--vocab-size", type=int, default=0,
+                   help="prompt ids are drawn below this (default: the model's; 1000 on HTTP)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-in-flight", type=int, default=512,
+                   help="open loop: a due request beyond this many outstanding is dropped")
+    g.add_argument("--timeout", type=float, default=120.0, help="per-request deadline, s")
+    g.add_argument("--drain-timeout", type=float, default=60.0,
+                   help="after the bound, seconds for outstanding requests before cancelling")
+    g.add_argument("--ready-timeout", type=float, default=60.0)
+    g = p.add_argument_group("results")
+    g.add_argument("--ttft-slo-ms", type=float, default=None, help="goodput: TTFT bound")
+    g.add_argument("--tpot-slo-ms", type=float, default=None,
+                   help="goodput: bound on a request's mean time per output token")
+    g.add_argument("--label", default="", help="name of this run in tables and sweeps")
+    g.add_argument("--out-dir", default="",
+                   help="writes summary.json, requests.csv and requests.jsonl there")
+    g.add_argument("--out", default="", help="one JSON file with the summary and every request")
+    g.add_argument("--plot", default="", help="PNG of latency over time and CDFs (gnuplot)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="live progress line on stderr (default: when stderr is a terminal)")
+    g.add_argument("--stub-cache", default="", help="where generated gRPC stubs are cached")
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = parser()
     args = p.parse_args(argv)
-    if args.max_in_flight < 1 or args.max_tokens < 1 or args.timeout <= 0:
-        p.error("--max-in-flight, --max-tokens and --timeout must be positive")
+    if not args.target:
+        args.target = "openai" if args.url and not args.server else "grpc"
+    if args.target == "grpc" and not args.server:
+        p.error("--target grpc needs --server HOST:PORT")
+    if args.target == "openai" and not args.url:
+        p.error("--target openai needs --url")
+    if (args.rate > 0) == (args.concurrency > 0) and not args.trace:
+        p.error("give exactly one of --rate (open loop) and --concurrency (closed loop)")
+    if args.trace and args.concurrency:
+        p.error("--trace fixes arrival times: it is open loop, not --concurrency")
+    if args.duration is None and args.count is None and not args.trace:
+        p.error("bound the run with --duration SECONDS or --count N")
+    if (args.duration is not None and args.duration <= 0) or \
+            (args.count is not None and args.count < 1) or args.warmup < 0:
+        p.error("--duration and --count must be positive, --warmup non-negative")
+    if args.max_in_flight < 1 or args.timeout <= 0:
+        p.error("--max-in-flight and --timeout must be positive")
+    try:
+        args.prompt_spec = LengthSpec.parse(args.prompt_tokens, "--prompt-tokens")
+        args.output_spec = LengthSpec.parse(args.max_tokens, "--max-tokens")
+    except ValueError as error:
+        p.error(str(error))
+    if args.progress is None:
+        args.progress = sys.stderr.isatty()
     return args
 
 
-def metadata(token: str):
-    return (("authorization", f"Bearer {token}"),) if token else None
+class Admin:
+    """loraserve's admin API, when a token is given (discovery, stats, created adapters)."""
+
+    def __init__(self, args, stubs):
+        import grpc
+
+        self.address = args.admin_server or args.server
+        self.token = args.admin_token
+        self.stubs = stubs
+        self.channel = grpc.aio.insecure_channel(self.address) if self.address and \
+            self.token else None
+
+    @property
+    def available(self) -> bool:
+        return self.channel is not None
+
+    async def list_ids(self) -> List[str]:
+        admin = self.stubs.admin_pb2_grpc.AdminStub(self.channel)
+        listed = await admin.ListAdapters(self.stubs.admin_pb2.ListAdaptersRequest(),
+                                          metadata=bearer(self.token), timeout=60)
+        return sorted(a.id for a in listed.adapters)
+
+    async def stats(self) -> Optional[dict]:
+        if not self.available:
+            return None
+        admin = self.stubs.admin_pb2_grpc.AdminStub(self.channel)
+        stats = await admin.GetStats(self.stubs.admin_pb2.GetStatsRequest(),
+                                     metadata=bearer(self.token), timeout=30)
+        return {name: getattr(stats, name) for name in STATS_DELTA_FIELDS}
+
+    async def model_config(self, args) -> dict:
+        path = args.model_config
+        if not path:
+            stub = self.stubs.inference_pb2_grpc.InferenceStub(self.channel)
+            info = await stub.GetModelInfo(self.stubs.inference_pb2.GetModelInfoRequest(),
+                                           metadata=bearer(args.inference_token), timeout=60)
+            path = os.path.join(info.model_path, "config.json")
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except OSError as error:
+            raise ValueError(f"--create-adapters needs the model's config.json: {error}; give "
+                             f"--model-config") from None
+
+    async def close(self):
+        if self.channel is not None:
+            await self.channel.close()
 
 
-async def resolve_adapters(args, stubs, channel) -> list:
+async def resolve_adapters(args, admin: Admin) -> tuple:
+    """(adapters in popularity order, ids this run created)."""
     adapters = [a for a in args.adapters.split(",") if a]
+    created = []
+    if args.create_adapters > 0:
+        if not admin.available:
+            raise ValueError("--create-adapters needs --admin-token (and --admin-server with "
+                             "--url)")
+        config = await admin.model_config(args)
+        created, seconds = await adapters_setup.upload_generated(
+            admin.channel, admin.stubs, admin.token, config, args.create_adapters,
+            prefix=args.create_prefix, rank=args.create_rank,
+            targets=[t for t in args.create_targets.split(",") if t], seed=args.seed)
+        args.created_upload_s = seconds
+        adapters += created
     if not adapters and args.adapter_count > 0:
-        if not args.admin_token:
-            raise SystemExit("--adapter-count without --adapters needs --admin-token to list "
+        if not admin.available:
+            raise ValueError("--adapter-count without --adapters needs --admin-token to list "
                              "the server's adapters")
-        admin = stubs.admin_pb2_grpc.AdminStub(channel)
-        listed = await admin.ListAdapters(stubs.admin_pb2.ListAdaptersRequest(),
-                                          metadata=metadata(args.admin_token), timeout=30)
-        adapters = [a.id for a in listed.adapters]
+        adapters = await admin.list_ids()
     if args.adapter_count > 0:
         if len(adapters) < args.adapter_count:
-            raise SystemExit(f"--adapter-count {args.adapter_count} but only {len(adapters)} "
-                             f"adapters available: {', '.join(adapters) or 'none'}")
+            raise ValueError(f"--adapter-count {args.adapter_count} but only {len(adapters)} "
+                             f"adapters available")
         adapters = adapters[:args.adapter_count]
-    return adapters
+    return adapters, created
 
 
-async def engine_stats(args, stubs, channel) -> Optional[dict]:
-    if not args.admin_token:
-        return None
-    admin = stubs.admin_pb2_grpc.AdminStub(channel)
-    stats = await admin.GetStats(stubs.admin_pb2.GetStatsRequest(),
-                                 metadata=metadata(args.admin_token), timeout=30)
-    return {name: getattr(stats, name) for name in STATS_DELTA_FIELDS}
+def make_target(args, stubs, adapters):
+    if args.target == "grpc":
+        return GrpcTarget(args.server, stubs, args.inference_token, args.timeout)
+    return OpenAiTarget(args.url, args.model, args.api_key, args.adapter_via, adapters,
+                        args.timeout, max_connections=max(args.concurrency, args.max_in_flight))
 
 
-async def one_request(stub, pb, args, arrival, record: RequestRecord, start: float):
-    request = pb.GenerateRequest(token_ids=pb.TokenIds(ids=arrival.prompt_ids),
-                                 max_tokens=args.max_tokens, ignore_eos=True)
-    if arrival.adapter is not None:
-        request.adapter_id = arrival.adapter
-    sent = time.perf_counter()
-    record.sent_at_s = sent - start
-    last_token_at, call = None, None
+async def run(args, stop: Optional[asyncio.Event] = None) -> dict:
+    stubs = load_stubs(args.stub_cache) if (args.target == "grpc" or args.admin_token) else None
+    admin = Admin(args, stubs) if stubs else None
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
     try:
-        call = stub.GenerateStream(request, timeout=args.timeout,
-                                   metadata=metadata(args.inference_token))
-        async for message in call:
-            now = time.perf_counter()
-            n = len(message.token_ids)
-            if n:
-                if last_token_at is None:
-                    record.client_ttft_s = now - sent
-                else:
-                    record.itl_s.extend([(now - last_token_at) / n] * n)
-                last_token_at = now
-            if message.HasField("final"):
-                final = message.final
-                record.completion_tokens = final.usage.completion_tokens
-                record.finish_reason = pb.FinishReason.Name(final.finish_reason)
-                record.server_queued_s = final.timings.queued_seconds
-                record.server_ttft_s = final.timings.first_token_seconds
-                record.server_total_s = final.timings.total_seconds
-        record.client_total_s = time.perf_counter() - sent
-    except grpc.aio.AioRpcError as error:
-        record.status, record.error = error.code().name, error.details() or ""
-    except asyncio.CancelledError:
-        if call is not None:
-            call.cancel()
-        record.status, record.error = "CANCELLED", "cancelled by the load generator at drain"
-
-
-async def drive(args, stubs, channel, plan) -> tuple:
-    """Sends the plan on schedule; returns (records, dropped, elapsed seconds)."""
-    stub = stubs.inference_pb2_grpc.InferenceStub(channel)
-    pb = stubs.inference_pb2
-    records, in_flight, dropped = [], set(), 0
-    start = time.perf_counter()
-    for i, arrival in enumerate(plan):
-        delay = arrival.at - (time.perf_counter() - start)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if len(in_flight) >= args.max_in_flight:
-            dropped += 1
-            continue
-        record = RequestRecord(index=i, adapter=arrival.adapter, sent_at_s=arrival.at)
-        records.append(record)
-        task = asyncio.create_task(one_request(stub, pb, args, arrival, record, start))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    remaining = args.duration - (time.perf_counter() - start)
-    if remaining > 0:
-        await asyncio.sleep(remaining)
-    if in_flight:
-        _, pending = await asyncio.wait(set(in_flight), timeout=args.drain_timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-    ends = [r.sent_at_s + r.client_total_s for r in records if r.client_total_s is not None]
-    elapsed = max([args.duration, *ends])
-    return records, dropped, elapsed
-
-
-async def wait_ready(args, stubs, channel):
-    """GetModelInfo once the server serves: it is UNAVAILABLE while the model loads."""
-    stub = stubs.inference_pb2_grpc.InferenceStub(channel)
-    deadline = time.monotonic() + args.ready_timeout
-    while True:
-        left = deadline - time.monotonic()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass  # not the main thread: the caller owns interruption
+    created, target = [], None
+    try:
+        adapters, created = await resolve_adapters(args, admin) if admin else \
+            ([a for a in args.adapters.split(",") if a][:args.adapter_count or None], [])
+        target = make_target(args, stubs, adapters)
+        described = await target.describe(args.ready_timeout)
+        vocab = args.vocab_size or described["vocab_size"]
+        workload = Workload(adapters=tuple(adapters), prompt_tokens=args.prompt_spec,
+                            output_tokens=args.output_spec, vocab_size=vocab,
+                            popularity=args.popularity, zipf_s=args.zipf_s,
+                            base_fraction=args.base_fraction, mix_fraction=args.mix_fraction,
+                            avoid_ids=tuple(described["eos_token_ids"]), seed=args.seed)
+        before = await admin.stats() if admin else None
+        progress = Progress(args.label or args.target, args.progress)
+        if args.trace:
+            plan = plan_from_trace(read_trace(args.trace), vocab, described["eos_token_ids"],
+                                   args.seed, args.trace_time_scale)
+            result = await run_open_loop(target, plan, duration=None,
+                                         max_in_flight=args.max_in_flight,
+                                         drain_timeout=args.drain_timeout,
+                                         warmup_s=args.warmup, stop=stop, progress=progress)
+        elif args.rate > 0:
+            total = None if args.duration is None else args.warmup + args.duration
+            count = None if args.count is None else args.count + round(args.warmup * args.rate)
+            plan = plan_open_loop(workload, args.rate, total, count)
+            result = await run_open_loop(target, plan, duration=total,
+                                         max_in_flight=args.max_in_flight,
+                                         drain_timeout=args.drain_timeout,
+                                         warmup_s=args.warmup, stop=stop, progress=progress)
+        else:
+            result = await run_closed_loop(target, workload.requests(),
+                                           concurrency=args.concurrency,
+                                           think_time=args.think_time, duration=args.duration,
+                                           count=args.count, warmup_s=args.warmup,
+                                           drain_timeout=args.drain_timeout, stop=stop,
+                                           progress=progress)
+        after = await admin.stats() if admin else None
+    finally:
+        if target is not None:
+            await target.close()
+        if created and not args.keep_created:
+            await adapters_setup.remove(admin.channel, stubs, admin.token, created)
+        if admin:
+            await admin.close()
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout=max(left, 0.01))
-            return await stub.GetModelInfo(stubs.inference_pb2.GetModelInfoRequest(),
-                                           metadata=metadata(args.inference_token),
-                                           timeout=max(left, 0.01))
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(0.2)
-
-
-async def run(args) -> dict:
-    stubs = load_stubs(args.stub_cache)
-    async with grpc.aio.insecure_channel(args.server) as channel:
-        info = await wait_ready(args, stubs, channel)
-        adapters = await resolve_adapters(args, stubs, channel)
-        plan = plan_arrivals(rate=args.rate, duration=args.duration, adapters=adapters,
-                             zipf_s=args.zipf_s, base_fraction=args.base_fraction,
-                             prompt_tokens=args.prompt_tokens, vocab_size=info.vocab_size,
-                             avoid_ids=info.eos_token_ids, seed=args.seed)
-        before = await engine_stats(args, stubs, channel)
-        records, dropped, elapsed = await drive(args, stubs, channel, plan)
-        after = await engine_stats(args, stubs, channel)
-    config = {k: v for k, v in vars(args).items() if k not in ("admin_token", "inference_token")}
-    config.update(adapters=adapters, duration_s=args.duration, model_path=info.model_path,
-                  model_architecture=info.architecture)
-    as_dicts = [asdict(r) for r in records]
-    report = {"config": config, "planned": len(plan), "dropped_at_cap": dropped,
-              "summary": summarize(as_dicts, elapsed, expected_shares(
-                  adapters, args.zipf_s, args.base_fraction, BASE_LABEL)),
-              "requests": as_dicts}
+            loop.remove_signal_handler(signal.SIGINT)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    records = [asdict(r) for r in result.records]
+    # A duration-bound run is measured over exactly its duration; a count- or trace-bound one
+    # until its last measured request ended.
+    bound = None if args.duration is None or args.trace or result.interrupted else \
+        args.warmup + args.duration
+    window = measurement_window(records, args.warmup, bound)
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("admin_token", "inference_token", "api_key", "prompt_spec",
+                           "output_spec", "progress")}
+    config.update(adapters=adapters, endpoint=args.server if args.target == "grpc" else args.url,
+                  model=described.get("model"), created_adapters=len(created),
+                  prompt_tokens=str(args.prompt_spec), max_tokens=str(args.output_spec))
+    report = {"config": config, "dropped_at_cap": result.dropped,
+              "interrupted": result.interrupted, "elapsed_s": result.elapsed_s,
+              "summary": summarize(records, window, workload.expected_shares(),
+                                   None if args.ttft_slo_ms is None else args.ttft_slo_ms / 1e3,
+                                   None if args.tpot_slo_ms is None else args.tpot_slo_ms / 1e3),
+              "requests": records}
     if before is not None and after is not None:
         report["server_stats_delta"] = {k: after[k] - before[k] for k in STATS_DELTA_FIELDS}
     return report
+
+
+def write_outputs(report: dict, args) -> List[str]:
+    written = []
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+        summary = {k: v for k, v in report.items() if k != "requests"}
+        path = os.path.join(args.out_dir, "summary.json")
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=1, allow_nan=False)
+        write_csv(report["requests"], os.path.join(args.out_dir, "requests.csv"))
+        with open(os.path.join(args.out_dir, "requests.jsonl"), "w") as f:
+            for r in report["requests"]:
+                f.write(json.dumps(r) + "\n")
+        written.append(args.out_dir)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1, allow_nan=False)
+        written.append(args.out)
+    return written
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         report = asyncio.run(run(args))
-    except asyncio.TimeoutError:
-        print(f"error: no loraserve answered at {args.server} within --ready-timeout "
-              f"{args.ready_timeout:g} s: is it running and listening there?", file=sys.stderr)
-        return 1
-    except grpc.aio.AioRpcError as error:
-        print(f"error: {args.server} answered {error.code().name}: {error.details()}",
-              file=sys.stderr)
+    except (asyncio.TimeoutError, ConnectionError) as error:
+        print(f"error: no server answered at {args.server or args.url} within --ready-timeout "
+              f"{args.ready_timeout:g} s: {error}", file=sys.stderr)
         return 1
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # grpc.aio.AioRpcError from a setup call, RuntimeError
+        code = getattr(error, "code", None)
+        detail = f"{code().name}: {error.details()}" if callable(code) else str(error)
+        print(f"error: {args.server or args.url}: {detail}", file=sys.stderr)
+        return 1
     print(format_table(report))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1, allow_nan=False)
-        print(f"\nreport written to {args.out}")
+    for path in write_outputs(report, args):
+        print(f"written: {path}")
     if args.plot:
-        print(write_plot(report, os.path.abspath(args.plot)))
+        import plots
+
+        print(plots.run_plot(report, os.path.abspath(args.plot)))
+    if report["interrupted"]:
+        return 130
     failed = report["summary"]["requests"] - report["summary"]["ok"]
     return 0 if failed == 0 and report["dropped_at_cap"] == 0 else 3
 

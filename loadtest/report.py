@@ -1,20 +1,22 @@
-"""Turns per-request records of a load test into the JSON summary, the text table and the plot.
+"""Turns the records of one run into its summary (JSON), its per-request CSV and its text table.
 
-Records are plain dicts (see loadtest.py: RequestRecord.to_dict); everything here is pure
-except write_plot, which runs gnuplot when it is installed.
+Pure functions over RequestRecord-shaped dicts (targets.RequestRecord via dataclasses.asdict);
+nothing here touches the network. Throughput is what happened inside the measurement window;
+latencies are those of the requests sent after the warm-up (see summarize).
 """
+import csv
 import math
-import os
-import shutil
-import subprocess
-import tempfile
 from collections import Counter
 
+from workload import BASE_LABEL
+
 QUANTILES = (50, 90, 99)
-BASE_LABEL = "<base>"
+CSV_FIELDS = ("index", "label", "warmup", "sent_at_s", "status", "prompt_tokens",
+              "completion_tokens", "finish_reason", "client_ttft_s", "client_tpot_s",
+              "client_total_s", "server_queued_s", "server_ttft_s", "server_total_s", "error")
 
 
-def percentile(values, q: float) -> float:
+def percentile(values, q: float):
     """Linear interpolation between closest ranks (numpy's default); None for no values."""
     data = sorted(values)
     if not data:
@@ -25,7 +27,7 @@ def percentile(values, q: float) -> float:
 
 
 def distribution(values) -> dict:
-    values = list(values)
+    values = [v for v in values if v is not None]
     out = {f"p{q}": percentile(values, q) for q in QUANTILES}
     out["mean"] = sum(values) / len(values) if values else None
     out["max"] = max(values) if values else None
@@ -33,46 +35,134 @@ def distribution(values) -> dict:
     return out
 
 
-def summarize(records: list, elapsed_s: float, expected_shares: dict) -> dict:
-    """Throughput, latency distributions (seconds), errors and per-adapter counts.
+def tpot(r: dict):
+    """Mean time per output token after the first, of one request (vLLM's TPOT)."""
+    if r.get("client_total_s") is None or r.get("client_ttft_s") is None or \
+            r.get("completion_tokens", 0) < 2:
+        return None
+    return (r["client_total_s"] - r["client_ttft_s"]) / (r["completion_tokens"] - 1)
 
-    expected_shares maps each target (adapter id or BASE_LABEL), in popularity order, to the
-    share of requests the workload gives it; per_adapter keeps that order."""
-    ok = [r for r in records if r["status"] == "OK"]
-    tokens = sum(r["completion_tokens"] for r in ok)
-    per_adapter = {label: {"requests": 0, "ok": 0, "expected_share": share, "ttft": []}
-                   for label, share in expected_shares.items()}
-    for r in records:
-        label = r["adapter"] or BASE_LABEL
-        entry = per_adapter.setdefault(label, {"requests": 0, "ok": 0, "expected_share": 0.0,
-                                               "ttft": []})
+
+def meets_slo(r: dict, ttft_slo_s=None, tpot_slo_s=None) -> bool:
+    """A successful request whose TTFT and TPOT are within the SLOs (unset = no bound)."""
+    if r["status"] != "OK":
+        return False
+    if ttft_slo_s is not None and (r.get("client_ttft_s") is None or
+                                   r["client_ttft_s"] > ttft_slo_s):
+        return False
+    if tpot_slo_s is not None:
+        t = tpot(r)
+        if t is not None and t > tpot_slo_s:
+            return False
+    return True
+
+
+def measurement_window(records: list, start_s: float, end_s=None) -> tuple:
+    """(start, end) in seconds from the run's start: from the end of the warm-up until end_s
+    (a duration-bound run: the bound) or, without one, until the last measured request ended."""
+    if end_s is None:
+        ends = [r["sent_at_s"] + r["client_total_s"] for r in records
+                if not r.get("warmup") and r.get("client_total_s") is not None]
+        sends = [r["sent_at_s"] for r in records if not r.get("warmup")]
+        end_s = max(ends + sends, default=start_s)
+    return (start_s, max(end_s, start_s))
+
+
+def _ended_at(r: dict):
+    return None if r.get("client_total_s") is None else r["sent_at_s"] + r["client_total_s"]
+
+
+def summarize(records: list, window: tuple, expected_shares: dict = None,
+              ttft_slo_s=None, tpot_slo_s=None) -> dict:
+    """The run's numbers over its measurement window (start, end).
+
+    Throughput counts what happened inside the window, whoever sent it: tokens that reached the
+    client in it and requests that completed in it (a closed loop's users run in waves, so
+    counting only the requests sent after the warm-up would charge the window for tokens of
+    requests sent before it). Latencies, errors and targets describe the requests sent after
+    the warm-up (the measured ones); goodput is the window's completions within the SLOs."""
+    start, end = window
+    span = end - start
+    measured = [r for r in records if not r.get("warmup")]
+    ok = [r for r in measured if r["status"] == "OK"]
+
+    def inside(t):
+        return t is not None and start <= t <= end
+
+    completed = [r for r in records if r["status"] == "OK" and inside(_ended_at(r))]
+    good = [r for r in completed if meets_slo(r, ttft_slo_s, tpot_slo_s)]
+    tokens = sum(1 for t in token_times(records) if inside(t))
+
+    def rate(x):
+        return x / span if span > 0 else 0.0
+
+    per_target = {label: {"requests": 0, "ok": 0, "expected_share": share, "ttft": []}
+                  for label, share in (expected_shares or {}).items()}
+    for r in measured:
+        entry = per_target.setdefault(r["label"], {"requests": 0, "ok": 0, "expected_share": None,
+                                                   "ttft": []})
         entry["requests"] += 1
         if r["status"] == "OK":
             entry["ok"] += 1
             entry["ttft"].append(r["client_ttft_s"])
-    for entry in per_adapter.values():
-        entry["share"] = entry["requests"] / len(records) if records else 0.0
-        entry["client_ttft_p50_s"] = percentile(entry.pop("ttft"), 50)
+    for entry in per_target.values():
+        entry["share"] = entry["requests"] / len(measured) if measured else 0.0
+        entry["client_ttft_p50_s"] = percentile([t for t in entry.pop("ttft") if t is not None],
+                                                50)
 
     def of_ok(key):
-        return distribution(r[key] for r in ok if r.get(key) is not None)
+        return distribution(r.get(key) for r in ok)
 
     return {
-        "requests": len(records),
+        "requests": len(measured),
         "ok": len(ok),
-        "errors_by_status": dict(Counter(r["status"] for r in records if r["status"] != "OK")),
-        "elapsed_s": elapsed_s,
-        "throughput_requests_per_s": len(ok) / elapsed_s if elapsed_s > 0 else 0.0,
-        "throughput_generated_tokens_per_s": tokens / elapsed_s if elapsed_s > 0 else 0.0,
+        "warmup_requests": len(records) - len(measured),
+        "errors_by_status": dict(Counter(r["status"] for r in measured if r["status"] != "OK")),
+        "window_s": [start, end],
+        "elapsed_s": span,
+        "completed_in_window": len(completed),
+        "throughput_requests_per_s": rate(len(completed)),
+        "throughput_generated_tokens_per_s": rate(tokens),
         "generated_tokens": tokens,
+        "slo": {"ttft_s": ttft_slo_s, "tpot_s": tpot_slo_s},
+        "goodput_requests_per_s": rate(len(good)),
+        "goodput_generated_tokens_per_s": rate(sum(r["completion_tokens"] for r in good)),
+        "slo_attainment": (sum(meets_slo(r, ttft_slo_s, tpot_slo_s) for r in measured) /
+                           len(measured)) if measured else None,
         "client_ttft_s": of_ok("client_ttft_s"),
-        "client_itl_s": distribution(x for r in ok for x in r["itl_s"]),
+        "client_tpot_s": distribution(tpot(r) for r in ok),
+        "client_itl_s": distribution(x for r in ok for x in r.get("itl_s") or ()),
         "client_total_s": of_ok("client_total_s"),
         "server_queued_s": of_ok("server_queued_s"),
         "server_ttft_s": of_ok("server_ttft_s"),
         "server_total_s": of_ok("server_total_s"),
-        "per_adapter": per_adapter,
+        "per_target": per_target,
     }
+
+
+def write_csv(records: list, path: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for r in records:
+            row = dict(r)
+            row["client_tpot_s"] = tpot(r)
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+
+
+def token_times(records: list) -> list:
+    """When each token of the successful records reached the client (seconds from the start),
+    rebuilt from the send time, TTFT and inter-token gaps."""
+    times = []
+    for r in records:
+        if r["status"] != "OK" or r.get("client_ttft_s") is None:
+            continue
+        t = r["sent_at_s"] + r["client_ttft_s"]
+        times.append(t)
+        for gap in r.get("itl_s") or ():
+            t += gap
+            times.append(t)
+    return sorted(times)
 
 
 def _ms(x) -> str:
@@ -81,76 +171,54 @@ def _ms(x) -> str:
 
 def format_table(report: dict) -> str:
     c, s = report["config"], report["summary"]
-    adapters = c["adapters"]
+    load = (f"closed loop, {c['concurrency']} users, think time {c['think_time']:g} s"
+            if c.get("concurrency") else f"open loop, {c['rate']:g} req/s (Poisson)")
     lines = [
-        f"loraserve load test: {c['server']}, {c['duration_s']:g} s at {c['rate']:g} req/s "
-        f"(Poisson), {len(adapters)} adapters (zipf s={c['zipf_s']:g}), "
-        f"base fraction {c['base_fraction']:g}, {c['prompt_tokens']} prompt + "
+        f"{c.get('label') or 'load test'}: {c['target']} {c['endpoint']}, {load}, "
+        f"{len(c['adapters'])} adapters ({c['popularity']}"
+        f"{' s=%g' % c['zipf_s'] if c['popularity'] == 'zipf' else ''}), base "
+        f"{c['base_fraction']:g}, mix {c['mix_fraction']:g}, {c['prompt_tokens']} prompt + "
         f"{c['max_tokens']} generated tokens",
-        f"requests: {s['requests']} sent, {s['ok']} ok, "
-        f"{s['requests'] - s['ok']} failed, {report['dropped_at_cap']} not sent "
-        f"(in-flight cap {c['max_in_flight']})",
+        f"requests: {s['requests']} measured ({s['warmup_requests']} warm-up), {s['ok']} ok, "
+        f"{s['requests'] - s['ok']} failed, {report.get('dropped_at_cap', 0)} not sent "
+        f"(in-flight cap){', INTERRUPTED' if report.get('interrupted') else ''}",
         f"throughput: {s['throughput_requests_per_s']:.2f} req/s, "
-        f"{s['throughput_generated_tokens_per_s']:.1f} generated tokens/s "
-        f"over {s['elapsed_s']:.2f} s",
-        "",
-        f"{'latency (ms)':<16}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}{'n':>7}",
+        f"{s['throughput_generated_tokens_per_s']:.1f} generated tokens/s in the "
+        f"{s['elapsed_s']:.2f} s window after the warm-up",
     ]
-    for label, key in (("client TTFT", "client_ttft_s"), ("client ITL", "client_itl_s"),
-                       ("client total", "client_total_s"), ("server queue", "server_queued_s"),
-                       ("server TTFT", "server_ttft_s"), ("server total", "server_total_s")):
+    slo = s["slo"]
+    if slo["ttft_s"] is not None or slo["tpot_s"] is not None:
+        lines.append(f"goodput (TTFT <= {_ms(slo['ttft_s'])} ms, TPOT <= {_ms(slo['tpot_s'])} "
+                     f"ms): {s['goodput_requests_per_s']:.2f} req/s, "
+                     f"{s['goodput_generated_tokens_per_s']:.1f} tokens/s, "
+                     f"{(s['slo_attainment'] or 0):.1%} of requests")
+    lines += ["", f"{'latency (ms)':<16}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}{'n':>7}"]
+    for label, key in (("client TTFT", "client_ttft_s"), ("client TPOT", "client_tpot_s"),
+                       ("client ITL", "client_itl_s"), ("client total", "client_total_s"),
+                       ("server queue", "server_queued_s"), ("server TTFT", "server_ttft_s"),
+                       ("server total", "server_total_s")):
         d = s[key]
-        lines.append(f"{label:<16}{_ms(d['p50']):>9}{_ms(d['p90']):>9}{_ms(d['p99']):>9}"
-                     f"{_ms(d['max']):>9}{d['count']:>7}")
+        if d["count"]:
+            lines.append(f"{label:<16}{_ms(d['p50']):>9}{_ms(d['p90']):>9}{_ms(d['p99']):>9}"
+                         f"{_ms(d['max']):>9}{d['count']:>7}")
     errors = s["errors_by_status"]
     lines += ["", "errors by status: " +
-              (", ".join(f"{k} {v}" for k, v in sorted(errors.items())) if errors else "none"),
-              "", f"{'adapter (by popularity)':<26}{'requests':>9}{'ok':>6}{'share':>8}"
-                  f"{'expected':>10}{'TTFT p50 ms':>13}"]
-    for name, entry in s["per_adapter"].items():
-        lines.append(f"{name:<26}{entry['requests']:>9}{entry['ok']:>6}{entry['share']:>8.1%}"
-                     f"{entry['expected_share']:>10.1%}{_ms(entry['client_ttft_p50_s']):>13}")
+              (", ".join(f"{k} {v}" for k, v in sorted(errors.items())) if errors else "none")]
+    targets = list(s["per_target"].items())
+    if targets:
+        lines += ["", f"{'target (by popularity)':<26}{'requests':>9}{'ok':>7}{'share':>8}"
+                      f"{'expected':>10}{'TTFT p50 ms':>13}"]
+        for name, e in targets[:12]:
+            expected = "-" if e["expected_share"] is None else f"{e['expected_share']:.1%}"
+            lines.append(f"{name[:25]:<26}{e['requests']:>9}{e['ok']:>7}{e['share']:>8.1%}"
+                         f"{expected:>10}{_ms(e['client_ttft_p50_s']):>13}")
+        if len(targets) > 12:
+            lines.append(f"... and {len(targets) - 12} more (in the JSON summary)")
     if report.get("server_stats_delta"):
-        lines += ["", "server stats during the test: " + ", ".join(
+        lines += ["", "server stats during the run: " + ", ".join(
             f"{k} {v:g}" for k, v in report["server_stats_delta"].items())]
     return "\n".join(lines)
 
 
-def write_plot(report: dict, path: str) -> str:
-    """Renders TTFT/total latency over time and per-adapter counts with gnuplot; returns a
-    message saying what happened (a missing gnuplot is not an error)."""
-    gnuplot = shutil.which("gnuplot")
-    if gnuplot is None:
-        return f"plot skipped: gnuplot not found (apt-get install gnuplot-nox); {path} not written"
-    with tempfile.TemporaryDirectory(prefix="loadtest-plot-") as tmp:
-        latency = os.path.join(tmp, "latency.dat")
-        with open(latency, "w") as f:
-            for r in report["requests"]:
-                if r["status"] == "OK":
-                    f.write(f"{r['sent_at_s']:.4f} {r['client_ttft_s'] * 1000:.3f} "
-                            f"{r['client_total_s'] * 1000:.3f}\n")
-        counts = os.path.join(tmp, "adapters.dat")
-        with open(counts, "w") as f:
-            total = report["summary"]["requests"]
-            for i, (name, entry) in enumerate(report["summary"]["per_adapter"].items()):
-                f.write(f'{i} "{name}" {entry["requests"]} {entry["expected_share"] * total}\n')
-        script = "\n".join([
-            "set terminal pngcairo size 1000,800 noenhanced",
-            f"set output '{path}'",
-            "set multiplot layout 2,1",
-            "set title 'latency per request (ms) vs send time (s)'",
-            "set xlabel 'send time (s)'", "set ylabel 'ms'", "set key top left",
-            f"plot '{latency}' using 1:3 with points pt 7 ps 0.6 title 'total', "
-            f"'{latency}' using 1:2 with points pt 7 ps 0.6 title 'TTFT'",
-            "set title 'requests per adapter, most popular first'", "set xlabel ''",
-            "set ylabel 'requests'",
-            "set style fill solid 0.6", "set boxwidth 0.7", "set yrange [0:*]",
-            "set xtics rotate by -30", "set key top right",
-            f"plot '{counts}' using 1:3:xtic(2) with boxes title 'sent', "
-            f"'{counts}' using 1:4 with points pt 5 ps 1.2 title 'expected (Zipf)'",
-            "unset multiplot", ""])
-        proc = subprocess.run([gnuplot], input=script, capture_output=True, text=True,
-                              timeout=60)
-    if proc.returncode != 0:
-        return f"plot failed: gnuplot exited {proc.returncode}: {proc.stderr.strip()}"
-    return f"plot written to {path}"
+__all__ = ["BASE_LABEL", "percentile", "distribution", "summarize", "write_csv", "token_times",
+           "format_table", "meets_slo", "measurement_window", "tpot"]

@@ -13,7 +13,7 @@ APT_PACKAGES=(
   libabsl-dev libspdlog-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libcli11-dev
   libssl-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev
   liblapacke-dev prometheus python3 python3-venv python3-numpy python3-torch
-  clang-14 libclang-rt-14-dev
+  clang-14 libclang-rt-14-dev gnuplot-nox
 )
 
 missing=()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: sets up, builds and serves SmolLM2-135M-Instruct with the demo LoRA adapters
 # over gRPC (127.0.0.1:50051) and Prometheus metrics (127.0.0.1:9400/metrics).
-# Extra arguments go to `loraserve serve` (see `build/loraserve serve --help`).
+# Extra arguments go to `loraserve serve` (see `build/loraserve serve --help`); the adapter
+# store is .cache/store unless LORASERVE_STORE names another folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -27,5 +28,5 @@ fi
 TOKEN_FILE=.cache/admin-token
 [ -s "$TOKEN_FILE" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$TOKEN_FILE"
 echo "serve: model $MODEL; admin token in $TOKEN_FILE" >&2
-exec build/loraserve serve --model "$MODEL" "${ADAPTERS[@]}" --store .cache/store \
+exec build/loraserve serve --model "$MODEL" "${ADAPTERS[@]}" --store "${LORASERVE_STORE:-.cache/store}" \
   --admin-token-file "$TOKEN_FILE" --load-root "$PWD" --served-model-name smollm2 "$@"

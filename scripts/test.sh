@@ -30,4 +30,5 @@ ctest --preset tsan -j"$(nproc)"
 
 # libFuzzer smoke: every parser of outside bytes for ~30 s under ASan + UBSan (clang-14; the fuzz
 # preset builds only those parsers). Any crash, leak or timeout fails CI; see docs/RELIABILITY.md.
-bash scripts/fuzz.sh --smoke
+# One fuzzer per core: nothing else runs at this point of CI.
+FUZZ_SMOKE_JOBS="${FUZZ_SMOKE_JOBS:-$(nproc)}" bash scripts/fuzz.sh --smoke

@@ -23,6 +23,15 @@ char32_t LastCodePoint(std::string_view s) {
 
 }  // namespace
 
+absl::StatusOr<int32_t> ReadTokenId(const nlohmann::json& value, std::string_view what) {
+  if (value.is_number_unsigned() && value.get<uint64_t>() < static_cast<uint64_t>(kMaxTokenId)) {
+    return static_cast<int32_t>(value.get<uint64_t>());
+  }
+  return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", std::string(what), " ",
+                                                 value.dump().substr(0, 40),
+                                                 " is not an integer in [0, ", kMaxTokenId, ")"));
+}
+
 absl::StatusOr<AddedTokens> AddedTokens::FromJson(const nlohmann::json& added_tokens) {
   AddedTokens result;
   result.trie_[0].emplace_back();
@@ -33,7 +42,9 @@ absl::StatusOr<AddedTokens> AddedTokens::FromJson(const nlohmann::json& added_to
   }
   for (const auto& entry : added_tokens) {
     AddedToken token;
-    token.id = entry.at("id").get<int32_t>();
+    absl::StatusOr<int32_t> id = ReadTokenId(entry.at("id"), "added token id");
+    if (!id.ok()) return id.status();
+    token.id = *id;
     token.content = entry.at("content").get<std::string>();
     token.single_word = entry.value("single_word", false);
     token.lstrip = entry.value("lstrip", false);

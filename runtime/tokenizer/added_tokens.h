@@ -19,6 +19,11 @@ namespace loraserve::tokenizer {
 // the largest real vocabularies hold about 2^18 tokens.
 inline constexpr int32_t kMaxTokenId = 1 << 22;
 
+// A token id read from tokenizer.json: a JSON integer in [0, kMaxTokenId). nlohmann's
+// get<int32_t>() converts a float or a wider integer without a check (undefined behaviour for
+// 9.2e21), so every id goes through here. `what` names the id in the error.
+absl::StatusOr<int32_t> ReadTokenId(const nlohmann::json& value, std::string_view what);
+
 struct AddedToken {
   int32_t id;
   std::string content;

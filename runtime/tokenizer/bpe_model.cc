@@ -58,13 +58,10 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   if (!vocab.is_object()) return absl::InvalidArgumentError("tokenizer.json: model.vocab must be an object");
   bpe->vocab_.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    const int32_t id = it.value().get<int32_t>();
-    if (id < 0) return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: negative id for token ", it.key()));
     // id_to_token_ is indexed by id, so a stray huge id would allocate gigabytes.
-    if (id >= kMaxTokenId) {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: id ", id, " of token ",
-                                                     it.key(), " is not below ", kMaxTokenId));
-    }
+    absl::StatusOr<int32_t> read = ReadTokenId(it.value(), absl::StrCat("token ", it.key(), ": id"));
+    if (!read.ok()) return read.status();
+    const int32_t id = *read;
     bpe->vocab_.emplace(it.key(), id);
     if (static_cast<size_t>(id) >= bpe->id_to_token_.size()) bpe->id_to_token_.resize(id + 1);
     bpe->id_to_token_[id] = it.key();

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/tokenizer/added_tokens.h"
 
 namespace loraserve::tokenizer {
 namespace {
@@ -28,7 +29,11 @@ absl::StatusOr<PostProcessor> ParseTemplate(const nlohmann::json& config) {
           "' that is missing from its special_tokens map"));
     }
     std::vector<int32_t>& target = seen_sequence ? result.suffix : result.prefix;
-    for (const auto& id : special_tokens[name].at("ids")) target.push_back(id.get<int32_t>());
+    for (const auto& id : special_tokens[name].at("ids")) {
+      absl::StatusOr<int32_t> read = ReadTokenId(id, absl::StrCat("id of special token ", name));
+      if (!read.ok()) return read.status();
+      target.push_back(*read);
+    }
   }
   return result;
 }
@@ -41,8 +46,11 @@ absl::StatusOr<PostProcessor> ParsePostProcessor(const nlohmann::json& config) {
   if (type == "TemplateProcessing") return ParseTemplate(config);
   if (type == "ByteLevel") return PostProcessor{};
   if (type == "BertProcessing" || type == "RobertaProcessing") {
-    return PostProcessor{{config.at("cls").at(1).get<int32_t>()},
-                         {config.at("sep").at(1).get<int32_t>()}};
+    absl::StatusOr<int32_t> cls = ReadTokenId(config.at("cls").at(1), "post_processor.cls id");
+    if (!cls.ok()) return cls.status();
+    absl::StatusOr<int32_t> sep = ReadTokenId(config.at("sep").at(1), "post_processor.sep id");
+    if (!sep.ok()) return sep.status();
+    return PostProcessor{{*cls}, {*sep}};
   }
   if (type == "Sequence") {
     PostProcessor result;

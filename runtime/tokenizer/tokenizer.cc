@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/tokenizer/added_tokens.h"
 #include "runtime/tokenizer/bpe_model.h"
 #include "runtime/tokenizer/chat_template.h"
 #include "runtime/tokenizer/decoder.h"
@@ -167,10 +168,15 @@ absl::Status Tokenizer::LoadConfig(const nlohmann::json& config) {
 void Tokenizer::LoadGenerationConfig(const nlohmann::json& config) {
   const nlohmann::json eos = config.value("eos_token_id", nlohmann::json());
   std::vector<int32_t> ids;
-  if (eos.is_number_integer()) ids.push_back(eos.get<int32_t>());
+  // generation_config.json is optional metadata: an id that is not a valid token id is skipped.
+  if (eos.is_number_integer()) {
+    if (absl::StatusOr<int32_t> id = tokenizer::ReadTokenId(eos, "eos_token_id"); id.ok()) ids.push_back(*id);
+  }
   if (eos.is_array()) {
-    for (const auto& id : eos) {
-      if (id.is_number_integer()) ids.push_back(id.get<int32_t>());
+    for (const auto& entry : eos) {
+      if (absl::StatusOr<int32_t> id = tokenizer::ReadTokenId(entry, "eos_token_id"); id.ok()) {
+        ids.push_back(*id);
+      }
     }
   }
   for (int32_t id : ids) {

@@ -124,11 +124,25 @@ TEST(TokenizerTest, HugeTokenIdsAreErrors) {
     return t.ok() ? std::string("ok") : std::string(t.status().message());
   };
   EXPECT_THAT(error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2100000000}, "merges": []}})"),
-              HasSubstr("id 2100000000 of token b"));
+              HasSubstr("token b: id 2100000000 is not an integer in [0, 4194304)"));
   EXPECT_THAT(error(TinyTokenizer(R"(, "added_tokens": [{"id": 2147483647, "content": "<x>"}])")),
               HasSubstr("added token id 2147483647"));
   EXPECT_THAT(error(TinyTokenizer(R"(, "added_tokens": [{"id": -1, "content": "<x>"}])")),
               HasSubstr("added token id -1"));
+  // Found by the tokenizer_json fuzzer: a number beyond uint64 parses as a double, and
+  // nlohmann's get<int32_t>() of 9.2e21 is undefined behaviour (UBSan: "outside the range of
+  // representable values"). Floats, strings and integers beyond int32 are errors now.
+  for (const std::string id : {"9223372036854775808269", "1.5", "\"3\"", "4294967296",
+                               "-9223372036854775808"}) {
+    EXPECT_THAT(error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": )" + id +
+                      R"(}, "merges": []}})"),
+                HasSubstr("token b: id"))
+        << id;
+    EXPECT_THAT(error(TinyTokenizer(R"(, "added_tokens": [{"id": )" + id +
+                                    R"(, "content": "<x>"}])")),
+                HasSubstr("added token id"))
+        << id;
+  }
 }
 
 TEST(TokenizerTest, MissingFileIsNotFound) {

@@ -1,0 +1,149 @@
+"""Generated PEFT adapters for load tests: written fast with numpy (no torch), uploaded to a
+loraserve server over its admin gRPC API, and removed again after the run.
+
+The files are what PEFT writes for a LoRA on a Llama-family model: adapter_config.json
+(peft_type LORA, r, lora_alpha, target_modules) and adapter_model.safetensors with
+`base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A,B}.weight` in float32.
+A and B are small seeded normals, so every adapter changes the logits a little and differently.
+"""
+import asyncio
+import hashlib
+import json
+import os
+import struct
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+CHUNK = 1 << 20
+
+
+def module_shapes(config: dict) -> Dict[str, Tuple[int, int]]:
+    """(in_features, out_features) of each LoRA-able Llama module, from config.json."""
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv = config.get("num_key_value_heads") or heads
+    inter = config["intermediate_size"]
+    return {"q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv * head_dim),
+            "v_proj": (hidden, kv * head_dim), "o_proj": (heads * head_dim, hidden),
+            "gate_proj": (hidden, inter), "up_proj": (hidden, inter),
+            "down_proj": (inter, hidden)}
+
+
+def safetensors_bytes(tensors: Dict[str, np.ndarray]) -> bytes:
+    """The safetensors file of float32 tensors (the header JSON padded to 8 bytes)."""
+    header, offset, blobs = {}, 0, []
+    for name in sorted(tensors):
+        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def make_adapter(config: dict, seed: int, rank: int = 8,
+                 targets: Sequence[str] = ("q_proj", "v_proj")) -> Dict[str, bytes]:
+    """The two files of one adapter, deterministic from the seed."""
+    shapes = module_shapes(config)
+    unknown = [t for t in targets if t not in shapes]
+    if unknown:
+        raise ValueError(f"--create-targets: {', '.join(unknown)} not in {', '.join(shapes)}")
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for layer in range(config["num_hidden_layers"]):
+        for module in targets:
+            fan_in, fan_out = shapes[module]
+            block = "self_attn" if module in ATTENTION else "mlp"
+            prefix = f"base_model.model.model.layers.{layer}.{block}.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = rng.normal(
+                0, 1 / np.sqrt(fan_in), (rank, fan_in)).astype(np.float32)
+            tensors[f"{prefix}.lora_B.weight"] = rng.normal(
+                0, 0.02, (fan_out, rank)).astype(np.float32)
+    adapter_config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
+        "lora_dropout": 0.0, "bias": "none", "target_modules": list(targets),
+        "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+        "base_model_name_or_path": config.get("_name_or_path", ""),
+    }
+    return {"adapter_config.json": json.dumps(adapter_config, indent=1).encode(),
+            "adapter_model.safetensors": safetensors_bytes(tensors)}
+
+
+def write_adapter(folder: str, files: Dict[str, bytes]) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+
+
+def upload_messages(apb, adapter_id: str, files: Dict[str, bytes]):
+    yield apb.UploadAdapterRequest(header=apb.UploadHeader(
+        adapter_id=adapter_id, format=apb.ADAPTER_FORMAT_PEFT,
+        sha256=hashlib.sha256(files["adapter_model.safetensors"]).hexdigest(),
+        total_bytes=sum(len(d) for d in files.values())))
+    for name, data in files.items():
+        for off in range(0, len(data), CHUNK):
+            yield apb.UploadAdapterRequest(chunk=apb.FileChunk(
+                file_name=name, offset=off, data=data[off:off + CHUNK]))
+
+
+async def upload_generated(channel, stubs, admin_token: str, config: dict, count: int,
+                           prefix: str = "lt-gen-", rank: int = 8,
+                           targets: Sequence[str] = ("q_proj", "v_proj"), seed: int = 0,
+                           parallel: int = 4) -> Tuple[List[str], float]:
+    """Uploads `count` generated adapters (ids prefix0000...); returns the ids and the seconds
+    the uploads took. An id that already exists (a rerun) is kept as it is."""
+    import grpc
+    import time
+
+    apb = stubs.admin_pb2
+    admin = stubs.admin_pb2_grpc.AdminStub(channel)
+    auth = (("authorization", f"Bearer {admin_token}"),)
+    width = max(4, len(str(count - 1)))
+    ids = [f"{prefix}{i:0{width}d}" for i in range(count)]
+    queue = asyncio.Queue()
+    for i, adapter_id in enumerate(ids):
+        queue.put_nowait((i, adapter_id))
+
+    async def worker():
+        while not queue.empty():
+            i, adapter_id = queue.get_nowait()
+            files = make_adapter(config, seed * 1_000_003 + i, rank, targets)
+            try:
+                await admin.UploadAdapter(upload_messages(apb, adapter_id, files),
+                                          metadata=auth, timeout=120)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise RuntimeError(f"uploading {adapter_id}: {error.code().name}: "
+                                       f"{error.details()}") from None
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(max(1, parallel))))
+    return ids, time.perf_counter() - started
+
+
+async def remove(channel, stubs, admin_token: str, ids: Sequence[str], parallel: int = 8):
+    apb = stubs.admin_pb2
+    admin = stubs.admin_pb2_grpc.AdminStub(channel)
+    auth = (("authorization", f"Bearer {admin_token}"),)
+    queue = list(ids)
+
+    async def worker():
+        import grpc
+
+        while queue:
+            adapter_id = queue.pop()
+            try:
+                await admin.UnloadAdapter(apb.UnloadAdapterRequest(adapter_id=adapter_id),
+                                          metadata=auth, timeout=60)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+
+    await asyncio.gather(*(worker() for _ in range(max(1, parallel))))
