@@ -11,11 +11,14 @@
 #                            [--out DIR] [--rate R] [--no-docs]
 #
 # Workloads (8 prompt tokens, 32 generated, greedy, ignore_eos), each run once per system per
-# round, systems alternating (their order rotates every round):
-#   c64-base, c64-one, c64-mixed : 64 closed-loop users; base / devil / devil+jargon (uniform)
-#   c1-base, c1-one              : one user (batch 1); base / devil
-#   zipf-open                    : open loop (Poisson) at 0.8 x loraserve's c64-mixed req/s of
-#                                  round 1 (or --rate), Zipf(1.0) over the adapters each system serves
+# round, systems alternating (their order rotates every round); each run is a WARMUP (3 s) of load
+# left out, then a measured window, then at most DRAIN (10 s) for what is in flight:
+#   c64-base, c64-one, c64-mixed : 64 closed-loop users for C64_DURATION (20 s); base / devil /
+#                                  devil+jargon (uniform)
+#   c1-base, c1-one              : one user (batch 1) for C1_DURATION (10 s); base / devil
+#   zipf-open                    : open loop (Poisson) for ZIPF_DURATION (15 s, 30 s drain) at
+#                                  0.8 x loraserve's c64-mixed req/s of round 1 (or --rate),
+#                                  Zipf(1.0) over the adapters each system serves
 # All systems stay up for the whole run (each idles at ~0 CPU while another is measured).
 set -euo pipefail
 ARGS="$*"
@@ -26,7 +29,11 @@ export PEERS_MODEL="${PEERS_MODEL:-$ROOT/.cache/models/smollm2-135m-instruct}"
 ADAPTER_NAMES=(devil jargon kjv)
 export PEERS_ADAPTERS="${PEERS_ADAPTERS:-$(printf "$ROOT/assets/adapters/%s " "${ADAPTER_NAMES[@]}")}"
 SKIP_INSTALL=0; ROUNDS=3; SYSTEMS="loraserve,vllm,peft,llamacpp"; OUT=""; RATE=""; DOCS=1
-C64_COUNT="${C64_COUNT:-128}"; C1_COUNT="${C1_COUNT:-4}"; ZIPF_DURATION="${ZIPF_DURATION:-15}"
+# Runs are bounded in time, not in requests, so that a slow system costs no more than a fast one:
+# throughput counts the tokens that reached the client inside the window; what is still in flight
+# DRAIN seconds after it is cancelled (and counted as such).
+C64_DURATION="${C64_DURATION:-20}"; C1_DURATION="${C1_DURATION:-10}"; ZIPF_DURATION="${ZIPF_DURATION:-15}"
+WARMUP="${WARMUP:-3}"; DRAIN="${DRAIN:-10}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-install) SKIP_INSTALL=1 ;;
@@ -124,7 +131,7 @@ run() {  # SYSTEM WORKLOAD ROUND ARGS...: one harness run
 
 # A discarded warm-up per system (first-touch allocations, lazy init).
 for s in "${!PG[@]}"; do
-  run "$s" warmup 0 --concurrency 16 --count 32 --adapters "$(served "$s" | cut -d, -f1-2)" --popularity uniform
+  run "$s" warmup 0 --concurrency 16 --duration 5 --drain-timeout 5 --adapters "$(served "$s" | cut -d, -f1-2)" --popularity uniform
 done
 
 rotate() {  # ROUND: the systems, rotated by ROUND
@@ -133,11 +140,11 @@ rotate() {  # ROUND: the systems, rotated by ROUND
 for ((r = 1; r <= ROUNDS; r++)); do
   echo "compare_peers: round $r/$ROUNDS" >&2
   mapfile -t order < <(rotate "$r")
-  for s in "${order[@]}"; do run "$s" c64-base "$r" --concurrency 64 --count "$C64_COUNT" --base-fraction 1; done
-  for s in "${order[@]}"; do run "$s" c64-one "$r" --concurrency 64 --count "$C64_COUNT" --adapters devil; done
-  for s in "${order[@]}"; do run "$s" c64-mixed "$r" --concurrency 64 --count "$C64_COUNT" --adapters devil,jargon --popularity uniform; done
-  for s in "${order[@]}"; do run "$s" c1-base "$r" --concurrency 1 --count "$C1_COUNT" --base-fraction 1; done
-  for s in "${order[@]}"; do run "$s" c1-one "$r" --concurrency 1 --count "$C1_COUNT" --adapters devil; done
+  for s in "${order[@]}"; do run "$s" c64-base "$r" --concurrency 64 --duration "$C64_DURATION" --warmup "$WARMUP" --drain-timeout "$DRAIN" --base-fraction 1; done
+  for s in "${order[@]}"; do run "$s" c64-one "$r" --concurrency 64 --duration "$C64_DURATION" --warmup "$WARMUP" --drain-timeout "$DRAIN" --adapters devil; done
+  for s in "${order[@]}"; do run "$s" c64-mixed "$r" --concurrency 64 --duration "$C64_DURATION" --warmup "$WARMUP" --drain-timeout "$DRAIN" --adapters devil,jargon --popularity uniform; done
+  for s in "${order[@]}"; do run "$s" c1-base "$r" --concurrency 1 --duration "$C1_DURATION" --warmup "$WARMUP" --drain-timeout "$DRAIN" --base-fraction 1; done
+  for s in "${order[@]}"; do run "$s" c1-one "$r" --concurrency 1 --duration "$C1_DURATION" --warmup "$WARMUP" --drain-timeout "$DRAIN" --adapters devil; done
   if [ -z "$RATE" ]; then
     if [ -f "$OUT/raw/loraserve/c64-mixed/$r/summary.json" ]; then
       RATE=$(python3 -c "import json,sys; print(round(0.8*json.load(open(sys.argv[1]))['summary']['throughput_requests_per_s'],2))" "$OUT/raw/loraserve/c64-mixed/$r/summary.json")
@@ -145,7 +152,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     echo "zipf-open rate: $RATE req/s" | tee "$OUT/zipf_rate" >&2
   fi
   for s in "${order[@]}"; do
-    run "$s" zipf-open "$r" --rate "$RATE" --duration "$ZIPF_DURATION" --popularity zipf --zipf-s 1.0 \
+    run "$s" zipf-open "$r" --rate "$RATE" --duration "$ZIPF_DURATION" --warmup "$WARMUP" --popularity zipf --zipf-s 1.0 \
       --adapters "$(served "$s")" --drain-timeout "${ZIPF_DRAIN:-30}"
   done
   # a report after every round, so that an interrupted run still leaves one of what it did
