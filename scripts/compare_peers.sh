@@ -113,12 +113,33 @@ for s in "${SYS[@]}"; do
   fi
 done
 
+cpu_ticks() {  # total CPU ticks of process group $1
+  local t=0 f
+  for f in /proc/[0-9]*/stat; do
+    read -r -a a < "$f" 2>/dev/null || continue
+    # fields after the ")" of comm: state(3) ppid pgrp ... utime(14) stime(15)
+    local rest="${a[*]}"; rest="${rest##*) }"; read -r -a b <<< "$rest"
+    [ "${b[2]:-}" = "$1" ] && t=$((t + b[11] + b[12]))
+  done 2>/dev/null
+  echo "$t"
+}
+wait_idle() {  # until every system used < 5 ticks (50 ms) of CPU in a second, at most 180 s
+  local t0=$SECONDS s a b busy
+  while [ $((SECONDS - t0)) -lt 180 ]; do
+    busy=""
+    for s in "${!PG[@]}"; do a=$(cpu_ticks "${PG[$s]}"); sleep 1; b=$(cpu_ticks "${PG[$s]}")
+      [ $((b - a)) -ge 5 ] && busy="$busy $s"; done
+    [ -z "$busy" ] && { echo $((SECONDS - t0)); return 0; }
+  done
+  echo "$((SECONDS - t0)) still busy:$busy"
+}
 via() { case "$1" in llamacpp*) echo llamacpp ;; *) echo model ;; esac; }
 served() { paste -sd, "$OUT/logs/$1.log.adapters"; }  # in the order the system loaded them
 run() {  # SYSTEM WORKLOAD ROUND ARGS...: one harness run
   local s="$1" w="$2" r="$3"; shift 3
   local dir="$OUT/raw/$s/$w/$r"
   mkdir -p "$dir"
+  wait_idle > "$dir/waited_idle_s"   # leftovers of the previous run (a cancelled batch) first
   cat /proc/loadavg > "$dir/loadavg_before"
   local t0; t0=$(date +%s%N)
   "${LT[@]}" --target openai --url "http://127.0.0.1:${PORT[$s]}" --model smollm2 \

@@ -31,7 +31,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
+                          StoppingCriteria, StoppingCriteriaList)
 from transformers.generation.streamers import BaseStreamer
 
 BASE = "__base__"
@@ -45,6 +46,7 @@ class Row:
         self.max_tokens = max_tokens
         self.ignore_eos = ignore_eos
         self.out: queue.Queue = queue.Queue()  # ints, then (_END, finish_reason) or an Exception
+        self.gone = False  # the client went away: the batch may stop early when all rows have
         self.enqueued = time.monotonic()
 
 
@@ -93,6 +95,17 @@ class NoEos(LogitsProcessor):
             for e in self.eos_ids:
                 scores[self.mask, e] = float("-inf")
         return scores
+
+
+class AllGone(StoppingCriteria):
+    """Stops the batch once every row is finished or its client has gone."""
+
+    def __init__(self, streamer: RowStreamer):
+        self.streamer = streamer
+
+    def __call__(self, input_ids, scores, **kw):
+        done = all(d or r.gone for d, r in zip(self.streamer.done, self.streamer.rows))
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
 
 class Engine:
@@ -173,7 +186,8 @@ class Engine:
         self.model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_tokens for r in rows),
             do_sample=False, pad_token_id=self.pad_id, streamer=streamer,
-            logits_processor=LogitsProcessorList([NoEos(no_eos, self.eos_ids)]), **kw)
+            logits_processor=LogitsProcessorList([NoEos(no_eos, self.eos_ids)]),
+            stopping_criteria=StoppingCriteriaList([AllGone(streamer)]), **kw)
         streamer.end()
 
 
@@ -289,7 +303,8 @@ class Handler(BaseHTTPRequestHandler):
                     chunk({"id": cid, "object": "text_completion", "created": created, "model": model,
                            "choices": [{"index": 0, "text": delta, "logprobs": None, "finish_reason": None}]})
                 except (BrokenPipeError, ConnectionResetError):
-                    return  # the batch runs on; its remaining tokens for this row are dropped
+                    row.gone = True  # the batch stops early once all its rows are gone
+                    return
         text = self.engine.tok.decode(toks, skip_special_tokens=True)
         usage = {"prompt_tokens": len(ids), "completion_tokens": len(toks), "total_tokens": len(ids) + len(toks)}
         if stream:

@@ -53,6 +53,9 @@ case "$SYSTEM" in
   llamacpp|llamacpp-f16)
     t=f32; [ "$SYSTEM" = llamacpp-f16 ] && t=f16
     G="$PEERS_HOME/gguf"
+    # One thread by default: ggml's threads spin at every barrier, and on 2 cores shared with
+    # anything else `-t 2` collapsed (8 users: no token in 11 s, against 78 tokens/s with -t 1).
+    LT="${PEERS_LLAMACPP_THREADS:-1}"
     loras=()
     for a in "${ADAPTERS[@]}"; do  # ids follow this order: 0, 1, ...
       n=$(basename "$a")
@@ -63,7 +66,7 @@ case "$SYSTEM" in
     # "lora" list is empty gets the server's default list, which with a plain --lora is every
     # adapter at scale 1 (--lora-init-without-apply does not change that), not the base model.
     cmd=("$PEERS_HOME/llamacpp/build/bin/llama-server" -m "$G/model-$t.gguf" --host 127.0.0.1 --port "$PORT"
-         -a smollm2 -np 64 -c 4096 --cont-batching -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512
+         -a smollm2 -np 64 -c 4096 --cont-batching -t "$LT" -tb "$LT" -b 2048 -ub 512
          "${loras[@]}" ${LLAMACPP_EXTRA_ARGS:-})
     ;;
   *) echo "start_peer: unknown system $SYSTEM" >&2; exit 2 ;;
