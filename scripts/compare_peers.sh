@@ -76,6 +76,12 @@ if [ "$SKIP_INSTALL" = 0 ]; then
   fi
 fi
 
+# ---- the PEFT server checks itself before it is measured (base, LoRA and DoRA rows in one
+# batch give each request its tokens alone; ignore_eos, streaming, errors) ----------------
+if has peft; then
+  .venv/bin/python -m pytest -q -p no:cacheprovider loadtest/peers/test_peft_server.py
+fi
+
 # ---- machine and versions ----------------------------------------------------------------
 {
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
