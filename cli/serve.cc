@@ -1,7 +1,9 @@
 // `loraserve serve`: the gRPC server. Parses flags into ServerOptions, starts LoraServer, and
 // waits for SIGTERM/SIGINT, then drains in-flight requests within --drain-seconds.
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <iostream>
 
 #include <spdlog/spdlog.h>
@@ -14,6 +16,21 @@
 #include "server/lora_server.h"
 
 namespace loraserve::cli {
+namespace {
+
+// The write end of the pipe the signal handler reports to. A handler can reach nothing but
+// globals, so this one fd is the exception to "no global mutable state"; it is set once,
+// before the handler is installed.
+int g_signal_pipe = -1;
+
+void OnStopSignal(int signal_number) {
+  const unsigned char byte = static_cast<unsigned char>(signal_number);
+  const int saved = errno;
+  (void)!write(g_signal_pipe, &byte, 1);
+  errno = saved;
+}
+
+}  // namespace
 
 void AddServeCommand(CLI::App& app, int* exit_code) {
   struct Flags {
@@ -181,8 +198,22 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     options.adapters.max_upload_bytes = static_cast<size_t>(flags->max_upload_bytes);
     options.engine.merge_mode = flags->merge_mode == "never" ? MergeMode::kNever : MergeMode::kAuto;
 
-    // Signals are taken synchronously by this thread; every thread started from here inherits
-    // the blocked mask, so SIGTERM never interrupts a worker.
+    // Every thread started from here inherits the blocked mask, so SIGTERM never interrupts a
+    // worker. Threads that exist already (OpenBLAS starts its pool when the library loads) do
+    // not block it, and a blocked signal is delivered to one of them: without a handler its
+    // default action killed the process when SIGTERM came during start-up (a pod stopped while
+    // its model loads). The handler only writes the signal to a pipe this thread reads.
+    int signal_pipe[2];
+    if (pipe(signal_pipe) != 0) {
+      return fail(absl::InternalError(absl::StrCat("pipe for signals: errno ", errno)));
+    }
+    g_signal_pipe = signal_pipe[1];
+    struct sigaction action {};
+    action.sa_handler = OnStopSignal;
+    action.sa_flags = SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
@@ -193,8 +224,13 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     if (!server.ok()) return fail(server.status());
     spdlog::info("listening on port {} (HTTP on port {}, metrics on port {})", (*server)->port(),
                  (*server)->http_port(), (*server)->metrics_port());
-    int signal_number = 0;
-    sigwait(&signals, &signal_number);
+    // Unblocked here, a signal runs the handler on this thread or on any other that takes it;
+    // either way it arrives on the pipe (one that came during start-up is already there).
+    pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
+    unsigned char received = 0;
+    while (read(signal_pipe[0], &received, 1) != 1 && errno == EINTR) {
+    }
+    const int signal_number = received;
     spdlog::info("signal {}: draining for up to {} s", signal_number, flags->drain_seconds);
     const bool drained = (*server)->Shutdown(
         std::chrono::duration_cast<std::chrono::steady_clock::duration>(

@@ -327,6 +327,26 @@ def test_metrics_pass_promtool(stubs, server):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_sigterm_during_start_up_exits_cleanly(model):
+    # OpenBLAS's threads exist before serve blocks SIGTERM, so a SIGTERM that came while the
+    # server was starting was delivered to one of them and killed the process (-15) instead of
+    # stopping it (a pod deleted while its model loads).
+    for delay in (0.05, 0.3):
+        proc = subprocess.Popen([loraserve_bin(), "serve", "--model", model, "--listen",
+                                 f"127.0.0.1:{free_port()}", "--metrics-listen", "",
+                                 "--http-listen", "", "--drain-seconds", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, (delay, stderr)
+
+
 def test_sigterm_drains_and_exits_cleanly(model):
     import json
     port = free_port()

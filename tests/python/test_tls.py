@@ -7,6 +7,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 import sys
 
 import grpc
@@ -119,9 +120,19 @@ def https(certs, client=True, root="ca"):
 
 
 def wait_ready(stubs, certs, port):  # noqa: F811
+    # The port opens before the model has loaded (UNAVAILABLE "model is still loading" until
+    # then); on a loaded machine that takes seconds, so retry that one status.
     with grpc.secure_channel(f"127.0.0.1:{port}", credentials(certs)) as channel:
         grpc.channel_ready_future(channel).result(timeout=60)
-        assert model_info(stubs, channel).hidden_size == 64
+        deadline = time.time() + 60
+        while True:
+            try:
+                assert model_info(stubs, channel).hidden_size == 64
+                return
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or time.time() > deadline:
+                    raise
+            time.sleep(0.2)
 
 
 def test_mutual_tls_admits_only_clients_the_ca_signed(stubs, model, certs, tmp_path):  # noqa: F811
