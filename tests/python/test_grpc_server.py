@@ -327,6 +327,19 @@ def test_metrics_pass_promtool(stubs, server):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def sigterm_when(proc, wait) -> str:
+    """SIGTERMs the server once wait() returns and gives its stderr; kills it if it hangs."""
+    try:
+        wait()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return stderr
+
+
 def test_sigterm_during_start_up_exits_cleanly(model):
     # OpenBLAS's threads exist before serve blocks SIGTERM, so a SIGTERM that came while the
     # server was starting was delivered to one of them and killed the process (-15) instead of
@@ -336,14 +349,7 @@ def test_sigterm_during_start_up_exits_cleanly(model):
                                  f"127.0.0.1:{free_port()}", "--metrics-listen", "",
                                  "--http-listen", "", "--drain-seconds", "2"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(delay)
-            proc.send_signal(signal.SIGTERM)
-            _, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stderr = sigterm_when(proc, lambda: time.sleep(delay))
         assert proc.returncode == 0, (delay, stderr)
 
 
@@ -354,15 +360,11 @@ def test_sigterm_drains_and_exits_cleanly(model):
                              f"127.0.0.1:{port}", "--metrics-listen", "", "--http-listen", "", "--log-format", "json",
                              "--drain-seconds", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    def ready():
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    stderr = sigterm_when(proc, ready)
     assert proc.returncode == 0, stderr
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     assert any("drained" in line["msg"] for line in lines), stderr
