@@ -106,10 +106,14 @@ json ManifestJson(const StoredAdapter& entry) {
   for (const StoredFile& file : entry.files) {
     files.push_back({{"name", file.name}, {"size", file.size}, {"sha256", file.sha256}});
   }
-  return {{"format", kManifestFormat},
-          {"adapter_id", entry.id},
-          {"created_unix", entry.created_unix},
-          {"files", files}};
+  json manifest = {{"format", kManifestFormat},
+                   {"adapter_id", entry.id},
+                   {"created_unix", entry.created_unix},
+                   {"files", files}};
+  if (!entry.index_json.empty()) {
+    manifest["index"] = json::parse(entry.index_json, nullptr, /*allow_exceptions=*/false);
+  }
+  return manifest;
 }
 
 // Checks an entry directory against its manifest; the error says what is wrong.
@@ -139,6 +143,9 @@ absl::StatusOr<StoredAdapter> VerifyEntry(const std::string& dir, const std::str
         absl::StrCat("manifest names adapter '", manifest.value("adapter_id", ""), "'"));
   }
   entry.created_unix = manifest.value("created_unix", int64_t{0});
+  if (manifest.contains("index") && manifest["index"].is_object()) {
+    entry.index_json = manifest["index"].dump();
+  }
   std::set<std::string> listed;
   for (const json& file : manifest["files"]) {
     if (!file.is_object() || !file.contains("name") || !file["name"].is_string() ||
@@ -463,6 +470,13 @@ absl::StatusOr<StoredAdapter> AdapterStore::Stage(const std::string& id, const s
   }
   if (options.validator) {
     if (absl::Status s = options.validator(staged); !s.ok()) return s;
+  }
+  if (options.index) {
+    entry.index_json = options.index();
+    const json index = json::parse(entry.index_json, nullptr, /*allow_exceptions=*/false);
+    if (index.is_discarded() || !index.is_object()) {
+      return absl::InternalError("adapter store: the manifest index is not a JSON object");
+    }
   }
   entry.created_unix = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())

@@ -40,6 +40,9 @@ struct StoredAdapter {
   int64_t created_unix = 0;
   std::vector<StoredFile> files;  // sorted by name; the manifest itself is not listed
   std::string adapter_sha256;     // of adapter_model.safetensors
+  // The "index" object of the manifest as JSON text (what the writer recorded about the adapter
+  // so a reader can register it without reading its tensors); empty when there is none.
+  std::string index_json;
 };
 
 struct AdapterStoreOptions {
@@ -56,6 +59,9 @@ struct PutOptions {
   // Runs on the fully written staged directory before it is published; a non-OK status aborts
   // the put and leaves the store exactly as it was.
   std::function<absl::Status(const std::string& staged_dir)> validator;
+  // Called after the validator succeeds: a JSON object recorded in the manifest as "index" and
+  // returned as StoredAdapter::index_json. The manifest is written atomically with the files.
+  std::function<std::string()> index;
   // PutFromDirectory only. When set (a canonical folder), every file copied must resolve, with
   // its symlinks, to a path under this folder; PERMISSION_DENIED otherwise. The check is made
   // on the opened file, so a symlink swapped in after a path check cannot redirect the read.

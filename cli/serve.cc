@@ -91,6 +91,13 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--store", o.store_dir,
                   "Adapter store folder (uploads are kept here, crash-safe); its adapters are "
                   "registered at start. Empty = no uploads");
+  cmd->add_flag("--verify-store-on-start", o.verify_store_on_start,
+                "Re-hash every stored adapter file at start (default: each is verified when "
+                "first read)");
+  cmd->add_option("--host-cache-bytes", o.engine.host_cache_bytes,
+                  "Byte budget of parsed adapters in host memory (LRU; stored adapters beyond "
+                  "it are read again on demand); 0 = unlimited")
+      ->capture_default_str();
   cmd->add_option("--adapter-dir", o.adapter_dir,
                   "Folder whose every subfolder is a PEFT adapter registered at start (id = "
                   "subfolder name; not copied into the store)");

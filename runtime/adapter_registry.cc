@@ -11,37 +11,51 @@ absl::Status NotLoaded(const std::string& id) {
 
 }  // namespace
 
-AdapterInfo DescribeAdapter(const RegisteredAdapter& entry) {
-  AdapterInfo info;
-  info.id = entry.adapter->id;
-  info.pinned = entry.pinned;
-  info.max_rank = entry.adapter->max_rank;
-  info.alpha = entry.adapter->config.lora_alpha;
+AdapterSummary SummarizeAdapter(const LoraAdapter& adapter) {
+  AdapterSummary summary;
+  summary.id = adapter.id;
+  summary.max_rank = adapter.max_rank;
+  summary.alpha = adapter.config.lora_alpha;
   for (int m = 0; m < kNumModules; ++m) {
-    for (const auto& layer : entry.adapter->modules) {
+    for (const auto& layer : adapter.modules) {
       if (layer[m]) {
-        info.target_modules.push_back(kModuleNames[m]);
+        summary.target_modules.push_back(kModuleNames[m]);
         break;
       }
     }
   }
-  info.bytes = entry.adapter->weight_bytes;
+  summary.bytes = adapter.weight_bytes;
+  summary.use_dora = adapter.use_dora;
+  summary.num_layers = adapter.num_layers;
+  return summary;
+}
+
+AdapterInfo DescribeAdapter(const RegisteredAdapter& entry) {
+  AdapterInfo info;
+  info.id = entry.summary.id;
+  info.pinned = entry.pinned;
+  info.max_rank = entry.summary.max_rank;
+  info.alpha = entry.summary.alpha;
+  info.target_modules = entry.summary.target_modules;
+  info.bytes = entry.summary.bytes;
   info.last_used = entry.last_used;
   return info;
 }
 
-absl::Status AdapterRegistry::Register(std::shared_ptr<const LoraAdapter> adapter) {
+absl::StatusOr<std::string> AdapterRegistry::Register(AdapterSummary summary, AdapterLoadFn load) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (entries_.count(adapter->id)) {
-    return absl::AlreadyExistsError(absl::StrCat("adapter '", adapter->id, "' is already loaded"));
+  if (entries_.count(summary.id)) {
+    return absl::AlreadyExistsError(absl::StrCat("adapter '", summary.id, "' is already loaded"));
   }
   RegisteredAdapter entry;
-  entry.pool_key = absl::StrCat(adapter->id, "#", next_registration_++);
+  entry.pool_key = absl::StrCat(summary.id, "#", next_registration_++);
   entry.last_used = std::chrono::system_clock::now();
-  entry.adapter = std::move(adapter);
-  const std::string id = entry.adapter->id;
+  entry.summary = std::move(summary);
+  entry.load = std::move(load);
+  const std::string id = entry.summary.id;
+  std::string key = entry.pool_key;
   entries_.emplace(id, std::move(entry));
-  return absl::OkStatus();
+  return key;
 }
 
 absl::StatusOr<std::string> AdapterRegistry::Unregister(const std::string& id) {
@@ -74,6 +88,13 @@ std::optional<std::string> AdapterRegistry::PoolKey(const std::string& id) const
   auto it = entries_.find(id);
   if (it == entries_.end()) return std::nullopt;
   return it->second.pool_key;
+}
+
+std::optional<RegisteredAdapter> AdapterRegistry::Find(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second;
 }
 
 bool AdapterRegistry::Contains(const std::string& id) const {

@@ -14,11 +14,28 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "adapters/lora_adapter.h"
+#include "runtime/adapter_loader.h"
 
 namespace loraserve {
 
+// What listing and admission need of an adapter, without its weights: a stored adapter is
+// registered from this alone (its index entry), and loaded when a request first needs it.
+struct AdapterSummary {
+  std::string id;
+  int max_rank = 0;
+  double alpha = 0;
+  std::vector<std::string> target_modules;  // in Module order
+  size_t bytes = 0;                         // fp32 bytes of its weights once parsed
+  bool use_dora = false;
+  int num_layers = 0;
+};
+AdapterSummary SummarizeAdapter(const LoraAdapter& adapter);
+
 struct RegisteredAdapter {
-  std::shared_ptr<const LoraAdapter> adapter;
+  AdapterSummary summary;
+  // Reads the adapter again from the store; empty for an adapter registered from memory only
+  // (the host tier then keeps it for the registration's lifetime).
+  AdapterLoadFn load;
   std::string pool_key;  // unique per registration
   bool pinned = false;
   std::chrono::system_clock::time_point last_used;
@@ -27,7 +44,9 @@ struct RegisteredAdapter {
 // What ListAdapters reports of one registration.
 struct AdapterInfo {
   std::string id;
-  enum class State { kHost, kResident } state = State::kHost;
+  // kStored: on disk only; kLoading: being read into host memory; kHost: parsed in host memory;
+  // kResident: in the pool's pages.
+  enum class State { kStored, kLoading, kHost, kResident } state = State::kHost;
   bool pinned = false;
   int max_rank = 0;
   double alpha = 0;
@@ -42,8 +61,8 @@ AdapterInfo DescribeAdapter(const RegisteredAdapter& entry);
 
 class AdapterRegistry {
  public:
-  // ALREADY_EXISTS when the id is registered.
-  absl::Status Register(std::shared_ptr<const LoraAdapter> adapter);
+  // ALREADY_EXISTS when the id is registered. Returns the registration's pool key.
+  absl::StatusOr<std::string> Register(AdapterSummary summary, AdapterLoadFn load);
   // NOT_FOUND when unknown; returns the pool key of the registration that was removed.
   absl::StatusOr<std::string> Unregister(const std::string& id);
   // NOT_FOUND when unknown; returns the registration's pool key.
@@ -51,6 +70,8 @@ class AdapterRegistry {
   // The registration of `id`, marked used now; NOT_FOUND when unknown.
   absl::StatusOr<RegisteredAdapter> Use(const std::string& id);
   std::optional<std::string> PoolKey(const std::string& id) const;
+  // The registration of `id` without marking it used.
+  std::optional<RegisteredAdapter> Find(const std::string& id) const;
   bool Contains(const std::string& id) const;
   // Every registration, ordered by id.
   std::vector<RegisteredAdapter> List() const;

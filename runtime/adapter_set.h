@@ -4,6 +4,8 @@
 #pragma once
 
 #include <memory>
+#include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -14,6 +16,14 @@ namespace loraserve {
 
 using WeightedAdapters = std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>>;
 
+// One member of a set as admission sees it (before the adapter's weights are in memory).
+struct AdapterChoice {
+  std::string id;
+  bool use_dora = false;
+  float weight = 1.0f;
+};
+
+absl::Status ValidateAdapterChoices(std::span<const AdapterChoice> set);
 absl::Status ValidateAdapterSet(const WeightedAdapters& set);
 
 }  // namespace loraserve

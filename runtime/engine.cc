@@ -13,8 +13,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/adapter_loader.h"
 #include "runtime/adapter_registry.h"
 #include "runtime/adapter_set.h"
+#include "runtime/host_adapter_cache.h"
 #include "runtime/merge_controller.h"
 #include "runtime/merge_policy.h"
 #include "runtime/page_pool.h"
@@ -42,6 +44,8 @@ const char* FinishReasonName(FinishReason reason) {
 
 namespace {
 
+std::string IdOfPoolKey(const std::string& key) { return key.substr(0, key.rfind('#')); }
+
 int32_t PoolPages(const EngineOptions& options, const kernels::KvPageLayout& layout) {
   if (options.pool_pages > 0) return static_cast<int32_t>(options.pool_pages);
   return static_cast<int32_t>(std::max<int64_t>(
@@ -64,7 +68,8 @@ class Engine::Impl {
                   options_.adapter_storage),
         resources_(&pages_, &adapters_, layout_.block_size, options_.max_adapters_resident),
         scheduler_({options_.max_batch_tokens, options_.max_running}, &resources_, &resources_),
-        merge_(model_.get()) {
+        merge_(model_.get()),
+        host_(options_.host_cache_bytes) {
     eos_ids_ = model_->config().eos_token_ids;
     if (options_.tokenizer != nullptr) {
       for (int32_t id : options_.tokenizer->eos_ids()) eos_ids_.push_back(id);
@@ -74,6 +79,15 @@ class Engine::Impl {
     stats_.kv_block_size = layout_.block_size;
     stats_.pool_pages_total = pages_.num_pages();
     stats_.merge_mode = merge_mode_;
+    stats_.host_budget_bytes = static_cast<int64_t>(options_.host_cache_bytes);
+    // Completions go to the step loop like admin ops: only it touches waiting requests.
+    loader_ = std::make_unique<AdapterLoader>(
+        [this](const std::string& key, absl::StatusOr<std::shared_ptr<const LoraAdapter>> adapter,
+               double seconds) {
+          PostOp([this, key, adapter = std::move(adapter), seconds] {
+            OnLoaded(key, adapter, seconds);
+          });
+        });
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -93,25 +107,31 @@ class Engine::Impl {
                                options_.tokenizer != nullptr};
     if (auto s = ValidateRequest(request, limits); !s.ok()) return s;
     auto state = std::make_unique<RequestState>();
+    std::vector<AdapterChoice> choices;
     for (size_t i = 0; i < request.adapters.size(); ++i) {
       auto entry = registry_.Use(request.adapters[i].id);
       if (!entry.ok()) {
         return absl::NotFoundError(absl::StrCat("adapters[", i, "].adapter_id: adapter '",
                                                 request.adapters[i].id, "' is not loaded"));
       }
-      state->adapters.emplace_back(entry->adapter, request.adapters[i].weight);
+      std::shared_ptr<const LoraAdapter> adapter = host_.Get(entry->pool_key);
+      if (adapter == nullptr) {
+        if (!entry->load) {
+          return absl::InternalError(absl::StrCat("adapters[", i, "].adapter_id: adapter '",
+                                                  request.adapters[i].id,
+                                                  "' has neither a host copy nor a store copy"));
+        }
+        state->missing.push_back({i, entry->pool_key, entry->load});
+      }
+      choices.push_back({request.adapters[i].id, entry->summary.use_dora,
+                         request.adapters[i].weight});
+      state->adapters.emplace_back(std::move(adapter), request.adapters[i].weight);
       state->pool_keys.push_back(entry->pool_key);
     }
-    if (auto s = ValidateAdapterSet(state->adapters); !s.ok()) return s;
-    int64_t adapter_pages = 0;
-    for (const auto& [adapter, weight] : state->adapters) {
-      adapter_pages += adapters_.PagesNeeded(*adapter);
-    }
-    const int64_t kv_pages = KvBlocksNeeded(request, layout_.block_size);
-    if (adapter_pages + kv_pages > pages_.num_pages()) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "request needs ", adapter_pages, " adapter pages and ", kv_pages,
-          " KV blocks, the pool holds ", pages_.num_pages(), " pages (raise --pool-mb)"));
+    if (auto s = ValidateAdapterChoices(choices); !s.ok()) return s;
+    // With every adapter in memory the pool check is made now; otherwise once they are loaded.
+    if (state->missing.empty()) {
+      if (auto s = CheckFits(request, state->adapters); !s.ok()) return s;
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (draining_ || stopping_) return absl::UnavailableError("server is draining");
@@ -134,17 +154,48 @@ class Engine::Impl {
     cv_.notify_all();
   }
 
-  absl::Status RegisterAdapter(std::shared_ptr<const LoraAdapter> adapter) {
+  absl::Status RegisterAdapter(std::shared_ptr<const LoraAdapter> adapter, AdapterLoadFn reload) {
     if (adapter->num_layers != model_->config().num_layers) {
       return absl::InvalidArgumentError(
           absl::StrCat("adapter '", adapter->id, "' was built for a different base model"));
     }
-    return registry_.Register(std::move(adapter));
+    const bool reloadable = static_cast<bool>(reload);
+    auto key = registry_.Register(SummarizeAdapter(*adapter), std::move(reload));
+    if (!key.ok()) return key.status();
+    host_.Insert(*key, std::move(adapter), reloadable);
+    return absl::OkStatus();
+  }
+
+  absl::Status RegisterStoredAdapter(AdapterSummary summary, AdapterLoadFn load) {
+    if (summary.num_layers != model_->config().num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("adapter '", summary.id, "' was built for a different base model"));
+    }
+    if (!load) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("adapter '", summary.id, "': a stored adapter needs a loader"));
+    }
+    return registry_.Register(std::move(summary), std::move(load)).status();
+  }
+
+  absl::StatusOr<std::shared_ptr<const LoraAdapter>> GetAdapter(const std::string& id) {
+    std::optional<RegisteredAdapter> entry = registry_.Find(id);
+    if (!entry) return absl::NotFoundError(absl::StrCat("adapter '", id, "' is not loaded"));
+    if (auto adapter = host_.Peek(entry->pool_key)) return adapter;
+    if (!entry->load) {
+      return absl::InternalError(absl::StrCat("adapter '", id, "' has no copy to read"));
+    }
+    absl::StatusOr<std::shared_ptr<const LoraAdapter>> adapter = entry->load();
+    if (adapter.ok() && registry_.PoolKey(id) == entry->pool_key) {
+      host_.Insert(entry->pool_key, *adapter, /*reloadable=*/true);
+    }
+    return adapter;
   }
 
   absl::Status UnregisterAdapter(const std::string& id) {
     auto key = registry_.Unregister(id);
     if (!key.ok()) return key.status();
+    host_.Erase(*key);
     PostOp([this, key = *key] { retired_keys_.insert(key); });
     return absl::OkStatus();
   }
@@ -152,7 +203,16 @@ class Engine::Impl {
   absl::Status PinAdapter(const std::string& id, bool pinned) {
     auto key = registry_.SetPinned(id, pinned);
     if (!key.ok()) return key.status();
-    PostOp([this, key = *key, pinned] { adapters_.SetPinned(key, pinned); });
+    host_.SetPinned(*key, pinned);
+    AdapterLoadFn load;
+    if (pinned && !host_.Contains(*key)) {
+      if (std::optional<RegisteredAdapter> entry = registry_.Find(id)) load = entry->load;
+    }
+    // A pinned adapter is brought up to host memory now, so its first request does not wait.
+    PostOp([this, key = *key, pinned, load] {
+      adapters_.SetPinned(key, pinned);
+      if (load && !host_.Contains(key)) loader_->Request(key, load);
+    });
     return absl::OkStatus();
   }
 
@@ -162,8 +222,15 @@ class Engine::Impl {
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
     for (const RegisteredAdapter& entry : entries) {
       AdapterInfo info = DescribeAdapter(entry);
-      info.state = resident_snapshot_.count(entry.pool_key) ? AdapterInfo::State::kResident
-                                                            : AdapterInfo::State::kHost;
+      if (resident_snapshot_.count(entry.pool_key)) {
+        info.state = AdapterInfo::State::kResident;
+      } else if (host_.Contains(entry.pool_key)) {
+        info.state = AdapterInfo::State::kHost;
+      } else if (loader_->Pending(entry.pool_key)) {
+        info.state = AdapterInfo::State::kLoading;
+      } else {
+        info.state = AdapterInfo::State::kStored;
+      }
       auto inflight = in_flight_snapshot_.find(entry.pool_key);
       info.in_flight = inflight == in_flight_snapshot_.end() ? 0 : inflight->second;
       out.push_back(std::move(info));
@@ -207,8 +274,28 @@ class Engine::Impl {
     cv_.notify_all();
   }
 
+  // Pool pages the request needs for its adapters and KV: RESOURCE_EXHAUSTED if the pool is
+  // too small for it even when empty.
+  absl::Status CheckFits(const GenerationRequest& request, const WeightedAdapters& adapters) const {
+    int64_t adapter_pages = 0;
+    for (const auto& [adapter, weight] : adapters) adapter_pages += adapters_.PagesNeeded(*adapter);
+    const int64_t kv_pages = KvBlocksNeeded(request, layout_.block_size);
+    if (adapter_pages + kv_pages > pages_.num_pages()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "request needs ", adapter_pages, " adapter pages and ", kv_pages,
+          " KV blocks, the pool holds ", pages_.num_pages(), " pages (raise --pool-mb)"));
+    }
+    return absl::OkStatus();
+  }
+
   void Loop();
   void Step();
+  // A request whose adapters are all in memory goes to the scheduler; one still missing some
+  // waits in awaiting_ with their loads queued (in arrival order).
+  void Admit(std::unique_ptr<RequestState> r);
+  void AwaitAdapters(std::unique_ptr<RequestState> r);
+  void OnLoaded(const std::string& key,
+                const absl::StatusOr<std::shared_ptr<const LoraAdapter>>& adapter, double seconds);
   void ExpireRequests(const std::set<uint64_t>& cancels, bool cancel_all, Clock::time_point now);
   void UpdateMerge(Clock::time_point now);
   void RunStep(const std::vector<ScheduledSequence>& sequences);
@@ -235,8 +322,13 @@ class Engine::Impl {
   int64_t generated_tokens_ = 0;
   int64_t steps_ = 0;
   std::vector<std::pair<std::function<void(const RequestResult&)>, RequestResult>> completions_;
+  std::vector<std::unique_ptr<RequestState>> awaiting_;  // waiting for the loader, in order
+  int64_t host_loads_ = 0;
+  int64_t host_load_failures_ = 0;
+  CumulativeHistogram host_load_seconds_{LatencyBounds()};
 
   AdapterRegistry registry_;  // thread-safe on its own
+  HostAdapterCache host_;     // thread-safe on its own
 
   mutable std::mutex mu_;  // guards incoming_, cancels_, ops_, flags and the counts below
   std::condition_variable cv_;
@@ -257,6 +349,8 @@ class Engine::Impl {
   std::map<std::string, int> in_flight_snapshot_;
 
   std::thread thread_;
+  // Last: destroyed first, so its thread is gone before anything its callback touches.
+  std::unique_ptr<AdapterLoader> loader_;
 };
 
 void Engine::Impl::Loop() {
@@ -281,7 +375,73 @@ void Engine::Impl::Loop() {
     incoming.swap(incoming_);
   }
   for (auto& r : incoming) Finish(*r, FinishReason::kCancelled);
+  for (auto& r : awaiting_) Finish(*r, FinishReason::kCancelled);
+  awaiting_.clear();
   DeliverCompletions();
+}
+
+void Engine::Impl::Admit(std::unique_ptr<RequestState> r) {
+  if (absl::Status s = CheckFits(r->request, r->adapters); !s.ok()) {
+    Finish(*r, FinishReason::kError, std::move(s));
+    return;
+  }
+  scheduler_.Enqueue(std::move(r));
+}
+
+void Engine::Impl::AwaitAdapters(std::unique_ptr<RequestState> r) {
+  // A load may have finished between Submit and now.
+  std::erase_if(r->missing, [&](const RequestState::MissingAdapter& m) {
+    std::shared_ptr<const LoraAdapter> adapter = host_.Peek(m.pool_key);
+    if (adapter != nullptr) r->adapters[m.index].first = std::move(adapter);
+    return r->adapters[m.index].first != nullptr;
+  });
+  if (r->missing.empty()) {
+    Admit(std::move(r));
+    return;
+  }
+  for (const RequestState::MissingAdapter& m : r->missing) loader_->Request(m.pool_key, m.load);
+  awaiting_.push_back(std::move(r));
+}
+
+void Engine::Impl::OnLoaded(const std::string& key,
+                            const absl::StatusOr<std::shared_ptr<const LoraAdapter>>& adapter,
+                            double seconds) {
+  const std::string id = IdOfPoolKey(key);
+  if (adapter.ok()) {
+    ++host_loads_;
+    host_load_seconds_.Observe(seconds);
+    // An adapter unloaded (or replaced) while it loaded serves the requests that were waiting
+    // for it, which hold it, but is not cached under a registration that no longer exists.
+    if (registry_.PoolKey(id) == key) host_.Insert(key, *adapter, /*reloadable=*/true);
+  } else {
+    ++host_load_failures_;
+    if (options_.log_warning) {
+      options_.log_warning(absl::StrCat("adapter '", id, "' could not be read from the store: ",
+                                        adapter.status().ToString()));
+    }
+  }
+  std::vector<std::unique_ptr<RequestState>> ready;
+  std::erase_if(awaiting_, [&](std::unique_ptr<RequestState>& r) {
+    for (auto m = r->missing.begin(); m != r->missing.end();) {
+      if (m->pool_key != key) {
+        ++m;
+        continue;
+      }
+      if (!adapter.ok()) {
+        Finish(*r, FinishReason::kError,
+               absl::Status(adapter.status().code(),
+                            absl::StrCat("adapters[", m->index, "].adapter_id: adapter '", id,
+                                         "' could not be loaded: ", adapter.status().message())));
+        return true;
+      }
+      r->adapters[m->index].first = *adapter;
+      m = r->missing.erase(m);
+    }
+    if (!r->missing.empty()) return false;
+    ready.push_back(std::move(r));
+    return true;
+  });
+  for (auto& r : ready) Admit(std::move(r));
 }
 
 void Engine::Impl::Finish(RequestState& r, FinishReason reason, absl::Status status) {
@@ -325,8 +485,24 @@ void Engine::Impl::ExpireRequests(const std::set<uint64_t>& cancels, bool cancel
     }
     return r.finished;
   });
+  std::erase_if(awaiting_, [&](std::unique_ptr<RequestState>& r) {
+    if (cancel_all || cancels.count(r->id)) {
+      Finish(*r, FinishReason::kCancelled);
+    } else if (r->request.deadline && now >= *r->request.deadline) {
+      Finish(*r, FinishReason::kDeadline);
+    }
+    return r->finished;
+  });
+  if (retired_keys_.empty()) return;
+  // A retired key stays retired while any request still names it: one waiting for its load or
+  // for its turn acquires the pool copy later, and that copy must go once it finishes.
+  std::set<std::string> named;
+  auto name = [&](const RequestState& r) { named.insert(r.pool_keys.begin(), r.pool_keys.end()); };
+  for (const auto& r : scheduler_.running()) name(*r);
+  for (const auto& r : scheduler_.waiting()) name(*r);
+  for (const auto& r : awaiting_) name(*r);
   for (auto it = retired_keys_.begin(); it != retired_keys_.end();) {
-    if (adapters_.RefCount(*it) == 0) {
+    if (adapters_.RefCount(*it) == 0 && !named.contains(*it)) {
       adapters_.EvictIfUnused(*it);
       it = retired_keys_.erase(it);
     } else {
@@ -383,7 +559,13 @@ void Engine::Impl::Step() {
     cancel_all = drain_cancel_all_;
   }
   for (auto& op : ops) op();
-  for (auto& r : incoming) scheduler_.Enqueue(std::move(r));
+  for (auto& r : incoming) {
+    if (r->missing.empty()) {
+      scheduler_.Enqueue(std::move(r));
+    } else {
+      AwaitAdapters(std::move(r));
+    }
+  }
   const auto now = Clock::now();
   merge_policy_.Tick(merge_.merged());
   ExpireRequests(cancels, cancel_all, now);
@@ -433,11 +615,19 @@ void Engine::Impl::PublishStats() {
   };
   for (const auto& r : scheduler_.running()) count(*r, running_ids);
   for (const auto& r : scheduler_.waiting()) count(*r, waiting_ids);
+  for (const auto& r : awaiting_) {
+    for (size_t i = 0; i < r->adapters.size(); ++i) {
+      ++in_flight[r->pool_keys[i]];
+      waiting_ids.insert(IdOfPoolKey(r->pool_keys[i]));
+    }
+  }
   const std::vector<double> load_seconds = resources_.TakeLoadSeconds();
+  const HostCacheStats host = host_.stats();
+  const int64_t page_bytes = static_cast<int64_t>(layout_.page_floats() * sizeof(float));
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     EngineStats& s = stats_;
-    s.waiting = static_cast<int>(scheduler_.waiting().size());
+    s.waiting = static_cast<int>(scheduler_.waiting().size() + awaiting_.size());
     s.running = static_cast<int>(scheduler_.running().size());
     s.pool_pages_total = pages_.num_pages();
     s.kv_pages_used = kv_pages;
@@ -460,13 +650,25 @@ void Engine::Impl::PublishStats() {
     s.waiting_adapters.assign(waiting_ids.begin(), waiting_ids.end());
     for (double seconds : load_seconds) s.adapter_load_seconds.Observe(seconds);
     s.kv_block_size = layout_.block_size;
+    s.adapters_host = host.entries;
+    s.host_bytes_used = host.bytes_used;
+    s.host_budget_bytes = host.budget_bytes;
+    s.host_hits = host.hits;
+    s.host_misses = host.misses;
+    s.host_loads = host_loads_;
+    s.host_load_failures = host_load_failures_;
+    s.host_evictions = host.evictions;
+    s.requests_waiting_for_adapter = static_cast<int>(awaiting_.size());
+    s.adapter_pool_bytes_used = pool.pages_used * page_bytes;
+    s.pool_bytes_total = static_cast<int64_t>(pages_.num_pages()) * page_bytes;
+    s.host_load_seconds = host_load_seconds_;
     const std::vector<std::string> keys = adapters_.ResidentKeys();
     resident_snapshot_ = std::set<std::string>(keys.begin(), keys.end());
     // Pool keys are "<id>#<registration>"; a retired registration (unloaded, or replaced under
     // the same id) is not the adapter a request for that id would get.
     std::set<std::string> resident_ids;
     for (const std::string& key : keys) {
-      const std::string id = key.substr(0, key.rfind('#'));
+      const std::string id = IdOfPoolKey(key);
       if (registry_.PoolKey(id) == key) resident_ids.insert(id);
     }
     s.resident_adapters.assign(resident_ids.begin(), resident_ids.end());
@@ -479,7 +681,7 @@ void Engine::Impl::PublishStats() {
     in_flight_snapshot_ = std::move(in_flight);
   }
   std::lock_guard<std::mutex> lock(mu_);
-  waiting_count_ = static_cast<int>(scheduler_.waiting().size());
+  waiting_count_ = static_cast<int>(scheduler_.waiting().size() + awaiting_.size());
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LlamaModel> model,
@@ -502,8 +704,15 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, RequestCallba
   return impl_->Submit(std::move(request), std::move(callbacks));
 }
 void Engine::Cancel(uint64_t id) { impl_->Cancel(id); }
-absl::Status Engine::RegisterAdapter(std::shared_ptr<const LoraAdapter> adapter) {
-  return impl_->RegisterAdapter(std::move(adapter));
+absl::Status Engine::RegisterAdapter(std::shared_ptr<const LoraAdapter> adapter,
+                                     AdapterLoadFn reload) {
+  return impl_->RegisterAdapter(std::move(adapter), std::move(reload));
+}
+absl::Status Engine::RegisterStoredAdapter(AdapterSummary summary, AdapterLoadFn load) {
+  return impl_->RegisterStoredAdapter(std::move(summary), std::move(load));
+}
+absl::StatusOr<std::shared_ptr<const LoraAdapter>> Engine::GetAdapter(const std::string& id) {
+  return impl_->GetAdapter(id);
 }
 absl::Status Engine::UnregisterAdapter(const std::string& id) {
   return impl_->UnregisterAdapter(id);

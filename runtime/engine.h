@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "adapters/lora_adapter.h"
+#include "runtime/adapter_loader.h"
 #include "runtime/adapter_pool.h"
 #include "runtime/adapter_registry.h"
 #include "runtime/engine_stats.h"
@@ -85,6 +86,12 @@ struct EngineOptions {
   double merge_window_seconds = 2.0;  // single-adapter traffic this long before merging
   AdapterStorage adapter_storage = AdapterStorage::kAuto;  // how adapter rows sit in the pool
   const Tokenizer* tokenizer = nullptr;  // for stop strings and streamed text
+  // Byte budget of the host tier (parsed adapters in memory; 2 GiB holds ~1,100 rank-8 q/v
+  // adapters of a 135M model); 0 = unlimited. Adapters that can
+  // be read again from the store are evicted beyond it, least recently used first.
+  size_t host_cache_bytes = 2ull << 30;
+  // Receives problems found off the request path (an adapter that fails to load); may be empty.
+  std::function<void(const std::string&)> log_warning;
 };
 
 
@@ -103,9 +110,18 @@ class Engine {
   // Frees the request's KV blocks and adapter references at the next step. Unknown id: no-op.
   void Cancel(uint64_t request_id);
 
-  // Adapters known to the engine (host cache). Unregister makes new requests NOT_FOUND at once;
-  // in-flight requests keep their reference and finish.
-  absl::Status RegisterAdapter(std::shared_ptr<const LoraAdapter> adapter);
+  // Adapters known to the engine. Unregister makes new requests NOT_FOUND at once; in-flight
+  // requests keep their reference and finish.
+  // An adapter already in memory goes into the host tier. With `reload` (it is in the store)
+  // the host tier may evict it and read it again when a request needs it; without, it stays.
+  absl::Status RegisterAdapter(std::shared_ptr<const LoraAdapter> adapter,
+                               AdapterLoadFn reload = {});
+  // A stored adapter registered from its index entry alone: nothing is read until a request
+  // needs it, when the loader thread brings it up while the request waits in the queue.
+  absl::Status RegisterStoredAdapter(AdapterSummary summary, AdapterLoadFn load);
+  // The parsed adapter (from the host tier, or read now on the calling thread): for admin work
+  // such as fusion. NOT_FOUND when unknown.
+  absl::StatusOr<std::shared_ptr<const LoraAdapter>> GetAdapter(const std::string& id);
   absl::Status UnregisterAdapter(const std::string& id);
   absl::Status PinAdapter(const std::string& id, bool pinned);
   std::vector<AdapterInfo> ListAdapters() const;

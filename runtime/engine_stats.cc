@@ -35,7 +35,7 @@ namespace {
 constexpr StatKind kGauge = StatKind::kGauge;
 constexpr StatKind kCounter = StatKind::kCounter;
 
-const std::array<EngineStatField, 17> kFields = {{
+const std::array<EngineStatField, 28> kFields = {{
     {"waiting", "loraserve_num_requests_waiting", "Requests waiting to be scheduled.", kGauge,
      [](const EngineStats& s) { return double(s.waiting); }},
     {"running", "loraserve_num_requests_running", "Requests in the running batch.", kGauge,
@@ -79,6 +79,39 @@ const std::array<EngineStatField, 17> kFields = {{
     {"seconds_unmerged", "loraserve_merge_mode_seconds_total",
      "Time spent with the base weights merged or unmerged.", kCounter,
      [](const EngineStats& s) { return s.seconds_unmerged; }, "state", "unmerged"},
+    {"adapters_host", "loraserve_adapter_host_adapters",
+     "Adapters parsed in host memory (the host tier).", kGauge,
+     [](const EngineStats& s) { return double(s.adapters_host); }},
+    {"host_bytes_used", "loraserve_adapter_host_bytes",
+     "Bytes of adapter weights in host memory.", kGauge,
+     [](const EngineStats& s) { return double(s.host_bytes_used); }},
+    {"host_budget_bytes", "loraserve_adapter_host_budget_bytes",
+     "Byte budget of the host tier (--host-cache-bytes; 0 = unlimited).", kGauge,
+     [](const EngineStats& s) { return double(s.host_budget_bytes); }},
+    {"host_hits", "loraserve_adapter_host_hits_total",
+     "Adapter lookups served from host memory.", kCounter,
+     [](const EngineStats& s) { return double(s.host_hits); }},
+    {"host_misses", "loraserve_adapter_host_misses_total",
+     "Adapter lookups that had to read the adapter from the store.", kCounter,
+     [](const EngineStats& s) { return double(s.host_misses); }},
+    {"host_loads", "loraserve_adapter_host_loads_total",
+     "Adapters read from the store into host memory.", kCounter,
+     [](const EngineStats& s) { return double(s.host_loads); }},
+    {"host_load_failures", "loraserve_adapter_host_load_failures_total",
+     "Store reads that failed (the requests needing them failed).", kCounter,
+     [](const EngineStats& s) { return double(s.host_load_failures); }},
+    {"host_evictions", "loraserve_adapter_host_evictions_total",
+     "Adapters dropped from host memory for the budget.", kCounter,
+     [](const EngineStats& s) { return double(s.host_evictions); }},
+    {"requests_waiting_for_adapter", "loraserve_num_requests_waiting_for_adapter",
+     "Requests queued until their adapters are read from the store.", kGauge,
+     [](const EngineStats& s) { return double(s.requests_waiting_for_adapter); }},
+    {"adapter_pool_bytes_used", "loraserve_adapter_pool_bytes_used",
+     "Bytes of pool pages holding adapter weights.", kGauge,
+     [](const EngineStats& s) { return double(s.adapter_pool_bytes_used); }},
+    {"pool_bytes_total", "loraserve_pool_bytes",
+     "Bytes of the unified KV and adapter pool.", kGauge,
+     [](const EngineStats& s) { return double(s.pool_bytes_total); }},
 }};
 
 }  // namespace

@@ -56,7 +56,20 @@ struct EngineStats {
   std::vector<std::string> resident_adapters;
   std::vector<std::string> pending_adapters;
   int kv_block_size = 0;  // tokens per KV block
-  CumulativeHistogram adapter_load_seconds{LatencyBounds()};  // since start, never drained
+  // The host tier (parsed adapters in memory, between the store and the pool).
+  int adapters_host = 0;
+  int64_t host_bytes_used = 0;
+  int64_t host_budget_bytes = 0;  // 0 = unlimited
+  int64_t host_hits = 0;
+  int64_t host_misses = 0;
+  int64_t host_loads = 0;
+  int64_t host_load_failures = 0;
+  int64_t host_evictions = 0;
+  int requests_waiting_for_adapter = 0;  // queued until the loader brings an adapter up
+  int64_t adapter_pool_bytes_used = 0;
+  int64_t pool_bytes_total = 0;
+  CumulativeHistogram adapter_load_seconds{LatencyBounds()};  // host -> pool copies, since start
+  CumulativeHistogram host_load_seconds{LatencyBounds()};     // disk -> host loads, since start
 };
 
 enum class StatKind { kGauge, kCounter };

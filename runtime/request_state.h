@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/adapter_loader.h"
 #include "runtime/adapter_set.h"
 #include "runtime/engine.h"
 #include "runtime/resident_adapter.h"
@@ -35,6 +36,14 @@ struct RequestState {
   WeightedAdapters adapters;
   std::vector<std::string> pool_keys;  // parallel to adapters
   std::string set_key;                 // identical sets share a LoRA segment
+  // Adapters still on their way up from the store (adapters[index].first is null until the
+  // loader brings them); the request waits outside the scheduler until this is empty.
+  struct MissingAdapter {
+    size_t index = 0;
+    std::string pool_key;
+    AdapterLoadFn load;
+  };
+  std::vector<MissingAdapter> missing;
 
   std::vector<int32_t> tokens;  // prompt, then generated tokens
   std::vector<int32_t> generated;

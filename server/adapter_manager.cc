@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "adapters/peft_writer.h"
+#include "server/adapter_index.h"
 
 namespace loraserve::server {
 namespace {
@@ -17,7 +18,10 @@ ManagedAdapter FromInfo(const AdapterInfo& info, const std::string& sha256, bool
 
 AdapterManager::AdapterManager(Engine* engine, AdapterStore* store, ModelConfig base,
                                AdapterManagerOptions options)
-    : engine_(engine), store_(store), base_(std::move(base)), options_(std::move(options)) {}
+    : engine_(engine),
+      store_(store),
+      base_(std::make_shared<const ModelConfig>(std::move(base))),
+      options_(std::move(options)) {}
 
 absl::Status AdapterManager::CheckNew(const std::string& id) const {
   if (absl::Status s = ValidateAdapterId(id); !s.ok()) return s;
@@ -30,13 +34,22 @@ absl::Status AdapterManager::CheckNew(const std::string& id) const {
 
 void AdapterManager::RegisterStored(const std::function<void(const std::string&)>& log) {
   if (store_ == nullptr) return;
+  int indexed = 0, parsed = 0;
   for (const StoredAdapter& entry : store_->List()) {
-    auto adapter = LoadPeftAdapter(entry.id, entry.path, base_, options_.limits);
-    absl::Status status = adapter.status();
-    std::shared_ptr<const LoraAdapter> parsed;
-    if (status.ok()) {
-      parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
-      status = engine_->RegisterAdapter(parsed);
+    absl::Status status;
+    AdapterLoadFn load = StoredAdapterLoader(entry, base_, options_.limits);
+    if (!entry.index_json.empty()) {
+      // The index entry is all registration needs; the tensors are read on first use.
+      absl::StatusOr<AdapterSummary> summary = ParseAdapterIndex(entry.id, entry.index_json);
+      status = summary.status();
+      if (status.ok()) status = engine_->RegisterStoredAdapter(*std::move(summary), load);
+      ++indexed;
+    } else {
+      // Stored before manifests carried an index: parsed now, and then evictable like the rest.
+      absl::StatusOr<std::shared_ptr<const LoraAdapter>> adapter = load();
+      status = adapter.status();
+      if (status.ok()) status = engine_->RegisterAdapter(*std::move(adapter), load);
+      ++parsed;
     }
     if (!status.ok()) {
       log(absl::StrCat("stored adapter '", entry.id, "' skipped: ", status.message()));
@@ -44,9 +57,12 @@ void AdapterManager::RegisterStored(const std::function<void(const std::string&)
     }
     std::lock_guard lock(mutex_);
     sha256_[entry.id] = entry.adapter_sha256;
-    parsed_[entry.id] = std::move(parsed);
     stored_.insert(entry.id);
     source_[entry.id] = entry.path;
+  }
+  if (indexed + parsed > 0) {
+    log(absl::StrCat("registered ", indexed + parsed, " stored adapters (", indexed,
+                     " from their index entries, ", parsed, " parsed: stored without one)"));
   }
 }
 
@@ -80,7 +96,7 @@ absl::StatusOr<ManagedAdapter> AdapterManager::RegisterFolder(const std::string&
     if (absl::Status s = CheckNew(id); !s.ok()) return s;
     pending_.insert(id);
   }
-  auto adapter = LoadPeftAdapter(id, folder, base_, options_.limits);
+  auto adapter = LoadPeftAdapter(id, folder, *base_, options_.limits);
   absl::Status status = adapter.status();
   std::string sha;
   std::shared_ptr<const LoraAdapter> parsed;
@@ -93,7 +109,6 @@ absl::StatusOr<ManagedAdapter> AdapterManager::RegisterFolder(const std::string&
   pending_.erase(id);
   if (!status.ok()) return status;
   sha256_[id] = sha;
-  parsed_[id] = std::move(parsed);
   source_[id] = folder;
   for (const AdapterInfo& info : engine_->ListAdapters()) {
     if (info.id == id) return FromInfo(info, sha, false, folder);
@@ -116,15 +131,17 @@ absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
   PutOptions put_options;
   if (!expected_sha256.empty()) put_options.expected_sha256 = expected_sha256;
   put_options.validator = [&](const std::string& staged_dir) -> absl::Status {
-    auto adapter = LoadPeftAdapter(id, staged_dir, base_, options_.limits);
+    auto adapter = LoadPeftAdapter(id, staged_dir, *base_, options_.limits);
     if (!adapter.ok()) return adapter.status();
     parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
     return absl::OkStatus();
   };
+  put_options.index = [&] { return AdapterIndexJson(SummarizeAdapter(*parsed)); };
   auto stored = put(put_options);
   absl::Status status = stored.status();
   if (status.ok()) {
-    status = engine_->RegisterAdapter(parsed);
+    // Kept in the host tier while there is room; read again from the store once evicted.
+    status = engine_->RegisterAdapter(parsed, StoredAdapterLoader(*stored, base_, options_.limits));
     if (!status.ok() && store_ != nullptr) {
       // Keep the store and the engine in step: an adapter the engine refused is not kept.
       (void)store_->Delete(id);
@@ -134,7 +151,6 @@ absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
   pending_.erase(id);
   if (!status.ok()) return status;
   sha256_[id] = stored->adapter_sha256;
-  parsed_[id] = parsed;
   if (store_ != nullptr) stored_.insert(id);
   source_[id] = source.empty() ? stored->path : source;
   for (const AdapterInfo& info : engine_->ListAdapters()) {
@@ -209,7 +225,6 @@ absl::StatusOr<int> AdapterManager::Unload(const std::string& id, bool keep_in_s
   }
   if (absl::Status s = engine_->UnregisterAdapter(id); !s.ok()) return s;
   sha256_.erase(id);
-  parsed_.erase(id);
   source_.erase(id);
   if (stored_.erase(id) > 0 && !keep_in_store) {
     if (absl::Status s = store_->Delete(id); !s.ok()) return s;
@@ -240,14 +255,21 @@ absl::StatusOr<ManagedAdapter> AdapterManager::Fuse(
   {
     std::lock_guard lock(mutex_);
     if (absl::Status s = CheckNew(new_id); !s.ok()) return s;
-    for (size_t i = 0; i < sources.size(); ++i) {
-      auto it = parsed_.find(sources[i].first);
-      if (it == parsed_.end()) {
-        return absl::NotFoundError(absl::StrCat("sources[", i, "].adapter_id: adapter '",
-                                                sources[i].first, "' is not registered"));
-      }
-      held.push_back(it->second);
+  }
+  for (size_t i = 0; i < sources.size(); ++i) {
+    // From the host tier, or read from the store now (on this admin thread).
+    absl::StatusOr<std::shared_ptr<const LoraAdapter>> source =
+        Has(sources[i].first) ? engine_->GetAdapter(sources[i].first)
+                              : absl::NotFoundError("not registered");
+    if (!source.ok()) {
+      const bool missing = source.status().code() == absl::StatusCode::kNotFound;
+      return absl::Status(source.status().code(),
+                          absl::StrCat("sources[", i, "].adapter_id: adapter '", sources[i].first,
+                                       missing ? "' is not registered"
+                                               : "' could not be read: ",
+                                       missing ? "" : source.status().message()));
     }
+    held.push_back(*std::move(source));
   }
   std::vector<FuseSource> fuse_sources;
   for (size_t i = 0; i < sources.size(); ++i) {

@@ -82,7 +82,7 @@ class AdapterManager {
 
   Engine* const engine_;
   AdapterStore* const store_;
-  const ModelConfig base_;
+  const std::shared_ptr<const ModelConfig> base_;  // shared with the stored adapters' loaders
   const AdapterManagerOptions options_;
 
   // Guards sha256_ and stored_ and serialises register/unregister so the engine's registry
@@ -92,8 +92,6 @@ class AdapterManager {
   std::set<std::string> stored_;               // the registered adapters that are in the store
   std::map<std::string, std::string> source_;  // every registered adapter's folder
   std::set<std::string> pending_;              // ids with an upload or load in flight
-  // The parsed form of every registered adapter (shared with the engine): Fuse's input.
-  std::map<std::string, std::shared_ptr<const LoraAdapter>> parsed_;
 };
 
 }  // namespace loraserve::server

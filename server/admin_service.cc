@@ -49,6 +49,10 @@ grpc::ServerUnaryReactor* RunAdminOnWorker(grpc::CallbackServerContext* context,
 
 v1::AdapterState ToProtoState(AdapterInfo::State state) {
   switch (state) {
+    case AdapterInfo::State::kStored:
+      return v1::ADAPTER_STATE_STORED;
+    case AdapterInfo::State::kLoading:
+      return v1::ADAPTER_STATE_LOADING;
     case AdapterInfo::State::kHost:
       return v1::ADAPTER_STATE_HOST;
     case AdapterInfo::State::kResident:

@@ -157,12 +157,14 @@ absl::Status LoraServer::LoadModel() {
     AdapterStoreOptions store_options;
     auto log = options_.log;
     store_options.log = [log](std::string_view line) { log(std::string(line)); };
+    store_options.verify_hashes_on_open = options_.verify_store_on_start;
     auto store = AdapterStore::Open(options_.store_dir, store_options);
     if (!store.ok()) return store.status();
     store_ = *std::move(store);
   }
   EngineOptions engine_options = options_.engine;
   engine_options.tokenizer = tokenizer_.get();
+  engine_options.log_warning = options_.log;
   auto engine = Engine::Create(*std::move(model), std::move(engine_options));
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);

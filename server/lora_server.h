@@ -32,6 +32,9 @@ struct ServerOptions {
   std::string metrics_listen = "127.0.0.1:9400";  // empty = no /metrics
   std::string store_dir;        // empty = no store: uploads and LoadAdapter are unavailable
   std::string adapter_dir;      // every subfolder registered at start (not stored)
+  // Re-hash every stored file at start. Off: sizes are checked at start and each adapter's
+  // sha256 when it is first read into host memory, so a start reads no tensors.
+  bool verify_store_on_start = false;
   std::string admin_token;      // empty = the admin API answers PERMISSION_DENIED
   std::string inference_token;  // empty = inference needs no token
   std::string tls_cert, tls_key, tls_client_ca;  // PEM files; cert+key enable TLS

@@ -78,6 +78,10 @@ ServingMetrics::ServingMetrics() {
   adapter_load_seconds_ =
       r.AddHistogram("loraserve_adapter_pool_load_duration_seconds",
                      "Time to load one adapter into the adapter pool.", {}, latency);
+  host_load_seconds_ =
+      r.AddHistogram("loraserve_adapter_host_load_duration_seconds",
+                     "Time to read, verify and parse one adapter from the store into host "
+                     "memory.", {}, latency);
   uploads_ =
       r.AddCounter("loraserve_adapter_uploads_total", "Adapter uploads by result.", {"result"});
   merge_mode_ = r.AddGauge("loraserve_merge_mode_info",
@@ -142,6 +146,8 @@ void ServingMetrics::Refresh(const EngineStats& stats, int max_lora, int registe
   adapters_registered_->Set({}, registered_adapters);
   const CumulativeHistogram& loads = stats.adapter_load_seconds;
   adapter_load_seconds_->SetCumulative({}, loads.counts, loads.sum, loads.count);
+  const CumulativeHistogram& host_loads = stats.host_load_seconds;
+  host_load_seconds_->SetCumulative({}, host_loads.counts, host_loads.sum, host_loads.count);
   merge_mode_->Clear();
   merge_mode_->Set({MergeModeName(stats.merge_mode)}, 1);
   merged_->Clear();

@@ -47,6 +47,7 @@ class ServingMetrics {
   std::map<std::string_view, ScalarFamily*> engine_families_;
   ScalarFamily* adapters_registered_;
   HistogramFamily* adapter_load_seconds_;
+  HistogramFamily* host_load_seconds_;
   ScalarFamily* uploads_;
   ScalarFamily* merge_mode_;
   ScalarFamily* merged_;

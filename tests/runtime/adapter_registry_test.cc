@@ -7,36 +7,36 @@
 namespace loraserve {
 namespace {
 
-std::shared_ptr<const LoraAdapter> Adapter(const std::string& id) {
-  auto adapter = std::make_shared<LoraAdapter>();
-  adapter->id = id;
-  return adapter;
+AdapterSummary Adapter(const std::string& id) {
+  AdapterSummary summary;
+  summary.id = id;
+  return summary;
 }
 
 TEST(AdapterRegistryTest, EachRegistrationGetsItsOwnPoolKey) {
   AdapterRegistry registry;
-  ASSERT_TRUE(registry.Register(Adapter("a")).ok());
+  ASSERT_TRUE(registry.Register(Adapter("a"), {}).ok());
   const std::string first = *registry.PoolKey("a");
   ASSERT_TRUE(registry.Unregister("a").ok());
-  ASSERT_TRUE(registry.Register(Adapter("a")).ok());
+  ASSERT_TRUE(registry.Register(Adapter("a"), {}).ok());
   EXPECT_NE(*registry.PoolKey("a"), first);
 }
 
 TEST(AdapterRegistryTest, ReuploadUnderAPinnedIdIsNotPinned) {
   AdapterRegistry registry;
-  ASSERT_TRUE(registry.Register(Adapter("a")).ok());
+  ASSERT_TRUE(registry.Register(Adapter("a"), {}).ok());
   ASSERT_TRUE(registry.SetPinned("a", true).ok());
   ASSERT_EQ(registry.List().size(), 1u);
   EXPECT_TRUE(registry.List()[0].pinned);
   ASSERT_TRUE(registry.Unregister("a").ok());
-  ASSERT_TRUE(registry.Register(Adapter("a")).ok());
+  ASSERT_TRUE(registry.Register(Adapter("a"), {}).ok());
   EXPECT_FALSE(registry.List()[0].pinned);
 }
 
 TEST(AdapterRegistryTest, ErrorsNameTheAdapter) {
   AdapterRegistry registry;
-  ASSERT_TRUE(registry.Register(Adapter("a")).ok());
-  const absl::Status again = registry.Register(Adapter("a"));
+  ASSERT_TRUE(registry.Register(Adapter("a"), {}).ok());
+  const absl::Status again = registry.Register(Adapter("a"), {}).status();
   EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_NE(again.message().find("'a'"), std::string::npos);
   for (absl::Status s : {registry.Unregister("zz").status(), registry.SetPinned("zz", true).status(),
@@ -50,11 +50,11 @@ TEST(AdapterRegistryTest, ErrorsNameTheAdapter) {
 
 TEST(AdapterRegistryTest, UseMarksTheAdapterUsed) {
   AdapterRegistry registry;
-  ASSERT_TRUE(registry.Register(Adapter("a")).ok());
+  ASSERT_TRUE(registry.Register(Adapter("a"), {}).ok());
   const auto before = registry.List()[0].last_used;
   auto used = registry.Use("a");
   ASSERT_TRUE(used.ok());
-  EXPECT_EQ(used->adapter->id, "a");
+  EXPECT_EQ(used->summary.id, "a");
   EXPECT_GE(registry.List()[0].last_used, before);
 }
 
