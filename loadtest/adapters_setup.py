@@ -3,7 +3,8 @@ loraserve server over its admin gRPC API, and removed again after the run.
 
 The files are what PEFT writes for a LoRA on a Llama-family model: adapter_config.json
 (peft_type LORA, r, lora_alpha, target_modules) and adapter_model.safetensors with
-`base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A,B}.weight` in float32.
+`base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A,B}.weight` in float32
+(or, with dtype "f16"/"bf16", the same values rounded to 16 bits: half the bytes).
 A and B are small seeded normals, so every adapter changes the logits a little and differently.
 """
 import asyncio
@@ -33,12 +34,31 @@ def module_shapes(config: dict) -> Dict[str, Tuple[int, int]]:
             "down_proj": (inter, hidden)}
 
 
-def safetensors_bytes(tensors: Dict[str, np.ndarray]) -> bytes:
-    """The safetensors file of float32 tensors (the header JSON padded to 8 bytes)."""
+DTYPES = ("f32", "f16", "bf16")  # make_adapter's dtype: the safetensors F32, F16, BF16
+
+
+def tensor_bytes(array: np.ndarray, dtype: str = "f32") -> Tuple[str, bytes]:
+    """(safetensors dtype name, little-endian bytes) of a float tensor stored as dtype; bf16 is
+    float32 rounded to nearest even on the upper 16 bits (what torch's .to(bfloat16) does)."""
+    values = np.ascontiguousarray(array, dtype="<f4")
+    if dtype == "f32":
+        return "F32", values.tobytes()
+    if dtype == "f16":
+        return "F16", values.astype("<f2").tobytes()
+    if dtype == "bf16":
+        bits = values.view("<u4").astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return "BF16", rounded.astype("<u2").tobytes()
+    raise ValueError(f"adapter dtype '{dtype}' is not one of {', '.join(DTYPES)}")
+
+
+def safetensors_bytes(tensors: Dict[str, np.ndarray], dtype: str = "f32") -> bytes:
+    """The safetensors file of the tensors stored as dtype (f32, f16 or bf16), the header JSON
+    padded to 8 bytes."""
     header, offset, blobs = {}, 0, []
     for name in sorted(tensors):
-        data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+        kind, data = tensor_bytes(tensors[name], dtype)
+        header[name] = {"dtype": kind, "shape": list(tensors[name].shape),
                         "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         blobs.append(data)
@@ -48,8 +68,13 @@ def safetensors_bytes(tensors: Dict[str, np.ndarray]) -> bytes:
 
 
 def make_adapter(config: dict, seed: int, rank: int = 8,
-                 targets: Sequence[str] = ("q_proj", "v_proj")) -> Dict[str, bytes]:
-    """The two files of one adapter, deterministic from the seed."""
+                 targets: Sequence[str] = ("q_proj", "v_proj"),
+                 dtype: str = "f32", b_std: float = 0.02) -> Dict[str, bytes]:
+    """The two files of one adapter, deterministic from the seed; dtype (f32, f16, bf16) is how
+    the weights are stored (the same draws, rounded); b_std scales lora_B (larger: adapters
+    whose greedy answers differ more from the base model's and from each other)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"adapter dtype '{dtype}' is not one of {', '.join(DTYPES)}")
     shapes = module_shapes(config)
     unknown = [t for t in targets if t not in shapes]
     if unknown:
@@ -64,7 +89,7 @@ def make_adapter(config: dict, seed: int, rank: int = 8,
             tensors[f"{prefix}.lora_A.weight"] = rng.normal(
                 0, 1 / np.sqrt(fan_in), (rank, fan_in)).astype(np.float32)
             tensors[f"{prefix}.lora_B.weight"] = rng.normal(
-                0, 0.02, (fan_out, rank)).astype(np.float32)
+                0, b_std, (fan_out, rank)).astype(np.float32)
     adapter_config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
         "lora_dropout": 0.0, "bias": "none", "target_modules": list(targets),
@@ -72,7 +97,7 @@ def make_adapter(config: dict, seed: int, rank: int = 8,
         "base_model_name_or_path": config.get("_name_or_path", ""),
     }
     return {"adapter_config.json": json.dumps(adapter_config, indent=1).encode(),
-            "adapter_model.safetensors": safetensors_bytes(tensors)}
+            "adapter_model.safetensors": safetensors_bytes(tensors, dtype)}
 
 
 def write_adapter(folder: str, files: Dict[str, bytes]) -> None:
@@ -96,9 +121,11 @@ def upload_messages(apb, adapter_id: str, files: Dict[str, bytes]):
 async def upload_generated(channel, stubs, admin_token: str, config: dict, count: int,
                            prefix: str = "lt-gen-", rank: int = 8,
                            targets: Sequence[str] = ("q_proj", "v_proj"), seed: int = 0,
-                           parallel: int = 4) -> Tuple[List[str], float]:
-    """Uploads `count` generated adapters (ids prefix0000...); returns the ids and the seconds
-    the uploads took. An id that already exists (a rerun) is kept as it is."""
+                           parallel: int = 4, dtype: str = "f32",
+                           b_std: float = 0.02) -> Tuple[List[str], float]:
+    """Uploads `count` generated adapters (ids prefix0000...) over `parallel` streams, each
+    generated in memory just before it is sent; returns the ids and the seconds the uploads
+    took. An id that already exists (a rerun) is kept as it is."""
     import grpc
     import time
 
@@ -114,7 +141,7 @@ async def upload_generated(channel, stubs, admin_token: str, config: dict, count
     async def worker():
         while not queue.empty():
             i, adapter_id = queue.get_nowait()
-            files = make_adapter(config, seed * 1_000_003 + i, rank, targets)
+            files = make_adapter(config, seed * 1_000_003 + i, rank, targets, dtype, b_std)
             try:
                 await admin.UploadAdapter(upload_messages(apb, adapter_id, files),
                                           metadata=auth, timeout=120)
