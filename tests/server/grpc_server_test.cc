@@ -3,6 +3,8 @@
 // corrupt uploads, auth, drain on shutdown, and 100 concurrent streams over 20 adapters.
 #include <httplib.h>
 
+#include <fstream>
+
 #include <span>
 #include <thread>
 
@@ -405,6 +407,56 @@ TEST_F(GrpcServerTest, StoredAdaptersAreRegisteredAtRestart) {
   ASSERT_TRUE(Generate(Request(Prompt(4), "persisted", 8), &after).ok());
   EXPECT_EQ(std::vector<int32_t>(before.token_ids().begin(), before.token_ids().end()),
             std::vector<int32_t>(after.token_ids().begin(), after.token_ids().end()));
+}
+
+// A restart registers stored adapters from their manifests' index entries (nothing is parsed
+// until a request needs it), and a weights file damaged after it was stored (same size, so the
+// start-up scan passes) fails only the requests for that adapter, with DATA_LOSS.
+TEST_F(GrpcServerTest, RestartRegistersIndexEntriesAndADamagedStoreFileFailsOnlyItsRequests) {
+  ASSERT_TRUE(Upload("good", AdapterFiles(base_, 21)).ok());
+  ASSERT_TRUE(Upload("bad", AdapterFiles(base_, 22)).ok());
+  v1::GenerateResponse before;
+  ASSERT_TRUE(Generate(Request(Prompt(6), "good", 8), &before).ok());
+  server_->Shutdown(std::chrono::seconds(1));
+  server_.reset();
+  const std::string store = store_.path() + "/store";
+  {
+    std::ifstream manifest(store + "/bad/" + kStoreManifestFile);
+    const std::string text((std::istreambuf_iterator<char>(manifest)), {});
+    EXPECT_THAT(text, ::testing::HasSubstr("\"index\""));
+    EXPECT_THAT(text, ::testing::HasSubstr("\"max_rank\""));
+  }
+  {
+    std::fstream weights(store + "/bad/adapter_model.safetensors",
+                         std::ios::in | std::ios::out | std::ios::binary);
+    weights.seekg(-3, std::ios::end);
+    char byte = 0;
+    weights.read(&byte, 1);
+    weights.seekp(-3, std::ios::end);
+    byte ^= 0x40;
+    weights.write(&byte, 1);
+  }
+  StartServer();
+  grpc::ClientContext list_context;
+  Authorize(&list_context);
+  v1::ListAdaptersResponse listed;
+  ASSERT_TRUE(admin_->ListAdapters(&list_context, {}, &listed).ok());
+  ASSERT_EQ(listed.adapters_size(), 2);
+  for (const v1::AdapterStatus& adapter : listed.adapters()) {
+    EXPECT_EQ(adapter.state(), v1::ADAPTER_STATE_STORED) << adapter.id();
+    EXPECT_EQ(adapter.rank(), 4) << adapter.id();  // AdapterFiles' rank, from the index
+  }
+  v1::GenerateResponse failed;
+  const grpc::Status damaged = Generate(Request(Prompt(6), "bad", 8), &failed);
+  EXPECT_EQ(damaged.error_code(), grpc::StatusCode::DATA_LOSS) << damaged.error_message();
+  EXPECT_THAT(damaged.error_message(), ::testing::HasSubstr("adapter 'bad'"));
+  EXPECT_THAT(damaged.error_message(), ::testing::HasSubstr("sha256"));
+  v1::GenerateResponse after;
+  ASSERT_TRUE(Generate(Request(Prompt(6), "good", 8), &after).ok());
+  EXPECT_EQ(std::vector<int32_t>(before.token_ids().begin(), before.token_ids().end()),
+            std::vector<int32_t>(after.token_ids().begin(), after.token_ids().end()));
+  EXPECT_EQ(server_->engine()->Stats().host_load_failures, 1);
+  EXPECT_EQ(server_->engine()->Stats().host_loads, 1);
 }
 
 TEST_F(GrpcServerTest, ShutdownDrainsInFlightStreamsAndRefusesNewWork) {
