@@ -406,9 +406,9 @@ absl::StatusOr<StoredAdapter> AdapterStore::Put(std::string_view id_view,
                               : IoError("rename", staged);
     } else {
       entry->path = target;
-      // The rename is durable once root is synced; .tmp is synced so the staged name is gone.
+      // The rename is durable once root is synced. .tmp is not synced: should a crash bring
+      // the staged name back there, the start-up scan removes it (root's entry wins).
       absl::Status synced = FsyncPath(root_, /*directory=*/true);
-      if (synced.ok()) synced = FsyncPath(absl::StrCat(root_, "/", kTmpDir), true);
       if (!synced.ok()) {
         Log(absl::StrCat("adapter store: ", synced.message()));
       }

@@ -64,7 +64,7 @@ AdapterLoadFn StoredAdapterLoader(const StoredAdapter& entry,
     }
     if (adapter->sha256 != sha256) {
       return absl::DataLossError(absl::StrCat(
-          "store entry ", path, ": ", kAdapterWeightsFile, " hashes to ", adapter->sha256,
+          "store entry ", path, ": ", kAdapterWeightsFile, " has sha256 ", adapter->sha256,
           ", its manifest recorded ", sha256, " (damaged after it was stored; upload it again)"));
     }
     return std::make_shared<const LoraAdapter>(*std::move(adapter));

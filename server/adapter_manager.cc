@@ -119,27 +119,33 @@ absl::StatusOr<ManagedAdapter> AdapterManager::RegisterFolder(const std::string&
 absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
     const std::string& id,
     const std::function<absl::StatusOr<StoredAdapter>(const PutOptions&)>& put,
-    const std::string& expected_sha256, const std::string& source) {
+    const std::string& expected_sha256, const std::string& source,
+    std::optional<LoraAdapter> preparsed) {
   {
     std::lock_guard lock(mutex_);
     if (absl::Status s = CheckNew(id); !s.ok()) return s;
     pending_.insert(id);
   }
-  // The validator parses the staged files against the base model; its result is kept so the
-  // published adapter is not parsed twice.
-  std::shared_ptr<const LoraAdapter> parsed;
+  std::shared_ptr<LoraAdapter> parsed;
   PutOptions put_options;
   if (!expected_sha256.empty()) put_options.expected_sha256 = expected_sha256;
-  put_options.validator = [&](const std::string& staged_dir) -> absl::Status {
-    auto adapter = LoadPeftAdapter(id, staged_dir, *base_, options_.limits);
-    if (!adapter.ok()) return adapter.status();
-    parsed = std::make_shared<const LoraAdapter>(*std::move(adapter));
-    return absl::OkStatus();
-  };
+  if (preparsed.has_value()) {
+    parsed = std::make_shared<LoraAdapter>(*std::move(preparsed));
+  } else {
+    // The validator parses the staged files against the base model (what a folder held when
+    // it was copied, not when it was checked); its result is kept so it is not parsed twice.
+    put_options.validator = [&](const std::string& staged_dir) -> absl::Status {
+      auto adapter = LoadPeftAdapter(id, staged_dir, *base_, options_.limits);
+      if (!adapter.ok()) return adapter.status();
+      parsed = std::make_shared<LoraAdapter>(*std::move(adapter));
+      return absl::OkStatus();
+    };
+  }
   put_options.index = [&] { return AdapterIndexJson(SummarizeAdapter(*parsed)); };
   auto stored = put(put_options);
   absl::Status status = stored.status();
   if (status.ok()) {
+    parsed->sha256 = stored->adapter_sha256;  // hashed once, by the store, while writing
     // Kept in the host tier while there is room; read again from the store once evicted.
     status = engine_->RegisterAdapter(parsed, StoredAdapterLoader(*stored, base_, options_.limits));
     if (!status.ok() && store_ != nullptr) {
@@ -174,9 +180,22 @@ absl::StatusOr<ManagedAdapter> AdapterManager::Upload(
                                                      options_.max_upload_bytes,
                                                      "-byte limit (--max-upload-bytes)"));
   }
+  // Validated from the received bytes, before anything touches the disk; the store then writes
+  // and hashes them in one pass. An upload missing a file is left to the store to refuse.
+  std::optional<LoraAdapter> parsed;
+  auto config = files.find(kAdapterConfigFile);
+  auto weights = files.find(kAdapterWeightsFile);
+  if (config != files.end() && weights != files.end()) {
+    if (absl::Status s = ValidateAdapterId(id); !s.ok()) return s;
+    auto file = SafetensorsFile::FromBuffer(weights->second, kAdapterWeightsFile);
+    if (!file.ok()) return file.status();
+    auto adapter = ParsePeftAdapter(id, config->second, **file, *base_, options_.limits);
+    if (!adapter.ok()) return adapter.status();
+    parsed = *std::move(adapter);
+  }
   return StoreAndRegister(
       id, [&](const PutOptions& put) { return store_->PutFromFiles(id, files, put); },
-      expected_sha256, "");
+      expected_sha256, "", std::move(parsed));
 }
 
 absl::StatusOr<ManagedAdapter> AdapterManager::LoadFromPath(const std::string& id,

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -78,7 +79,8 @@ class AdapterManager {
   absl::StatusOr<ManagedAdapter> StoreAndRegister(
       const std::string& id,
       const std::function<absl::StatusOr<StoredAdapter>(const PutOptions&)>& put,
-      const std::string& expected_sha256, const std::string& source);
+      const std::string& expected_sha256, const std::string& source,
+      std::optional<LoraAdapter> preparsed = std::nullopt);
 
   Engine* const engine_;
   AdapterStore* const store_;

@@ -202,6 +202,8 @@ TEST_F(AdapterTiersTest, ALoadFailureFailsOnlyTheRequestsThatNeedTheAdapterAndIs
   auto first = SubmitAsync(*engine, Request("broken"));
   auto second = SubmitAsync(*engine, Request("broken"));
   auto base = SubmitAsync(*engine, Greedy({1, 2, 3}, 4));
+  // Both wait on the one load (a request arriving after a failed load would try again).
+  ASSERT_TRUE(Eventually([&] { return engine->Stats().requests_waiting_for_adapter == 2; }));
   store.Open();
   for (auto* f : {&first, &second}) {
     const RequestResult result = f->get().result;
