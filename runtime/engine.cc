@@ -220,22 +220,32 @@ class Engine::Impl {
     std::vector<AdapterInfo> out;
     const std::vector<RegisteredAdapter> entries = registry_.List();
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
-    for (const RegisteredAdapter& entry : entries) {
-      AdapterInfo info = DescribeAdapter(entry);
-      if (resident_snapshot_.count(entry.pool_key)) {
-        info.state = AdapterInfo::State::kResident;
-      } else if (host_.Contains(entry.pool_key)) {
-        info.state = AdapterInfo::State::kHost;
-      } else if (loader_->Pending(entry.pool_key)) {
-        info.state = AdapterInfo::State::kLoading;
-      } else {
-        info.state = AdapterInfo::State::kStored;
-      }
-      auto inflight = in_flight_snapshot_.find(entry.pool_key);
-      info.in_flight = inflight == in_flight_snapshot_.end() ? 0 : inflight->second;
-      out.push_back(std::move(info));
-    }
+    for (const RegisteredAdapter& entry : entries) out.push_back(Describe(entry));
     return out;
+  }
+
+  std::optional<AdapterInfo> FindAdapter(const std::string& id) const {
+    std::optional<RegisteredAdapter> entry = registry_.Find(id);
+    if (!entry) return std::nullopt;
+    std::lock_guard<std::mutex> stats_lock(stats_mu_);
+    return Describe(*entry);
+  }
+
+  // The listing of one registration; needs stats_mu_ (the residency snapshots).
+  AdapterInfo Describe(const RegisteredAdapter& entry) const {
+    AdapterInfo info = DescribeAdapter(entry);
+    if (resident_snapshot_.count(entry.pool_key)) {
+      info.state = AdapterInfo::State::kResident;
+    } else if (host_.Contains(entry.pool_key)) {
+      info.state = AdapterInfo::State::kHost;
+    } else if (loader_->Pending(entry.pool_key)) {
+      info.state = AdapterInfo::State::kLoading;
+    } else {
+      info.state = AdapterInfo::State::kStored;
+    }
+    auto inflight = in_flight_snapshot_.find(entry.pool_key);
+    info.in_flight = inflight == in_flight_snapshot_.end() ? 0 : inflight->second;
+    return info;
   }
 
   absl::Status SetMergeMode(MergeMode mode, const std::string& adapter_id) {
@@ -721,6 +731,9 @@ absl::Status Engine::PinAdapter(const std::string& id, bool pinned) {
   return impl_->PinAdapter(id, pinned);
 }
 std::vector<AdapterInfo> Engine::ListAdapters() const { return impl_->ListAdapters(); }
+std::optional<AdapterInfo> Engine::FindAdapter(const std::string& id) const {
+  return impl_->FindAdapter(id);
+}
 absl::Status Engine::SetMergeMode(MergeMode mode, const std::string& adapter_id) {
   return impl_->SetMergeMode(mode, adapter_id);
 }

@@ -125,6 +125,8 @@ class Engine {
   absl::Status UnregisterAdapter(const std::string& id);
   absl::Status PinAdapter(const std::string& id, bool pinned);
   std::vector<AdapterInfo> ListAdapters() const;
+  // The listing of one adapter (no copy of the whole registry); nullopt when unknown.
+  std::optional<AdapterInfo> FindAdapter(const std::string& id) const;
   absl::Status SetMergeMode(MergeMode mode, const std::string& adapter_id);
 
   // Stops admitting (Submit -> UNAVAILABLE) and waits up to `deadline` for in-flight requests;

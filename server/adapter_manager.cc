@@ -110,8 +110,8 @@ absl::StatusOr<ManagedAdapter> AdapterManager::RegisterFolder(const std::string&
   if (!status.ok()) return status;
   sha256_[id] = sha;
   source_[id] = folder;
-  for (const AdapterInfo& info : engine_->ListAdapters()) {
-    if (info.id == id) return FromInfo(info, sha, false, folder);
+  if (std::optional<AdapterInfo> info = engine_->FindAdapter(id)) {
+    return FromInfo(*info, sha, false, folder);
   }
   return absl::InternalError(absl::StrCat("adapter '", id, "' vanished after registration"));
 }
@@ -159,10 +159,8 @@ absl::StatusOr<ManagedAdapter> AdapterManager::StoreAndRegister(
   sha256_[id] = stored->adapter_sha256;
   if (store_ != nullptr) stored_.insert(id);
   source_[id] = source.empty() ? stored->path : source;
-  for (const AdapterInfo& info : engine_->ListAdapters()) {
-    if (info.id == id) {
-      return FromInfo(info, stored->adapter_sha256, store_ != nullptr, source_[id]);
-    }
+  if (std::optional<AdapterInfo> info = engine_->FindAdapter(id)) {
+    return FromInfo(*info, stored->adapter_sha256, store_ != nullptr, source_[id]);
   }
   return absl::InternalError(absl::StrCat("adapter '", id, "' vanished after registration"));
 }
@@ -239,9 +237,7 @@ absl::StatusOr<int> AdapterManager::Unload(const std::string& id, bool keep_in_s
     return absl::NotFoundError(absl::StrCat("adapter '", id, "' is not registered"));
   }
   int in_flight = 0;
-  for (const AdapterInfo& info : engine_->ListAdapters()) {
-    if (info.id == id) in_flight = info.in_flight;
-  }
+  if (std::optional<AdapterInfo> info = engine_->FindAdapter(id)) in_flight = info->in_flight;
   if (absl::Status s = engine_->UnregisterAdapter(id); !s.ok()) return s;
   sha256_.erase(id);
   source_.erase(id);
@@ -333,8 +329,13 @@ bool AdapterManager::Has(const std::string& id) const {
 }
 
 absl::StatusOr<ManagedAdapter> AdapterManager::Get(const std::string& id) const {
-  for (ManagedAdapter& adapter : List()) {
-    if (adapter.info.id == id) return std::move(adapter);
+  std::optional<AdapterInfo> info = engine_->FindAdapter(id);
+  std::lock_guard lock(mutex_);
+  auto sha = sha256_.find(id);
+  if (info && sha != sha256_.end()) {
+    auto source = source_.find(id);
+    return FromInfo(*info, sha->second, stored_.contains(id),
+                    source == source_.end() ? "" : source->second);
   }
   return absl::NotFoundError(absl::StrCat("adapter '", id, "' is not registered"));
 }

@@ -421,13 +421,13 @@ TEST_F(GrpcServerTest, RestartRegistersIndexEntriesAndADamagedStoreFileFailsOnly
   server_.reset();
   const std::string store = store_.path() + "/store";
   {
-    std::ifstream manifest(store + "/bad/" + kStoreManifestFile);
+    std::ifstream manifest(std::filesystem::path(store) / "bad" / kStoreManifestFile);
     const std::string text((std::istreambuf_iterator<char>(manifest)), {});
     EXPECT_THAT(text, ::testing::HasSubstr("\"index\""));
     EXPECT_THAT(text, ::testing::HasSubstr("\"max_rank\""));
   }
   {
-    std::fstream weights(store + "/bad/adapter_model.safetensors",
+    std::fstream weights(std::filesystem::path(store) / "bad" / "adapter_model.safetensors",
                          std::ios::in | std::ios::out | std::ios::binary);
     weights.seekg(-3, std::ios::end);
     char byte = 0;
