@@ -2,6 +2,10 @@
 
 #include <chrono>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace loraserve {
 
 AdapterLoader::AdapterLoader(Done done) : done_(std::move(done)), thread_([this] { Run(); }) {}
@@ -59,6 +63,12 @@ void AdapterLoader::Run() {
       if (stopping_) return;
     }
     done_(job.first, std::move(adapter), seconds);
+#if defined(__GLIBC__)
+    // Parsing churns through megabytes of buffers per adapter; glibc keeps freed heap pages
+    // mapped unless asked, so a loader cycling through thousands of adapters would hold RSS
+    // well above the host tier's budget.
+    malloc_trim(0);
+#endif
     std::lock_guard<std::mutex> lock(mu_);
     pending_.erase(job.first);
   }
