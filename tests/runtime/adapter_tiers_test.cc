@@ -62,6 +62,13 @@ class FakeStore {
   std::vector<std::string> order_;
 };
 
+// Declared after the engine: opens the store's gate when a test leaves early (a failed ASSERT),
+// so the engine's destructor, which joins the loader, is not left waiting on a shut gate.
+struct OpenAtExit {
+  FakeStore* store;
+  ~OpenAtExit() { store->Open(); }
+};
+
 class AdapterTiersTest : public ::testing::Test {
  protected:
   std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}) {
@@ -166,6 +173,7 @@ TEST_F(AdapterTiersTest, RequestsDoNotWaitBehindTheLoadOfAnAdapterTheyDoNotUse) 
   // Before the engine: its loader thread calls into the store until the engine is gone.
   FakeStore store;
   auto engine = MakeEngine();
+  const OpenAtExit open_at_exit{&store};
   const auto slow = Adapter("slow", 1);
   const auto ready = Adapter("ready", 2);
   const std::vector<int32_t> expected_slow = Alone(slow);
@@ -196,6 +204,7 @@ TEST_F(AdapterTiersTest, ALoadFailureFailsOnlyTheRequestsThatNeedTheAdapterAndIs
     warnings.push_back(line);
   };
   auto engine = MakeEngine(options);
+  const OpenAtExit open_at_exit{&store};
   const auto broken = Adapter("broken", 3);
   RegisterStored(*engine, broken,
                  store.Loader(broken, true, absl::DataLossError("sha256 does not match")));
@@ -226,6 +235,7 @@ TEST_F(AdapterTiersTest, UnloadDuringLoadServesTheWaitingRequestAndLeavesNothing
   // Before the engine: its loader thread calls into the store until the engine is gone.
   FakeStore store;
   auto engine = MakeEngine();
+  const OpenAtExit open_at_exit{&store};
   const auto adapter = Adapter("u", 4);
   const std::vector<int32_t> expected = Alone(adapter);
   RegisterStored(*engine, adapter, store.Loader(adapter, /*gated=*/true));
@@ -252,6 +262,7 @@ TEST_F(AdapterTiersTest, EvictionWhileALoadIsInFlightKeepsBothRequestsCorrect) {
   EngineOptions options;
   options.host_cache_bytes = in_memory->weight_bytes * 3 / 2;  // room for one
   auto engine = MakeEngine(options);
+  const OpenAtExit open_at_exit{&store};
   const auto loading = Adapter("l", 6);
   const std::vector<int32_t> expected_m = Alone(in_memory, 12);
   const std::vector<int32_t> expected_l = Alone(loading, 12);
@@ -281,6 +292,7 @@ TEST_F(AdapterTiersTest, LoadsRunInArrivalOrderAndOncePerAdapter) {
   // Before the engine: its loader thread calls into the store until the engine is gone.
   FakeStore store;
   auto engine = MakeEngine();
+  const OpenAtExit open_at_exit{&store};
   std::vector<std::shared_ptr<const LoraAdapter>> adapters;
   for (const char* id : {"c", "a", "b"}) adapters.push_back(Adapter(id, id[0]));
   RegisterStored(*engine, adapters[0], store.Loader(adapters[0], /*gated=*/true));
@@ -299,6 +311,7 @@ TEST_F(AdapterTiersTest, CancelAndDeadlineReachRequestsWaitingForALoad) {
   // Before the engine: its loader thread calls into the store until the engine is gone.
   FakeStore store;
   auto engine = MakeEngine();
+  const OpenAtExit open_at_exit{&store};
   const auto adapter = Adapter("w", 8);
   RegisterStored(*engine, adapter, store.Loader(adapter, /*gated=*/true));
   uint64_t id = 0;
