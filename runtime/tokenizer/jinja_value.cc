@@ -269,7 +269,28 @@ const Value* Value::Find(const std::string& key) const {
   return nullptr;
 }
 
+bool Value::Reaches(const Dict* target) const {
+  if (kind_ == Kind::kDict) {
+    if (dict_.get() == target) return true;
+    for (const auto& [name, item] : *dict_) {
+      if (item.Reaches(target)) return true;
+    }
+  } else if (kind_ == Kind::kList) {
+    for (const Value& item : *list_) {
+      if (item.Reaches(target)) return true;
+    }
+  }
+  return false;
+}
+
 void Value::Set(const std::string& key, Value value) const {
+  // Containers are reference-counted: storing a dict inside itself would make a cycle that is
+  // never freed (`{% set ns.x = ns %}` leaked on every render), and Python's repr of it would
+  // recurse without end here. Jinja allows it; no chat template needs it.
+  if (value.Reaches(dict_.get())) {
+    throw TemplateError("cannot store namespace attribute '" + key +
+                        "': the value contains the namespace itself");
+  }
   for (auto& [name, existing] : *dict_) {
     if (name == key) {
       existing = std::move(value);

@@ -60,6 +60,7 @@ class Value {
   bool Equals(const Value& other) const;
   // Dict lookup; null when absent or not a dict.
   const Value* Find(const std::string& key) const;
+  // Sets a dict entry; TemplateError when `value` contains this dict (a reference cycle).
   void Set(const std::string& key, Value value) const;
 
  private:
@@ -71,6 +72,9 @@ class Value {
   std::shared_ptr<List> list_;
   std::shared_ptr<Dict> dict_;
   bool is_namespace_ = false;
+
+  // Whether this value is, or holds through lists and dicts, the dict storage `target`.
+  bool Reaches(const Dict* target) const;
 };
 
 }  // namespace loraserve::tokenizer::jinja

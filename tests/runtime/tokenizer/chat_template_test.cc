@@ -117,6 +117,20 @@ TEST(ChatTemplateTest, NumbersBeyondTheirRangeAreErrorsOrInfinity) {
   EXPECT_EQ(Render("{{ 9007199254740993 | int }}"), "9007199254740993");
 }
 
+// Found by the chat_template fuzzer (LeakSanitizer, CI's smoke): `{% set ns.x = ns %}` stored a
+// namespace inside itself, a shared_ptr cycle leaked on every render (and repr would recurse).
+// Under ASan this test also fails on the leak if the cycle is ever made again.
+TEST(ChatTemplateTest, ANamespaceCannotBeStoredInsideItself) {
+  EXPECT_THAT(Render("{% set ns = namespace(x=0) %}{% set ns.x = ns %}{{ ns.x }}"),
+              HasSubstr("the value contains the namespace itself"));
+  EXPECT_THAT(Render("{% set ns = namespace(x=0) %}{% set ns.x = [1, {'k': ns}] %}"),
+              HasSubstr("cannot store namespace attribute 'x'"));
+  // Another namespace, or a copy of this one's values, is fine.
+  EXPECT_EQ(Render("{% set a = namespace(v=1) %}{% set b = namespace(v=2) %}{% set a.o = b %}"
+                   "{% set a.v = a.v + 1 %}{{ a.v }}{{ a.o.v }}"),
+            "22");
+}
+
 // Found in review while fixing the literal above: int64 arithmetic in templates overflowed
 // (undefined behaviour) where Python's ints grow, and range() or '*' could allocate without bound.
 TEST(ChatTemplateTest, ArithmeticAndSizesStayBounded) {
