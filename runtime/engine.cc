@@ -486,23 +486,17 @@ void Engine::Impl::EmitToken(RequestState& r, SampledToken sampled) {
 
 void Engine::Impl::ExpireRequests(const std::set<uint64_t>& cancels, bool cancel_all,
                                   Clock::time_point now) {
-  // Resources go back before anything is scheduled.
-  scheduler_.RemoveIf([&](RequestState& r) {
+  // Resources go back before anything is scheduled; requests waiting for a load expire alike.
+  auto expire = [&](RequestState& r) {
     if (cancel_all || cancels.count(r.id)) {
       Finish(r, FinishReason::kCancelled);
     } else if (r.request.deadline && now >= *r.request.deadline) {
       Finish(r, FinishReason::kDeadline);
     }
     return r.finished;
-  });
-  std::erase_if(awaiting_, [&](std::unique_ptr<RequestState>& r) {
-    if (cancel_all || cancels.count(r->id)) {
-      Finish(*r, FinishReason::kCancelled);
-    } else if (r->request.deadline && now >= *r->request.deadline) {
-      Finish(*r, FinishReason::kDeadline);
-    }
-    return r->finished;
-  });
+  };
+  scheduler_.RemoveIf(expire);
+  std::erase_if(awaiting_, [&](std::unique_ptr<RequestState>& r) { return expire(*r); });
   if (retired_keys_.empty()) return;
   // A retired key stays retired while any request still names it: one waiting for its load or
   // for its turn acquires the pool copy later, and that copy must go once it finishes.
