@@ -34,4 +34,21 @@ void AddAdapterDtypeOption(CLI::App* cmd, AdapterStorage* storage) {
       ->default_str(AdapterStorageName(*storage));
 }
 
+void AddCpuBackendOptions(CLI::App* cmd, CpuBackendOptions* options) {
+  cmd->add_option_function<std::string>(
+         "--weight-dtype",
+         [options](const std::string& name) { options->weight_dtype = *ParseWeightDtype(name); },
+         "How the base model's matrices are held in memory: auto = as the files store them "
+         "(bf16/fp16 checkpoints stay 16-bit, lossless: half the bytes per decode step), fp32, "
+         "bf16 or fp16 (rounds wider files)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16", "fp16"}))  // what ParseWeightDtype accepts
+      ->default_str("auto");
+  cmd->add_option_function<std::string>(
+         "--cpu-isa", [options](const std::string& name) { options->isa = *ParseCpuIsa(name); },
+         "SIMD kernels: auto = the widest this CPU runs (AVX-512, else AVX2), avx2 (e.g. to "
+         "measure the AVX2 path on an AVX-512 machine), portable")
+      ->check(CLI::IsMember({"auto", "avx2", "portable"}))
+      ->default_str("auto");
+}
+
 }  // namespace loraserve::cli

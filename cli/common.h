@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/adapter_pool.h"
+#include "runtime/backend/cpu_backend.h"
 
 namespace loraserve::cli {
 
@@ -16,6 +17,10 @@ namespace loraserve::cli {
 // --adapter-dtype auto|fp32|bf16 (runtime/adapter_pool.h AdapterStorage), the same on every
 // command that holds adapters.
 void AddAdapterDtypeOption(CLI::App* cmd, AdapterStorage* storage);
+
+// --weight-dtype auto|fp32|bf16|fp16 and --cpu-isa auto|avx2|portable (the CPU backend's
+// options), the same on every command that loads a model.
+void AddCpuBackendOptions(CLI::App* cmd, CpuBackendOptions* options);
 
 absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& text, const std::string& field);
 std::string JoinIds(const std::vector<int32_t>& ids);

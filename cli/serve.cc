@@ -94,6 +94,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--verify-store-on-start", o.verify_store_on_start,
                 "Re-hash every stored adapter file at start (default: each is verified when "
                 "first read)");
+  AddCpuBackendOptions(cmd, &o.backend);
   cmd->add_option("--host-cache-bytes", o.engine.host_cache_bytes,
                   "Byte budget of parsed adapters in host memory (LRU; stored adapters beyond "
                   "it are read again on demand); 0 = unlimited")

@@ -108,7 +108,11 @@ std::vector<float> LlamaModel::PristineWeight(int layer, Module module) const {
   return values.ok() ? std::move(*values) : std::vector<float>{};
 }
 
-size_t LlamaModel::ParameterCount() const {
+size_t LlamaModel::ParameterCount() const { return SumOverWeights(/*bytes=*/false); }
+
+size_t LlamaModel::WeightBytes() const { return SumOverWeights(/*bytes=*/true); }
+
+size_t LlamaModel::SumOverWeights(bool bytes) const {
   size_t n = 0;
   auto add = [&](WeightHandle w) {
     if (!w.valid()) return;
@@ -116,7 +120,7 @@ size_t LlamaModel::ParameterCount() const {
     if (!info.ok()) return;
     size_t elements = 1;
     for (int64_t d : info->shape) elements *= static_cast<size_t>(d);
-    n += elements;
+    n += bytes ? elements * DTypeSize(info->stored_dtype) : elements;
   };
   add(embed_tokens_);
   add(lm_head_);
@@ -172,10 +176,34 @@ absl::Status LlamaModel::ValidatePlan(const BatchPlan& plan,
 absl::Status LlamaModel::ApplyLinear(const BatchPlan& plan, const PoolStorage& adapter_pool,
                                      int layer, Module module, const Tensor& x,
                                      const Tensor& y) const {
+  if (auto s = backend_->Linear(x, layers_[layer].weight[static_cast<int>(module)], y); !s.ok()) {
+    return s;
+  }
+  return ApplyLoraAndBias(plan, adapter_pool, layer, module, x, y);
+}
+
+absl::Status LlamaModel::ApplyFusedLinear(const BatchPlan& plan, const PoolStorage& adapter_pool,
+                                          int layer, std::span<const Module> modules,
+                                          const Tensor& x, std::span<const Tensor> ys) const {
+  LinearTarget targets[3];
+  for (size_t i = 0; i < modules.size(); ++i) {
+    targets[i] = {layers_[layer].weight[static_cast<int>(modules[i])], ys[i]};
+  }
+  if (auto s = backend_->LinearFused(x, {targets, modules.size()}); !s.ok()) return s;
+  for (size_t i = 0; i < modules.size(); ++i) {
+    if (auto s = ApplyLoraAndBias(plan, adapter_pool, layer, modules[i], x, ys[i]); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::ApplyLoraAndBias(const BatchPlan& plan, const PoolStorage& adapter_pool,
+                                          int layer, Module module, const Tensor& x,
+                                          const Tensor& y) const {
   const int m = static_cast<int>(module);
   const LayerWeights& w = layers_[layer];
   Backend& b = *backend_;
-  if (auto s = b.Linear(x, w.weight[m], y); !s.ok()) return s;
   const auto segments = plan.lora.Segments(layer, m);
   if (!segments.empty()) {
     if (auto s = b.LoraApply(adapter_pool, x, y, {segments, plan.lora.refs}); !s.ok()) return s;
@@ -213,6 +241,11 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
   const Tensor& gate = buffers[6]->tensor();
   const Tensor& up = buffers[7]->tensor();
   const Tensor& proj = buffers[8]->tensor();
+  // q/k/v and gate/up each run as one fused matmul over h (one parallel region, h read once).
+  static constexpr Module kQkv[] = {Module::kQ, Module::kK, Module::kV};
+  static constexpr Module kGateUp[] = {Module::kGate, Module::kUp};
+  const Tensor qkv[] = {q, k, v};
+  const Tensor gate_up[] = {gate, up};
   std::vector<kernels::AttentionSeq> seqs;
   for (const SequencePlan& seq : plan.seqs) {
     seqs.push_back({seq.token_begin, seq.token_end, seq.block_table.data()});
@@ -223,9 +256,7 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     absl::Status s = b.RmsNorm(x, w.input_norm, eps, h);
-    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kQ, h, q);
-    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kK, h, k);
-    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kV, h, v);
+    if (s.ok()) s = ApplyFusedLinear(plan, adapter_pool, l, kQkv, h, qkv);
     if (s.ok()) s = b.Rope(q, c.num_heads, c.head_dim, positions, inv_freq_);
     if (s.ok()) s = b.Rope(k, c.num_kv_heads, c.head_dim, positions, inv_freq_);
     if (s.ok()) s = b.StoreKv(kv_pool, layout, l, seqs, positions, k, v);
@@ -236,8 +267,7 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
     if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kO, attn, proj);
     if (s.ok()) s = b.Add(x, proj);
     if (s.ok()) s = b.RmsNorm(x, w.post_attention_norm, eps, h);
-    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kGate, h, gate);
-    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kUp, h, up);
+    if (s.ok()) s = ApplyFusedLinear(plan, adapter_pool, l, kGateUp, h, gate_up);
     if (s.ok()) s = b.SiluMul(gate, up, gate);
     if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kDown, gate, proj);
     if (s.ok()) s = b.Add(x, proj);

@@ -50,12 +50,22 @@ class LlamaModel {
   std::vector<float> Weight(int layer, Module module) const;
   std::vector<float> PristineWeight(int layer, Module module) const;
   size_t ParameterCount() const;
+  // Bytes the backend holds for the weights, in their stored dtypes (pristine copies excluded).
+  size_t WeightBytes() const;
 
  private:
   LlamaModel() = default;
   absl::Status ValidatePlan(const BatchPlan& plan, const kernels::KvPageLayout& layout) const;
   absl::Status ApplyLinear(const BatchPlan& plan, const PoolStorage& adapter_pool, int layer,
                            Module module, const Tensor& x, const Tensor& y) const;
+  // Several modules reading the same x (q/k/v, gate/up; at most 3) as one fused Linear, then
+  // each module's LoRA and bias.
+  absl::Status ApplyFusedLinear(const BatchPlan& plan, const PoolStorage& adapter_pool, int layer,
+                                std::span<const Module> modules, const Tensor& x,
+                                std::span<const Tensor> ys) const;
+  size_t SumOverWeights(bool bytes) const;  // elements, or bytes as stored
+  absl::Status ApplyLoraAndBias(const BatchPlan& plan, const PoolStorage& adapter_pool, int layer,
+                                Module module, const Tensor& x, const Tensor& y) const;
 
   std::string dir_;
   ModelConfig config_;

@@ -14,6 +14,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
+
+#include "formats/half.h"
 
 #include "kernels/cpu/lora.h"
 #include "kernels/cpu/lora_microkernels.h"
@@ -38,10 +41,16 @@ int BlockOutputs(int out, int threads) {
   return (out + blocks - 1) / blocks;
 }
 
+int64_t ElementBytes(LoraDtype dtype) { return dtype == LoraDtype::kF32 ? 4 : 2; }
+
+const void* WeightRow(const void* weight, LoraDtype dtype, int64_t row, int in) {
+  return static_cast<const char*>(weight) + row * in * ElementBytes(dtype);
+}
+
 void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, int64_t ldx,
-                      const float* weight, int rows, int in, int out, float* y, int64_t ldy,
-                      bool accumulate, int threads) {
-  const lora_internal::ShrinkFn shrink = mk.shrink[static_cast<int>(LoraDtype::kF32)];
+                      const void* weight, LoraDtype dtype, int rows, int in, int out, float* y,
+                      int64_t ldy, bool accumulate, int threads) {
+  const lora_internal::ShrinkFn shrink = mk.shrink[static_cast<int>(dtype)];
   const int block = BlockOutputs(out, threads);
   const int blocks = (out + block - 1) / block;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -49,7 +58,7 @@ void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, in
     const int begin = b * block;
     const int count = std::min(out, begin + block) - begin;
     const void* w_rows[kMaxBlockOutputs];
-    for (int n = 0; n < count; ++n) w_rows[n] = weight + static_cast<int64_t>(begin + n) * in;
+    for (int n = 0; n < count; ++n) w_rows[n] = WeightRow(weight, dtype, begin + n, in);
     for (int i = 0; i < in; i += kBlockDepth) {
       shrink(w_rows, count, x, ldx, rows, i, std::min(in, i + kBlockDepth), 1.0f,
              /*accumulate=*/accumulate || i > 0, y + begin, ldy);
@@ -65,20 +74,55 @@ void PinOpenBlasToOneThread() {
   (void)done;
 }
 
+// 16-bit weights on the OpenBLAS path (batches above the micro-kernel threshold, or CPUs without
+// AVX2): each thread widens blocks of its W rows into an L2-sized fp32 scratch and runs sgemm
+// on them. A large batch reuses every widened block across all its rows, so the widening is
+// a small share of the work there.
+void WidenedBlasLinear(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
+                       int in, int out, float* y, int64_t ldy, bool accumulate, int threads) {
+  PinOpenBlasToOneThread();
+  const float beta = accumulate ? 1.0f : 0.0f;
+  const int block = std::max(1, std::min(out, static_cast<int>((256 << 10) / (4 * int64_t{in}))));
+  const int blocks = (out + block - 1) / block;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    std::vector<float> widened(static_cast<size_t>(block) * in);
+#pragma omp for schedule(static)
+    for (int b = 0; b < blocks; ++b) {
+      const int begin = b * block;
+      const int count = std::min(out, begin + block) - begin;
+      const uint16_t* bits = static_cast<const uint16_t*>(WeightRow(weight, dtype, begin, in));
+      const int64_t n = static_cast<int64_t>(count) * in;
+      if (dtype == LoraDtype::kBF16) {
+        for (int64_t i = 0; i < n; ++i) widened[i] = Bf16ToFloat(bits[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) widened[i] = F16ToFloat(bits[i]);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, count, in, 1.0f, x, ldx,
+                  widened.data(), in, beta, y + begin, ldy);
+    }
+  }
+}
+
 }  // namespace
 
 namespace detail {
 
-void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, int in, int out,
-                   float* y, int64_t ldy, bool accumulate, const LinearOptions& options) {
+void LinearForward(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
+                   int in, int out, float* y, int64_t ldy, bool accumulate,
+                   const LinearOptions& options) {
   const int64_t work = static_cast<int64_t>(rows) * in * out;
   const int threads = work < kParallelMinWork ? 1 : std::min(omp_get_max_threads(), out / 16 + 1);
   if (rows <= options.micro_kernel_max_rows) {
     if (const lora_internal::MicroKernels* mk =
-            lora_internal::SimdMicroKernels(options.allow_avx512, /*allow_avx2=*/true)) {
-      MicroKernelLinear(*mk, x, ldx, weight, rows, in, out, y, ldy, accumulate, threads);
+            lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2)) {
+      MicroKernelLinear(*mk, x, ldx, weight, dtype, rows, in, out, y, ldy, accumulate, threads);
       return;
     }
+  }
+  if (dtype != LoraDtype::kF32) {
+    WidenedBlasLinear(x, ldx, weight, dtype, rows, in, out, y, ldy, accumulate, threads);
+    return;
   }
   PinOpenBlasToOneThread();
   const float beta = accumulate ? 1.0f : 0.0f;
@@ -92,7 +136,7 @@ void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, i
     const int begin = std::min(out, t * chunk);
     const int end = std::min(out, begin + chunk);
     if (end > begin) {
-      const float* w = weight + static_cast<int64_t>(begin) * in;
+      const float* w = static_cast<const float*>(weight) + static_cast<int64_t>(begin) * in;
       if (rows == 1) {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, end - begin, in, 1.0f, w, in, x, 1, beta,
                     y + begin, 1);
@@ -104,11 +148,66 @@ void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, i
   }
 }
 
+void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const LinearPart* parts,
+                        int num_parts, const LinearOptions& options) {
+  const lora_internal::MicroKernels* mk =
+      rows <= options.micro_kernel_max_rows
+          ? lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2)
+          : nullptr;
+  int64_t total_out = 0;
+  for (int p = 0; p < num_parts; ++p) total_out += parts[p].out;
+  const int64_t work = static_cast<int64_t>(rows) * in * total_out;
+  if (mk == nullptr || num_parts == 1 || work < kParallelMinWork) {
+    for (int p = 0; p < num_parts; ++p) {
+      LinearForward(x, ldx, parts[p].weight, parts[p].dtype, rows, in, parts[p].out, parts[p].y,
+                    parts[p].ldy, false, options);
+    }
+    return;
+  }
+  const int threads = std::min<int64_t>(omp_get_max_threads(), total_out / 16 + 1);
+  // The parts' output features as one list of blocks, cut as LinearForward cuts one weight.
+  struct Block {
+    int part, begin, count;
+  };
+  std::vector<Block> blocks;
+  for (int p = 0; p < num_parts; ++p) {
+    const int size = BlockOutputs(parts[p].out, threads);
+    for (int begin = 0; begin < parts[p].out; begin += size) {
+      blocks.push_back({p, begin, std::min(parts[p].out, begin + size) - begin});
+    }
+  }
+  const int num_blocks = static_cast<int>(blocks.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+  for (int b = 0; b < num_blocks; ++b) {
+    const Block& block = blocks[b];
+    const LinearPart& part = parts[block.part];
+    const lora_internal::ShrinkFn shrink = mk->shrink[static_cast<int>(part.dtype)];
+    const void* w_rows[kMaxBlockOutputs];
+    for (int n = 0; n < block.count; ++n) {
+      w_rows[n] = WeightRow(part.weight, part.dtype, block.begin + n, in);
+    }
+    for (int i = 0; i < in; i += kBlockDepth) {
+      shrink(w_rows, block.count, x, ldx, rows, i, std::min(in, i + kBlockDepth), 1.0f,
+             /*accumulate=*/i > 0, part.y + block.begin, part.ldy);
+    }
+  }
+}
+
 }  // namespace detail
+
+void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const LinearPart* parts,
+                        int num_parts) {
+  detail::LinearForwardFused(x, ldx, rows, in, parts, num_parts, {});
+}
 
 void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, int in, int out,
                    float* y, int64_t ldy, bool accumulate) {
-  detail::LinearForward(x, ldx, weight, rows, in, out, y, ldy, accumulate, {});
+  detail::LinearForward(x, ldx, weight, LoraDtype::kF32, rows, in, out, y, ldy, accumulate, {});
+}
+
+void LinearForward(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
+                   int in, int out, float* y, int64_t ldy, bool accumulate) {
+  detail::LinearForward(x, ldx, weight, dtype, rows, in, out, y, ldy, accumulate, {});
 }
 
 void AddBias(float* y, int64_t ldy, int rows, int out, const float* bias) {

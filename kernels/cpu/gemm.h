@@ -4,15 +4,38 @@
 
 #include <cstdint>
 
+#include "kernels/plan/lora_plan.h"
+
 namespace loraserve::kernels {
 
 void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, int in, int out,
                    float* y, int64_t ldy, bool accumulate = false);
 
+// The same for a weight stored as `dtype` (LoraDtype names the element types the micro-kernels
+// widen: fp32, bf16, fp16). 16-bit weights are widened in registers and accumulated in fp32, so
+// a bf16 checkpoint held as bf16 gives bit-identical results to its fp32 widening.
+void LinearForward(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
+                   int in, int out, float* y, int64_t ldy, bool accumulate = false);
+
 // Batches of at most this many rows take the micro-kernel path: measured 2-8x faster than this
 // OpenBLAS from 1 to 512 rows (tests/bench/gemm_bench.cc, docs/PERFORMANCE.md); larger ones,
 // unmeasured, keep OpenBLAS's packed GEMM.
 inline constexpr int kMicroKernelMaxRows = 512;
+
+// One weight of a fused projection: y = x W^T for W [out x in] stored as dtype.
+struct LinearPart {
+  const void* weight;
+  LoraDtype dtype;
+  int out;
+  float* y;
+  int64_t ldy;
+};
+
+// Every part from the same x [rows x in] in one parallel region (q/k/v, gate/up): one fork/join
+// instead of one per weight, and x stays in cache across the parts. Same results as
+// LinearForward per part.
+void LinearForwardFused(const float* x, int64_t ldx, int rows, int in,
+                        const LinearPart* parts, int num_parts);
 
 namespace detail {
 
@@ -20,10 +43,15 @@ namespace detail {
 struct LinearOptions {
   int micro_kernel_max_rows = kMicroKernelMaxRows;
   bool allow_avx512 = true;  // false: the AVX2 micro-kernels (still AVX-512-free CPUs' path)
+  bool allow_avx2 = true;    // both false: OpenBLAS for every size (CPUs without AVX2+FMA)
 };
 
-void LinearForward(const float* x, int64_t ldx, const float* weight, int rows, int in, int out,
-                   float* y, int64_t ldy, bool accumulate, const LinearOptions& options);
+void LinearForward(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
+                   int in, int out, float* y, int64_t ldy, bool accumulate,
+                   const LinearOptions& options);
+
+void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const LinearPart* parts,
+                        int num_parts, const LinearOptions& options);
 
 }  // namespace detail
 

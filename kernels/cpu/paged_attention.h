@@ -22,4 +22,19 @@ void PagedAttention(const float* pool, const KvPageLayout& layout, int layer,
                     int64_t ldq, int num_heads, int num_kv_heads, int head_dim, float* out,
                     int64_t ldo);
 
+namespace detail {
+
+// Test and benchmark hook: force a narrower inner loop (both false: the portable one).
+struct AttentionOptions {
+  bool allow_avx512 = true;
+  bool allow_avx2 = true;
+};
+
+void PagedAttention(const float* pool, const KvPageLayout& layout, int layer,
+                    std::span<const AttentionSeq> seqs, const int32_t* positions, const float* q,
+                    int64_t ldq, int num_heads, int num_kv_heads, int head_dim, float* out,
+                    int64_t ldo, const AttentionOptions& options);
+
+}  // namespace detail
+
 }  // namespace loraserve::kernels

@@ -91,6 +91,12 @@ class PoolStorage {
   int32_t num_pages_;
 };
 
+// One output of a fused projection: y = x W^T.
+struct LinearTarget {
+  WeightHandle weight;
+  Tensor y;
+};
+
 // One (layer, module)'s LoRA work: the step plan's segments for it and the shared refs.
 struct LoraModulePlan {
   std::span<const kernels::LoraSegment> segments;
@@ -140,6 +146,14 @@ class Backend {
                                   const Tensor& out) = 0;
   // y = x W^T for a PyTorch-layout weight [out x in].
   virtual absl::Status Linear(const Tensor& x, WeightHandle weight, const Tensor& y) = 0;
+  // Every target's y = x W^T from one x (q/k/v, gate/up). A backend may fuse them into one
+  // launch or parallel region; the results equal one Linear per target.
+  virtual absl::Status LinearFused(const Tensor& x, std::span<const LinearTarget> targets) {
+    for (const LinearTarget& target : targets) {
+      if (auto s = Linear(x, target.weight, target.y); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   // y[r] += sum over the row's refs of scale * B (A x[r]), then DoRA's out_scale; rows are
   // read from the pool by offset (BGMV for short segments, SGMV for long ones).
   virtual absl::Status LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "formats/half.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/lora.h"
@@ -81,7 +82,63 @@ absl::Status CheckSame(const Tensor& a, const Tensor& b, const char* op) {
   return absl::OkStatus();
 }
 
+kernels::detail::LinearOptions LinearOptionsFor(CpuIsa isa) {
+  kernels::detail::LinearOptions options;
+  options.allow_avx512 = isa == CpuIsa::kAuto;
+  options.allow_avx2 = isa != CpuIsa::kPortable;
+  return options;
+}
+
+kernels::detail::LoraApplyOptions LoraOptionsFor(CpuIsa isa) {
+  kernels::detail::LoraApplyOptions options;
+  options.allow_avx512 = isa == CpuIsa::kAuto;
+  options.allow_avx2 = isa != CpuIsa::kPortable;
+  return options;
+}
+
+kernels::detail::AttentionOptions AttentionOptionsFor(CpuIsa isa) {
+  return {.allow_avx512 = isa == CpuIsa::kAuto, .allow_avx2 = isa != CpuIsa::kPortable};
+}
+
+// The dtype a matrix is held in: the option, or for kAuto the file's 16-bit type when it has
+// one. Vectors are always fp32 (the norm, bias and RoPE kernels read floats).
+DType StoredDtype(WeightDtype option, DType source, size_t rank) {
+  if (rank != 2) return DType::kF32;
+  switch (option) {
+    case WeightDtype::kF32: return DType::kF32;
+    case WeightDtype::kBF16: return DType::kBF16;
+    case WeightDtype::kF16: return DType::kF16;
+    case WeightDtype::kAuto: break;
+  }
+  return source == DType::kBF16 || source == DType::kF16 ? source : DType::kF32;
+}
+
 }  // namespace
+
+absl::StatusOr<WeightDtype> ParseWeightDtype(std::string_view name) {
+  if (name == "auto") return WeightDtype::kAuto;
+  if (name == "fp32" || name == "f32") return WeightDtype::kF32;
+  if (name == "bf16") return WeightDtype::kBF16;
+  if (name == "fp16" || name == "f16") return WeightDtype::kF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("weight dtype '", std::string(name), "' is not one of auto, fp32, bf16, fp16"));
+}
+
+absl::StatusOr<CpuIsa> ParseCpuIsa(std::string_view name) {
+  if (name == "auto") return CpuIsa::kAuto;
+  if (name == "avx2") return CpuIsa::kAvx2;
+  if (name == "portable") return CpuIsa::kPortable;
+  return absl::InvalidArgumentError(
+      absl::StrCat("cpu isa '", std::string(name), "' is not one of auto, avx2, portable"));
+}
+
+std::string_view CpuIsaName(CpuIsa isa) {
+  const bool avx2 = kernels::detail::CpuHasAvx2Fma();
+  const bool avx512 = kernels::detail::CpuHasAvx512();
+  if (isa == CpuIsa::kPortable || !avx2) return "portable";
+  if (isa == CpuIsa::kAvx2 || !avx512) return "avx2";
+  return "avx512";
+}
 
 absl::Status PoolStorage::CheckRange(int64_t offset, int64_t count) const {
   if (offset < 0 || count < 0 || offset + count > total_units()) {
@@ -114,10 +171,20 @@ absl::StatusOr<WeightHandle> CpuBackend::UploadWeight(std::span<const float> val
                                                    " elements, got ", values.size()));
   }
   Weight w;
+  w.info.stored_dtype = StoredDtype(options_.weight_dtype, source_dtype, shape.size());
   w.info.shape = std::move(shape);
-  w.info.stored_dtype = DType::kF32;
   w.info.source_dtype = source_dtype;
-  w.values.assign(values.begin(), values.end());
+  if (w.info.stored_dtype == DType::kF32) {
+    w.values.assign(values.begin(), values.end());
+  } else {
+    // Exact when the file held this dtype (the values are its widening); rounded to nearest
+    // even otherwise.
+    w.half.resize(values.size());
+    const bool bf16 = w.info.stored_dtype == DType::kBF16;
+    for (size_t i = 0; i < values.size(); ++i) {
+      w.half[i] = bf16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
+    }
+  }
   weights_.push_back(std::move(w));
   return WeightHandle{static_cast<int32_t>(weights_.size() - 1)};
 }
@@ -128,15 +195,35 @@ absl::StatusOr<WeightInfo> CpuBackend::Info(WeightHandle weight) const {
   return (*w)->info;
 }
 
+std::vector<float> CpuBackend::Widen(const Weight& w) const {
+  std::vector<float> out(w.half.size());
+  const bool bf16 = w.info.stored_dtype == DType::kBF16;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = bf16 ? Bf16ToFloat(w.half[i]) : F16ToFloat(w.half[i]);
+  }
+  return out;
+}
+
+const void* CpuBackend::LiveData(const Weight& w) const {
+  return w.live_is_f32() ? static_cast<const void*>(w.values.data()) : w.half.data();
+}
+
+int CpuBackend::LiveDtype(const Weight& w) const {
+  if (w.live_is_f32()) return static_cast<int>(kernels::LoraDtype::kF32);
+  return static_cast<int>(w.info.stored_dtype == DType::kBF16 ? kernels::LoraDtype::kBF16
+                                                              : kernels::LoraDtype::kF16);
+}
+
 absl::StatusOr<std::vector<float>> CpuBackend::ReadWeight(WeightHandle weight) const {
   auto w = Find(weight);
   if (!w.ok()) return w.status();
-  return (*w)->values;
+  return (*w)->live_is_f32() ? (*w)->values : Widen(**w);
 }
 
 absl::StatusOr<std::vector<float>> CpuBackend::ReadPristineWeight(WeightHandle weight) const {
   auto w = Find(weight);
   if (!w.ok()) return w.status();
+  if (!(*w)->half.empty()) return Widen(**w);
   return (*w)->info.merged ? (*w)->pristine : (*w)->values;
 }
 
@@ -154,12 +241,14 @@ absl::Status CpuBackend::MergeLora(WeightHandle weight, const LoraModuleWeights&
   if (!dora_scale.empty() && static_cast<int64_t>(dora_scale.size()) != out) {
     return absl::InvalidArgumentError("MergeLora: dora_scale must have one entry per row");
   }
-  if (w.info.merged) {
+  if (!w.half.empty()) {
+    w.values = Widen(w);  // the 16-bit storage stays untouched: it is the pristine copy
+  } else if (w.info.merged) {
     w.values = w.pristine;
   } else {
     w.pristine = w.values;
-    w.info.merged = true;
   }
+  w.info.merged = true;
   for (int64_t o = 0; o < out; ++o) {
     float* row = &w.values[static_cast<size_t>(o * in)];
     for (int r = 0; r < module.rank; ++r) {
@@ -179,8 +268,12 @@ absl::Status CpuBackend::RestoreWeight(WeightHandle weight) {
   if (!found.ok()) return found.status();
   Weight& w = **found;
   if (!w.info.merged) return absl::OkStatus();
-  w.values = std::move(w.pristine);
-  w.pristine.clear();
+  if (!w.half.empty()) {
+    std::vector<float>().swap(w.values);  // back to the untouched 16-bit storage
+  } else {
+    w.values = std::move(w.pristine);
+    w.pristine.clear();
+  }
   w.info.merged = false;
   return absl::OkStatus();
 }
@@ -230,8 +323,16 @@ absl::Status CpuBackend::Embed(WeightHandle table, std::span<const int32_t> ids,
     if (ids[t] < 0 || ids[t] >= shape[0]) {
       return absl::InvalidArgumentError(absl::StrCat("Embed: token id ", ids[t], " out of range"));
     }
-    std::memcpy(F32(out) + t * out.ld, &(*w)->values[static_cast<size_t>(ids[t] * hidden)],
-                sizeof(float) * hidden);
+    const Weight& table_w = **w;
+    const size_t first = static_cast<size_t>(ids[t]) * hidden;
+    float* row = F32(out) + t * out.ld;
+    if (table_w.live_is_f32()) {
+      std::memcpy(row, &table_w.values[first], sizeof(float) * hidden);
+    } else if (table_w.info.stored_dtype == DType::kBF16) {
+      for (int64_t i = 0; i < hidden; ++i) row[i] = Bf16ToFloat(table_w.half[first + i]);
+    } else {
+      for (int64_t i = 0; i < hidden; ++i) row[i] = F16ToFloat(table_w.half[first + i]);
+    }
   }
   return absl::OkStatus();
 }
@@ -250,18 +351,44 @@ absl::Status CpuBackend::GatherRows(const Tensor& x, std::span<const int32_t> ro
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::Linear(const Tensor& x, WeightHandle weight, const Tensor& y) {
-  auto w = Find(weight);
-  if (!w.ok()) return w.status();
+absl::Status CpuBackend::CheckLinear(const Tensor& x, const Weight& w, const Tensor& y) const {
   if (auto s = CheckF32(x, "Linear", "x"); !s.ok()) return s;
   if (auto s = CheckF32(y, "Linear", "y"); !s.ok()) return s;
-  const auto& shape = (*w)->info.shape;
+  const auto& shape = w.info.shape;
   if (shape.size() != 2 || shape[1] != x.cols || shape[0] != y.cols || x.rows != y.rows) {
     return absl::InvalidArgumentError(absl::StrCat("Linear: x ", x.rows, "x", x.cols, ", y ",
                                                    y.rows, "x", y.cols, " do not fit the weight"));
   }
-  kernels::LinearForward(F32(x), x.ld, (*w)->values.data(), static_cast<int>(x.rows),
-                         static_cast<int>(shape[1]), static_cast<int>(shape[0]), F32(y), y.ld);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Linear(const Tensor& x, WeightHandle weight, const Tensor& y) {
+  auto w = Find(weight);
+  if (!w.ok()) return w.status();
+  if (auto s = CheckLinear(x, **w, y); !s.ok()) return s;
+  const auto& shape = (*w)->info.shape;
+  kernels::detail::LinearForward(F32(x), x.ld, LiveData(**w),
+                                 static_cast<kernels::LoraDtype>(LiveDtype(**w)),
+                                 static_cast<int>(x.rows), static_cast<int>(shape[1]),
+                                 static_cast<int>(shape[0]), F32(y), y.ld, /*accumulate=*/false,
+                                 LinearOptionsFor(options_.isa));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::LinearFused(const Tensor& x, std::span<const LinearTarget> targets) {
+  std::vector<kernels::LinearPart> parts;
+  parts.reserve(targets.size());
+  for (const LinearTarget& target : targets) {
+    auto w = Find(target.weight);
+    if (!w.ok()) return w.status();
+    if (auto s = CheckLinear(x, **w, target.y); !s.ok()) return s;
+    parts.push_back({LiveData(**w), static_cast<kernels::LoraDtype>(LiveDtype(**w)),
+                     static_cast<int>((*w)->info.shape[0]), F32(target.y), target.y.ld});
+  }
+  kernels::detail::LinearForwardFused(F32(x), x.ld, static_cast<int>(x.rows),
+                                      static_cast<int>(x.cols), parts.data(),
+                                      static_cast<int>(parts.size()),
+                                      LinearOptionsFor(options_.isa));
   return absl::OkStatus();
 }
 
@@ -278,8 +405,9 @@ absl::Status CpuBackend::LoraApply(const PoolStorage& pool, const Tensor& x, con
       return absl::InvalidArgumentError("LoraApply: segment outside the step's rows or refs");
     }
   }
-  kernels::LoraApply(*data, F32(x), x.ld, F32(y), y.ld, static_cast<int>(x.cols),
-                     static_cast<int>(y.cols), plan.segments, plan.refs);
+  kernels::detail::LoraApply(*data, F32(x), x.ld, F32(y), y.ld, static_cast<int>(x.cols),
+                             static_cast<int>(y.cols), plan.segments, plan.refs,
+                             LoraOptionsFor(options_.isa));
   return absl::OkStatus();
 }
 
@@ -351,8 +479,9 @@ absl::Status CpuBackend::PagedAttention(const PoolStorage& pool,
   auto data = PoolData(pool, "PagedAttention");
   if (!data.ok()) return data.status();
   if (auto s = CheckSame(q, out, "PagedAttention"); !s.ok()) return s;
-  kernels::PagedAttention(*data, layout, layer, seqs, positions.data(), F32(q), q.ld, num_heads,
-                          num_kv_heads, head_dim, F32(out), out.ld);
+  kernels::detail::PagedAttention(*data, layout, layer, seqs, positions.data(), F32(q), q.ld,
+                                  num_heads, num_kv_heads, head_dim, F32(out), out.ld,
+                                  AttentionOptionsFor(options_.isa));
   return absl::OkStatus();
 }
 

@@ -1,18 +1,39 @@
 // The CPU implementation of the op set: weights and the pool in host memory, fp32 compute
-// through kernels/cpu (AVX-512/AVX2 micro-kernels, OpenBLAS, OpenMP). Weights are stored fp32
-// whatever the file held (16-bit storage is a later addition behind the same handles).
+// through kernels/cpu (AVX-512/AVX2 micro-kernels, OpenBLAS, OpenMP). Matrices are held in the
+// chosen weight dtype (by default what the file stored: a bf16 checkpoint stays bf16, half the
+// bytes a memory-bound decode step streams) and widened inside the micro-kernels; vectors (norms,
+// biases) stay fp32. A merged module is held fp32 while merged: rounding W + s B A to 16 bits
+// would lose most of the adapter's delta.
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "runtime/backend/backend.h"
 
 namespace loraserve {
 
+// How matrices are stored: kAuto keeps the file's dtype (fp32 for fp32 or wider files).
+enum class WeightDtype { kAuto, kF32, kBF16, kF16 };
+// Which SIMD kernels the CPU backend may use; kAuto is the widest the CPU runs. Narrower choices
+// exist to measure and test the AVX2 path on an AVX-512 machine.
+enum class CpuIsa { kAuto, kAvx2, kPortable };
+
+absl::StatusOr<WeightDtype> ParseWeightDtype(std::string_view name);  // auto|fp32|bf16|fp16
+absl::StatusOr<CpuIsa> ParseCpuIsa(std::string_view name);            // auto|avx2|portable
+std::string_view CpuIsaName(CpuIsa isa);  // what kAuto resolves to on this CPU, for logs
+
+struct CpuBackendOptions {
+  WeightDtype weight_dtype = WeightDtype::kAuto;
+  CpuIsa isa = CpuIsa::kAuto;
+};
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend() = default;
+  explicit CpuBackend(CpuBackendOptions options) : options_(options) {}
   std::string_view name() const override { return "cpu"; }
 
   absl::StatusOr<WeightHandle> UploadWeight(std::span<const float> values,
@@ -35,6 +56,7 @@ class CpuBackend final : public Backend {
   absl::Status GatherRows(const Tensor& x, std::span<const int32_t> rows,
                           const Tensor& out) override;
   absl::Status Linear(const Tensor& x, WeightHandle weight, const Tensor& y) override;
+  absl::Status LinearFused(const Tensor& x, std::span<const LinearTarget> targets) override;
   absl::Status LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
                          const LoraModulePlan& plan) override;
   absl::Status AddBias(const Tensor& y, WeightHandle bias) override;
@@ -57,12 +79,23 @@ class CpuBackend final : public Backend {
  private:
   struct Weight {
     WeightInfo info;
-    std::vector<float> values;    // live
-    std::vector<float> pristine;  // as loaded; non-empty only while merged
+    // Live values when they are fp32: an fp32-stored weight, or a 16-bit one while merged.
+    std::vector<float> values;
+    // The 16-bit storage (bf16 or fp16 bits) of a 16-bit weight; never changed by a merge, so
+    // it is also the pristine copy.
+    std::vector<uint16_t> half;
+    std::vector<float> pristine;  // an fp32-stored weight's values as loaded, while merged
+    bool live_is_f32() const { return !values.empty() || half.empty(); }
   };
   absl::StatusOr<const Weight*> Find(WeightHandle weight) const;
   absl::StatusOr<Weight*> Find(WeightHandle weight);
+  absl::Status CheckLinear(const Tensor& x, const Weight& w, const Tensor& y) const;
+  // The live weights as the kernels read them.
+  const void* LiveData(const Weight& w) const;
+  int LiveDtype(const Weight& w) const;  // a kernels::LoraDtype value
+  std::vector<float> Widen(const Weight& w) const;  // the 16-bit storage as fp32
 
+  CpuBackendOptions options_;
   // Not guarded: the engine's step loop is the one caller after load (weights are uploaded
   // before the engine starts; merges run on the step loop between forward passes).
   std::vector<Weight> weights_;

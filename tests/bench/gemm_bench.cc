@@ -6,26 +6,36 @@
 #include <random>
 #include <vector>
 
+#include "formats/half.h"
 #include "kernels/cpu/gemm.h"
 
 namespace loraserve::kernels {
 namespace {
 
-// Args: rows, in, out, micro (1: default threshold, 0: OpenBLAS only).
+// Args: rows, in, out, micro (1: default threshold, 0: OpenBLAS only), dtype (0 fp32, 1 bf16,
+// 2 fp16: the weight's storage), isa (0 widest, 1 AVX2 only).
 void BM_Linear(benchmark::State& state) {
   const int rows = static_cast<int>(state.range(0));
   const int in = static_cast<int>(state.range(1));
   const int out = static_cast<int>(state.range(2));
-  const detail::LinearOptions options{.micro_kernel_max_rows = state.range(3) != 0 ? 1 << 20
-                                                                                 : 0};
+  const detail::LinearOptions options{
+      .micro_kernel_max_rows = state.range(3) != 0 ? 1 << 20 : 0,
+      .allow_avx512 = state.range(5) == 0};
+  const auto dtype = static_cast<LoraDtype>(state.range(4));
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   std::vector<float> x(static_cast<size_t>(rows) * in), w(static_cast<size_t>(out) * in),
       y(static_cast<size_t>(rows) * out);
   for (float& v : x) v = uniform(rng);
   for (float& v : w) v = uniform(rng);
+  std::vector<uint16_t> bits(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    bits[i] = dtype == LoraDtype::kF16 ? FloatToF16(w[i]) : FloatToBf16(w[i]);
+  }
+  const void* stored = dtype == LoraDtype::kF32 ? static_cast<const void*>(w.data()) : bits.data();
   for (auto _ : state) {
-    detail::LinearForward(x.data(), in, w.data(), rows, in, out, y.data(), out, false, options);
+    detail::LinearForward(x.data(), in, stored, dtype, rows, in, out, y.data(), out, false,
+                          options);
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GFLOPs"] = benchmark::Counter(2.0 * rows * in * out,
@@ -33,9 +43,11 @@ void BM_Linear(benchmark::State& state) {
 }
 // The bench model's MLP up projection (768 -> 2048) and the SmolLM2 one (576 -> 1536).
 BENCHMARK(BM_Linear)
-    ->ArgNames({"rows", "in", "out", "micro"})
-    ->ArgsProduct({{1, 4, 16, 64, 128, 256, 512}, {768}, {2048}, {1, 0}})
-    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1, 0}})
+    ->ArgNames({"rows", "in", "out", "micro", "dtype", "isa"})
+    ->ArgsProduct({{1, 4, 16, 64, 128, 256, 512}, {768}, {2048}, {1, 0}, {0}, {0}})
+    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1, 0}, {0}, {0}})
+    // 16-bit weights and the AVX2 tiles on SmolLM2's shape.
+    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1}, {0, 1, 2}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

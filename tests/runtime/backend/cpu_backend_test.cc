@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+
+#include "formats/half.h"
 
 namespace loraserve {
 namespace {
@@ -24,12 +28,18 @@ TEST(CpuBackendTest, PoolWritesAndReadsUnitsAtOffsets) {
   EXPECT_EQ((*pool)->Read(-1, 2).status().code(), absl::StatusCode::kOutOfRange);
 }
 
-TEST(CpuBackendTest, MergeThenRestoreIsBitExact) {
-  CpuBackend backend;
-  const std::vector<float> w = {0.1f, -0.2f, 0.3f, 0.4f, 0.5f, -0.6f};  // 2 x 3
+// The values are exact in bf16, so the test reads the same numbers whether the weight is held
+// fp32 or (kAuto with a bf16 source) as bf16 bits with an fp32 copy only while merged.
+class CpuBackendMergeTest : public testing::TestWithParam<WeightDtype> {};
+
+TEST_P(CpuBackendMergeTest, MergeThenRestoreIsBitExact) {
+  CpuBackend backend(CpuBackendOptions{.weight_dtype = GetParam()});
+  const std::vector<float> w = {0.125f, -0.25f, 0.375f, 0.5f, 0.75f, -0.625f};  // 2 x 3
   auto handle = backend.UploadWeight(w, {2, 3}, DType::kBF16);
   ASSERT_TRUE(handle.ok());
   EXPECT_EQ(backend.Info(*handle)->source_dtype, DType::kBF16);
+  EXPECT_EQ(backend.Info(*handle)->stored_dtype,
+            GetParam() == WeightDtype::kF32 ? DType::kF32 : DType::kBF16);
   LoraModuleWeights module;
   module.rank = 1;
   module.scaling = 2.0f;
@@ -38,19 +48,83 @@ TEST(CpuBackendTest, MergeThenRestoreIsBitExact) {
   ASSERT_TRUE(backend.MergeLora(*handle, module, {}).ok());
   auto merged = backend.ReadWeight(*handle);
   ASSERT_TRUE(merged.ok());
-  EXPECT_FLOAT_EQ((*merged)[0], 0.1f + 2.0f * 0.1f * 1.0f);
-  EXPECT_FLOAT_EQ((*merged)[5], -0.6f + 2.0f * -0.3f * 0.25f);
+  // fp32 sums, not rounded to bf16 (0.325 is not a bf16 value): the delta survives the merge.
+  EXPECT_FLOAT_EQ((*merged)[0], 0.125f + 2.0f * 0.1f * 1.0f);
+  EXPECT_FLOAT_EQ((*merged)[5], -0.625f + 2.0f * -0.3f * 0.25f);
   EXPECT_TRUE(backend.Info(*handle)->merged);
   EXPECT_EQ(*backend.ReadPristineWeight(*handle), w);
+  // Linear reads the merged values.
+  std::vector<float> x = {1, 0, 0}, y(2);
+  auto xv = backend.ViewHost(x.data(), 1, 3);
+  auto yv = backend.ViewHost(y.data(), 1, 2);
+  ASSERT_TRUE(backend.Linear(*xv, *handle, *yv).ok());
+  EXPECT_FLOAT_EQ(y[0], 0.125f + 0.2f);
   // A second merge starts from the pristine weights, not from the merged ones.
   ASSERT_TRUE(backend.MergeLora(*handle, module, std::vector<float>{2.0f, 0.5f}).ok());
-  EXPECT_FLOAT_EQ((*backend.ReadWeight(*handle))[0], 2.0f * (0.1f + 0.2f));
+  EXPECT_FLOAT_EQ((*backend.ReadWeight(*handle))[0], 2.0f * (0.125f + 0.2f));
   ASSERT_TRUE(backend.RestoreWeight(*handle).ok());
   auto restored = backend.ReadWeight(*handle);
   ASSERT_TRUE(restored.ok());
   EXPECT_EQ(std::memcmp(restored->data(), w.data(), w.size() * sizeof(float)), 0);
   EXPECT_FALSE(backend.Info(*handle)->merged);
+  ASSERT_TRUE(backend.Linear(*xv, *handle, *yv).ok());
+  EXPECT_EQ(y[0], 0.125f);
   EXPECT_TRUE(backend.RestoreWeight(*handle).ok());  // nothing merged: a no-op
+}
+
+INSTANTIATE_TEST_SUITE_P(WeightDtypes, CpuBackendMergeTest,
+                         testing::Values(WeightDtype::kAuto, WeightDtype::kF32),
+                         [](const auto& info) {
+                           return info.param == WeightDtype::kAuto ? "AutoBf16" : "Fp32";
+                         });
+
+// kAuto keeps a 16-bit file 16-bit (matrices only) and computes bit-identically to fp32 storage;
+// an explicit dtype rounds wider files to nearest even; vectors always stay fp32.
+TEST(CpuBackendTest, WeightDtypeChoosesStorageAndKeepsResultsExact) {
+  const int out = 40, in = 70;
+  std::vector<float> w(out * in), x(3 * in);
+  for (int i = 0; i < out * in; ++i) w[i] = Bf16ToFloat(FloatToBf16(std::sin(0.37f * i)));
+  for (int i = 0; i < 3 * in; ++i) x[i] = std::cos(0.11f * i);
+  CpuBackend as_file, as_f32(CpuBackendOptions{.weight_dtype = WeightDtype::kF32});
+  auto h16 = as_file.UploadWeight(w, {out, in}, DType::kBF16);
+  auto h32 = as_f32.UploadWeight(w, {out, in}, DType::kBF16);
+  ASSERT_TRUE(h16.ok() && h32.ok());
+  EXPECT_EQ(as_file.Info(*h16)->stored_dtype, DType::kBF16);
+  EXPECT_EQ(as_f32.Info(*h32)->stored_dtype, DType::kF32);
+  std::vector<float> y16(3 * out), y32(3 * out);
+  ASSERT_TRUE(as_file.Linear(*as_file.ViewHost(x.data(), 3, in), *h16,
+                             *as_file.ViewHost(y16.data(), 3, out)).ok());
+  ASSERT_TRUE(as_f32.Linear(*as_f32.ViewHost(x.data(), 3, in), *h32,
+                            *as_f32.ViewHost(y32.data(), 3, out)).ok());
+  EXPECT_EQ(y16, y32);
+  // Embedding rows widen exactly.
+  const std::vector<int32_t> ids = {7, 0};
+  std::vector<float> rows(2 * in);
+  ASSERT_TRUE(as_file.Embed(*h16, ids, *as_file.ViewHost(rows.data(), 2, in)).ok());
+  EXPECT_TRUE(std::equal(rows.begin(), rows.begin() + in, w.begin() + 7 * in));
+
+  CpuBackend to_f16(CpuBackendOptions{.weight_dtype = WeightDtype::kF16});
+  const std::vector<float> wide = {0.1f, 1.0f / 3.0f, -2.5f, 1000.1f};
+  auto rounded = to_f16.UploadWeight(wide, {2, 2}, DType::kF32);
+  auto vector = to_f16.UploadWeight(wide, {4}, DType::kF32);
+  ASSERT_TRUE(rounded.ok() && vector.ok());
+  EXPECT_EQ(to_f16.Info(*rounded)->stored_dtype, DType::kF16);
+  EXPECT_EQ(to_f16.Info(*vector)->stored_dtype, DType::kF32);
+  const std::vector<float> back = *to_f16.ReadWeight(*rounded);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(back[i], F16ToFloat(FloatToF16(wide[i]))) << i;
+  EXPECT_NE(back[0], wide[0]);
+  EXPECT_EQ(*to_f16.ReadWeight(*vector), wide);
+}
+
+TEST(CpuBackendTest, ParsesWeightDtypesAndIsasNamingTheBadValue) {
+  EXPECT_EQ(*ParseWeightDtype("bf16"), WeightDtype::kBF16);
+  EXPECT_EQ(*ParseWeightDtype("fp16"), WeightDtype::kF16);
+  EXPECT_EQ(*ParseCpuIsa("avx2"), CpuIsa::kAvx2);
+  const absl::Status bad = ParseWeightDtype("int4").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("int4"), std::string::npos);
+  EXPECT_FALSE(ParseCpuIsa("sse").ok());
+  EXPECT_EQ(CpuIsaName(CpuIsa::kPortable), "portable");
 }
 
 TEST(CpuBackendTest, OpsRejectViewsThatDoNotFit) {
