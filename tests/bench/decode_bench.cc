@@ -17,6 +17,7 @@
 #include "runtime/batch_plan.h"
 #include "runtime/llama_model.h"
 #include "runtime/backend/backend.h"
+#include "runtime/backend/cpu_backend.h"
 #include "tests/bench/bandwidth.h"
 
 namespace loraserve {
@@ -84,7 +85,21 @@ Fixture& GetFixture() {
       std::exit(1);
     }
     auto* f = new Fixture;
-    auto model = LlamaModel::Load(dir);
+    // Bench-only knobs, the CLI's --weight-dtype and --cpu-isa: LORASERVE_BENCH_WEIGHT_DTYPE
+    // (auto|fp32|bf16|fp16) and LORASERVE_BENCH_CPU_ISA (auto|avx2|portable).
+    CpuBackendOptions options;
+    if (const char* v = std::getenv("LORASERVE_BENCH_WEIGHT_DTYPE"); v != nullptr && *v) {
+      auto dtype = ParseWeightDtype(v);
+      Check(dtype.status(), "LORASERVE_BENCH_WEIGHT_DTYPE");
+      options.weight_dtype = *dtype;
+    }
+    if (const char* v = std::getenv("LORASERVE_BENCH_CPU_ISA"); v != nullptr && *v) {
+      auto isa = ParseCpuIsa(v);
+      Check(isa.status(), "LORASERVE_BENCH_CPU_ISA");
+      options.isa = *isa;
+    }
+    std::cerr << "decode_bench: " << CpuIsaName(options.isa) << " kernels\n";
+    auto model = LlamaModel::Load(dir, std::make_unique<CpuBackend>(options));
     Check(model.status(), dir);
     f->model = *std::move(model);
     f->layout = f->model->KvLayout(kBlockSize);
@@ -107,13 +122,19 @@ Fixture& GetFixture() {
   return *fixture;
 }
 
-// fp32 bytes of the weights one forward pass reads in full: every parameter except the
-// embedding table, which is only gathered by row unless it doubles as the lm_head.
-double StreamedWeightBytes(const LlamaModel& model) {
+// Bytes (as stored: fp32 or 16-bit) of the weights one forward pass reads in full: every
+// parameter except the embedding table, which is only gathered by row unless it doubles as the
+// lm_head.
+double StreamedParams(const LlamaModel& model) {
   const ModelConfig& c = model.config();
   const double embedding = static_cast<double>(c.vocab_size) * c.hidden_size;
-  return 4.0 *
-         (static_cast<double>(model.ParameterCount()) - (c.tie_word_embeddings ? 0.0 : embedding));
+  return static_cast<double>(model.ParameterCount()) - (c.tie_word_embeddings ? 0.0 : embedding);
+}
+
+double StreamedWeightBytes(const LlamaModel& model) {
+  const double bytes_per_param =
+      static_cast<double>(model.WeightBytes()) / static_cast<double>(model.ParameterCount());
+  return bytes_per_param * StreamedParams(model);
 }
 
 // Bytes of KV one step's attention reads: every cached position of every layer, K and V.
@@ -157,7 +178,7 @@ void BM_DecodeStep(benchmark::State& state) {
   state.counters["GBps"] = gbs;
   state.counters["copy_GBps"] = bandwidth;
   state.counters["bw_fraction"] = gbs / bandwidth;
-  state.counters["GFLOPs"] = 2.0 * StreamedWeightBytes(*f.model) / 4.0 * batch / seconds / 1e9;
+  state.counters["GFLOPs"] = 2.0 * StreamedParams(*f.model) * batch / seconds / 1e9;
 }
 BENCHMARK(BM_DecodeStep)
     ->ArgName("batch")
@@ -187,7 +208,7 @@ void BM_Prefill(benchmark::State& state) {
   state.counters["copy_GBps"] = bandwidth;
   state.counters["bw_fraction"] = gbs / bandwidth;
   // Dense GEMMs only; attention adds ~kContext/2 * 4 * hidden FLOPs per token per layer.
-  state.counters["GFLOPs"] = 2.0 * StreamedWeightBytes(*f.model) / 4.0 * kContext / seconds / 1e9;
+  state.counters["GFLOPs"] = 2.0 * StreamedParams(*f.model) * kContext / seconds / 1e9;
 }
 BENCHMARK(BM_Prefill)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
 
