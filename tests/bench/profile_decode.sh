@@ -28,7 +28,7 @@ for batch in "${batches[@]}"; do
       /%/ {
         share = $1; sub("%", "", share); name = $0;
         if (name ~ /Shrink|Expand|Sgmv|Bgmv|Linear|sgemm|gemv/) family = "matmul (LinearForward micro-kernels, LoRA)";
-        else if (name ~ /PagedAttention|Attention|Softmax/) family = "attention";
+        else if (name ~ /PagedAttention|Attention|Attend|ScoreTile|WeightedSum|Softmax/) family = "attention";
         else if (name ~ /RmsNorm/) family = "rms_norm";
         else if (name ~ /Rope|rope/) family = "rope";
         else if (name ~ /Silu|Swiglu|Activation|Gelu/) family = "activation";
