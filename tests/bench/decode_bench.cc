@@ -17,7 +17,7 @@
 #include "runtime/batch_plan.h"
 #include "runtime/llama_model.h"
 #include "runtime/backend/backend.h"
-#include "runtime/backend/cpu_backend.h"
+#include "tests/bench/bench_backend.h"
 #include "tests/bench/bandwidth.h"
 
 namespace loraserve {
@@ -85,21 +85,8 @@ Fixture& GetFixture() {
       std::exit(1);
     }
     auto* f = new Fixture;
-    // Bench-only knobs, the CLI's --weight-dtype and --cpu-isa: LORASERVE_BENCH_WEIGHT_DTYPE
-    // (auto|fp32|bf16|fp16) and LORASERVE_BENCH_CPU_ISA (auto|avx2|portable).
-    CpuBackendOptions options;
-    if (const char* v = std::getenv("LORASERVE_BENCH_WEIGHT_DTYPE"); v != nullptr && *v) {
-      auto dtype = ParseWeightDtype(v);
-      Check(dtype.status(), "LORASERVE_BENCH_WEIGHT_DTYPE");
-      options.weight_dtype = *dtype;
-    }
-    if (const char* v = std::getenv("LORASERVE_BENCH_CPU_ISA"); v != nullptr && *v) {
-      auto isa = ParseCpuIsa(v);
-      Check(isa.status(), "LORASERVE_BENCH_CPU_ISA");
-      options.isa = *isa;
-    }
-    std::cerr << "decode_bench: " << CpuIsaName(options.isa) << " kernels\n";
-    auto model = LlamaModel::Load(dir, std::make_unique<CpuBackend>(options));
+    auto model = LlamaModel::Load(
+        dir, std::make_unique<CpuBackend>(bench::BackendOptionsFromEnv()));
     Check(model.status(), dir);
     f->model = *std::move(model);
     f->layout = f->model->KvLayout(kBlockSize);

@@ -25,6 +25,7 @@
 #include "adapters/lora_adapter.h"
 #include "runtime/engine.h"
 #include "runtime/llama_model.h"
+#include "tests/bench/bench_backend.h"
 
 namespace loraserve {
 namespace {
@@ -262,9 +263,10 @@ int Main(int argc, char** argv) {
   const std::string adapter_dir = Env("LORASERVE_BENCH_ADAPTERS", "a folder holding a0 .. a63");
   const std::string load_before = LoadAverage();
 
-  auto model = LlamaModel::Load(model_dir);
+  const CpuBackendOptions backend_options = bench::BackendOptionsFromEnv();
+  auto model = LlamaModel::Load(model_dir, std::make_unique<CpuBackend>(backend_options));
   if (!model.ok()) Die(model.status().ToString());
-  auto model_for_bf16 = LlamaModel::Load(model_dir);
+  auto model_for_bf16 = LlamaModel::Load(model_dir, std::make_unique<CpuBackend>(backend_options));
   if (!model_for_bf16.ok()) Die(model_for_bf16.status().ToString());
   const ModelConfig config = (*model)->config();
   const size_t parameters = (*model)->ParameterCount();
