@@ -54,6 +54,42 @@ def test_last_position_logits_match_transformers(variant, model_factory, tmp_pat
         assert err <= 1e-4, f"{variant} prompt len {len(prompt)}: relative error {err:.3g}"
 
 
+def rounded_reference_logits(model_dir, prompt, dtype):
+    """transformers on the model with every matrix rounded to `dtype` (what --weight-dtype does
+    to an fp32 checkpoint), computed in fp32; norms stay fp32."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32,
+                                                 attn_implementation="eager")
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.copy_(param.to(dtype).float())
+        return model(torch.tensor([prompt])).logits[0].numpy()
+
+
+# Every weight dtype and kernel ISA against transformers: 16-bit files held 16-bit (auto), fp32
+# files rounded to bf16/fp16, and the AVX2 and portable kernels on whatever CPU runs the suite.
+@pytest.mark.parametrize("variant,weight_dtype,isa", [
+    ("llama_gqa", "bf16", "auto"), ("llama_gqa", "fp16", "auto"),
+    ("llama_bf16", "auto", "avx2"), ("llama_fp16", "auto", "portable"),
+    ("qwen2_qkv_bias", "bf16", "avx2"), ("llama_head_dim_32", "fp32", "portable"),
+])
+def test_logits_through_weight_dtypes_and_isas(variant, weight_dtype, isa, model_factory,
+                                               tmp_path):
+    model_dir = model_factory(variant, *VARIANTS[variant])
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(weight_dtype)
+    for prompt in PROMPTS[1:3]:
+        ours = our_logits(model_dir, prompt, tmp_path,
+                          extra=("--weight-dtype", weight_dtype, "--cpu-isa", isa))
+        if dtype is None:
+            ref = reference_logits(model_dir, prompt)[-1]
+        else:
+            ref = rounded_reference_logits(model_dir, prompt, dtype)[-1]
+            # The rounding is real: the unrounded model is further away than the tolerance.
+            assert relative_error(ours, reference_logits(model_dir, prompt)[-1]) > 2e-4
+        err = relative_error(ours, ref)
+        assert err <= 1e-4, f"{variant} {weight_dtype}/{isa} len {len(prompt)}: error {err:.3g}"
+
+
 def test_all_position_logits_match_transformers(model_factory, tmp_path):
     model_dir = model_factory("llama_gqa", *VARIANTS["llama_gqa"])
     prompt = PROMPTS[2]
