@@ -190,9 +190,19 @@ absl::Status LlamaModel::ApplyFusedLinear(const BatchPlan& plan, const PoolStora
     targets[i] = {layers_[layer].weight[static_cast<int>(modules[i])], ys[i]};
   }
   if (auto s = backend_->LinearFused(x, {targets, modules.size()}); !s.ok()) return s;
+  LoraTargetPlan lora[3];
+  size_t num_lora = 0;
   for (size_t i = 0; i < modules.size(); ++i) {
-    if (auto s = ApplyLoraAndBias(plan, adapter_pool, layer, modules[i], x, ys[i]); !s.ok()) {
-      return s;
+    const auto segments = plan.lora.Segments(layer, static_cast<int>(modules[i]));
+    if (!segments.empty()) lora[num_lora++] = {ys[i], {segments, plan.lora.refs}};
+  }
+  if (num_lora > 0) {
+    if (auto s = backend_->LoraApplyFused(adapter_pool, x, {lora, num_lora}); !s.ok()) return s;
+  }
+  for (size_t i = 0; i < modules.size(); ++i) {
+    const WeightHandle bias = layers_[layer].bias[static_cast<int>(modules[i])];
+    if (bias.valid()) {
+      if (auto s = backend_->AddBias(ys[i], bias); !s.ok()) return s;
     }
   }
   return absl::OkStatus();

@@ -1,5 +1,6 @@
 // LoraApply: turns the segment table into two flat task lists, shrink then expand, and runs them
-// in one OpenMP parallel region, so one row x 64 adapters and 63 rows x 1 adapter both split
+// in one OpenMP parallel region (LoraApplyFused: the tables of several modules reading one x,
+// q/k/v or gate/up, in one region), so one row x 64 adapters and 63 rows x 1 adapter both split
 // across threads. BGMV segments (short) split their shrink by rank rows and stream each A row
 // once over the full input; SGMV segments (long) split by row blocks and walk the input in
 // L1-sized depth blocks, so x and A tiles are reused across the block's rows and ranks.
@@ -37,6 +38,8 @@ constexpr int kExpandTaskFeatures = 512;
 // the full sum.
 struct SegmentPlan {
   const LoraSegment* segment;
+  float* y;  // the segment's target module output, with ldy
+  int64_t ldy;
   int64_t v_offset;  // into v: rows x k_total
   int64_t k_offset;  // into a_rows / b_cols: k_total
   int k_total;
@@ -101,6 +104,12 @@ namespace detail {
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs,
                const LoraApplyOptions& options) {
+  const LoraTarget target{y, ldy, out_dim, segments, refs};
+  LoraApplyFused(pool, x, ldx, in_dim, {&target, 1}, options);
+}
+
+void LoraApplyFused(const float* pool, const float* x, int64_t ldx, int in_dim,
+                    std::span<const LoraTarget> targets, const LoraApplyOptions& options) {
   std::vector<SegmentPlan> plans;
   std::vector<DtypeRun> runs;
   std::vector<const void*> a_rows;
@@ -108,7 +117,10 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
   std::vector<ShrinkTask> shrink_tasks;
   std::vector<ExpandTask> expand_tasks;
   int64_t v_size = 0;
-  for (const LoraSegment& s : segments) {
+  for (const LoraTarget& target : targets) {
+  const int out_dim = target.out_dim;
+  const std::span<const LoraRef> refs = target.refs;
+  for (const LoraSegment& s : target.segments) {
     const int rows = s.row_end - s.row_begin;
     // Base-only rows without out_scale are never touched; with out_scale they get a zero-rank
     // expand, which only multiplies.
@@ -116,8 +128,9 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
     const int plan = static_cast<int>(plans.size());
     const bool sgmv = rows >= options.sgmv_min_rows;
     const int runs_begin = static_cast<int>(runs.size());
-    SegmentPlan& p = plans.emplace_back(
-        SegmentPlan{&s, v_size, std::ssize(a_rows), 0, runs_begin, runs_begin});
+    SegmentPlan& p = plans.emplace_back(SegmentPlan{&s, target.y, target.ldy, v_size,
+                                                    std::ssize(a_rows), 0, runs_begin,
+                                                    runs_begin});
     for (int ref = s.refs_begin; ref < s.refs_end; ++ref) {
       const LoraRef& lr = refs[ref];
       for (int k = 0; k < lr.rank; ++k) {
@@ -152,6 +165,7 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
       for (int j = 0; j < out_dim; j += kExpandTaskFeatures)
         expand_tasks.push_back({plan, r, std::min(rows, r + kExpandTaskRows), j,
                                 std::min(out_dim, j + kExpandTaskFeatures)});
+  }
   }
   if (plans.empty()) return;
   std::vector<float> v(v_size);
@@ -188,7 +202,7 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
             v.data() + p.v_offset + task.row_begin * p.k_total + dr.k_begin, p.k_total,
             task.row_end - task.row_begin, task.j_begin, task.j_end,
             run + 1 == p.runs_end ? p.segment->out_scale : nullptr,
-            y + (p.segment->row_begin + task.row_begin) * ldy, ldy);
+            p.y + (p.segment->row_begin + task.row_begin) * p.ldy, p.ldy);
       }
     }
   }
@@ -199,6 +213,11 @@ void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs) {
   detail::LoraApply(pool, x, ldx, y, ldy, in_dim, out_dim, segments, refs, {});
+}
+
+void LoraApplyFused(const float* pool, const float* x, int64_t ldx, int in_dim,
+                    std::span<const LoraTarget> targets) {
+  detail::LoraApplyFused(pool, x, ldx, in_dim, targets, {});
 }
 
 }  // namespace loraserve::kernels

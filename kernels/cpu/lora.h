@@ -20,6 +20,20 @@ namespace loraserve::kernels {
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs);
 
+// One module's LoRA work for LoraApplyFused: its output and its segment table.
+struct LoraTarget {
+  float* y;
+  int64_t ldy;
+  int out_dim;
+  std::span<const LoraSegment> segments;
+  std::span<const LoraRef> refs;
+};
+
+// LoraApply for several modules that read the same x (q/k/v, gate/up) in one parallel region:
+// one fork/join and two barriers instead of one region per module. Same results.
+void LoraApplyFused(const float* pool, const float* x, int64_t ldx, int in_dim,
+                    std::span<const LoraTarget> targets);
+
 // The obviously-correct scalar version (double accumulation, no threads); the tests' oracle.
 void LoraApplyReference(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy,
                         int in_dim, int out_dim, std::span<const LoraSegment> segments,
@@ -63,6 +77,9 @@ struct LoraApplyOptions {
 void LoraApply(const float* pool, const float* x, int64_t ldx, float* y, int64_t ldy, int in_dim,
                int out_dim, std::span<const LoraSegment> segments, std::span<const LoraRef> refs,
                const LoraApplyOptions& options);
+
+void LoraApplyFused(const float* pool, const float* x, int64_t ldx, int in_dim,
+                    std::span<const LoraTarget> targets, const LoraApplyOptions& options);
 
 // Whether the CPU (and OS) support the AVX2+FMA+F16C, and the AVX-512 (F, BW) micro-kernels.
 bool CpuHasAvx2Fma();

@@ -103,6 +103,12 @@ struct LoraModulePlan {
   std::span<const kernels::LoraRef> refs;
 };
 
+// One module of a fused LoRA call: its output and its plan.
+struct LoraTargetPlan {
+  Tensor y;
+  LoraModulePlan plan;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -158,6 +164,15 @@ class Backend {
   // read from the pool by offset (BGMV for short segments, SGMV for long ones).
   virtual absl::Status LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
                                  const LoraModulePlan& plan) = 0;
+  // LoraApply for several modules reading one x (q/k/v, gate/up); a backend may run them as
+  // one launch or parallel region. The results equal one LoraApply per target.
+  virtual absl::Status LoraApplyFused(const PoolStorage& pool, const Tensor& x,
+                                      std::span<const LoraTargetPlan> targets) {
+    for (const LoraTargetPlan& target : targets) {
+      if (auto s = LoraApply(pool, x, target.y, target.plan); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   virtual absl::Status AddBias(const Tensor& y, WeightHandle bias) = 0;
   virtual absl::Status RmsNorm(const Tensor& x, WeightHandle weight, float eps,
                                const Tensor& out) = 0;

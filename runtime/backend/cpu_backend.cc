@@ -392,11 +392,9 @@ absl::Status CpuBackend::LinearFused(const Tensor& x, std::span<const LinearTarg
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
-                                   const LoraModulePlan& plan) {
-  if (plan.segments.empty()) return absl::OkStatus();
-  auto data = PoolData(pool, "LoraApply");
-  if (!data.ok()) return data.status();
+namespace {
+
+absl::Status CheckLoraPlan(const Tensor& x, const Tensor& y, const LoraModulePlan& plan) {
   if (auto s = CheckF32(x, "LoraApply", "x"); !s.ok()) return s;
   if (auto s = CheckF32(y, "LoraApply", "y"); !s.ok()) return s;
   for (const kernels::LoraSegment& segment : plan.segments) {
@@ -405,9 +403,31 @@ absl::Status CpuBackend::LoraApply(const PoolStorage& pool, const Tensor& x, con
       return absl::InvalidArgumentError("LoraApply: segment outside the step's rows or refs");
     }
   }
-  kernels::detail::LoraApply(*data, F32(x), x.ld, F32(y), y.ld, static_cast<int>(x.cols),
-                             static_cast<int>(y.cols), plan.segments, plan.refs,
-                             LoraOptionsFor(options_.isa));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CpuBackend::LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
+                                   const LoraModulePlan& plan) {
+  const LoraTargetPlan target{y, plan};
+  return LoraApplyFused(pool, x, {&target, 1});
+}
+
+absl::Status CpuBackend::LoraApplyFused(const PoolStorage& pool, const Tensor& x,
+                                        std::span<const LoraTargetPlan> targets) {
+  std::vector<kernels::LoraTarget> kernel_targets;
+  for (const LoraTargetPlan& target : targets) {
+    if (target.plan.segments.empty()) continue;
+    if (auto s = CheckLoraPlan(x, target.y, target.plan); !s.ok()) return s;
+    kernel_targets.push_back({F32(target.y), target.y.ld, static_cast<int>(target.y.cols),
+                              target.plan.segments, target.plan.refs});
+  }
+  if (kernel_targets.empty()) return absl::OkStatus();
+  auto data = PoolData(pool, "LoraApply");
+  if (!data.ok()) return data.status();
+  kernels::detail::LoraApplyFused(*data, F32(x), x.ld, static_cast<int>(x.cols), kernel_targets,
+                                  LoraOptionsFor(options_.isa));
   return absl::OkStatus();
 }
 

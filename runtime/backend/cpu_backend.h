@@ -59,6 +59,8 @@ class CpuBackend final : public Backend {
   absl::Status LinearFused(const Tensor& x, std::span<const LinearTarget> targets) override;
   absl::Status LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
                          const LoraModulePlan& plan) override;
+  absl::Status LoraApplyFused(const PoolStorage& pool, const Tensor& x,
+                              std::span<const LoraTargetPlan> targets) override;
   absl::Status AddBias(const Tensor& y, WeightHandle bias) override;
   absl::Status RmsNorm(const Tensor& x, WeightHandle weight, float eps,
                        const Tensor& out) override;

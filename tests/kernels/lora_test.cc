@@ -220,6 +220,58 @@ TEST_P(LoraApplyTest, Ranks1And8And512InOneBatchEqualEachSegmentAlone) {
   }
 }
 
+// q/k/v as one fused call: three modules with different widths, ranks and segment tables over
+// one x; each module's output is bit-identical to LoraApply on it alone.
+TEST_P(LoraApplyTest, FusedModulesEqualEachModuleAlone) {
+  const std::vector<SegmentSpec> q_specs = {
+      {1, {{0, 1.0f}}}, {1, {{1, 0.5f}, {2, -0.5f}}, true}, {70, {{2, 1.0f}}}, {2, {}}};
+  const std::vector<SegmentSpec> v_specs = {
+      {1, {{1, 1.0f}}}, {1, {}}, {70, {{0, 1.0f}, {1, 1.0f}}}, {2, {{2, 2.0f}}, true}};
+  // Moved in, not copied from an initializer list: a Problem's refs point into its own vectors.
+  std::vector<Problem> modules;
+  modules.push_back(MakeProblem(96, 120, {8, 16, 4}, q_specs, 21));
+  modules.push_back(MakeProblem(96, 40, {4, 8, 64}, v_specs, 22));
+  modules.push_back(MakeProblem(96, 40, {16}, {{74, {}}}, 23));  // no LoRA rows
+  for (Problem& m : modules) m.x = modules[0].x;  // one input, as q/k/v share h
+  std::vector<std::vector<float>> fused;
+  std::vector<LoraTarget> targets;
+  // One pool for all three: append each module's pool and rebase its offsets.
+  std::vector<float> pool;
+  std::vector<std::vector<int64_t>> rebased_a, rebased_b;
+  std::vector<std::vector<LoraRef>> refs(modules.size());
+  for (size_t m = 0; m < modules.size(); ++m) {
+    const int64_t base = static_cast<int64_t>(pool.size());
+    pool.insert(pool.end(), modules[m].pool.begin(), modules[m].pool.end());
+    for (LoraRef ref : modules[m].refs) {
+      rebased_a.emplace_back(ref.a_rows, ref.a_rows + ref.rank);
+      rebased_b.emplace_back(ref.b_cols, ref.b_cols + ref.rank);
+      for (int64_t& o : rebased_a.back()) o += base;
+      for (int64_t& o : rebased_b.back()) o += base;
+      refs[m].push_back(ref);
+    }
+  }
+  size_t next = 0;
+  for (size_t m = 0; m < modules.size(); ++m) {
+    for (LoraRef& ref : refs[m]) {
+      ref.a_rows = rebased_a[next].data();
+      ref.b_cols = rebased_b[next].data();
+      ++next;
+    }
+  }
+  fused.resize(modules.size());
+  for (size_t m = 0; m < modules.size(); ++m) {
+    fused[m] = modules[m].y;
+    targets.push_back({fused[m].data(), modules[m].ldy, modules[m].out_dim, modules[m].segments,
+                       refs[m]});
+  }
+  detail::LoraApplyFused(pool.data(), modules[0].x.data(), modules[0].ldx, 96, targets,
+                         GetParam().options);
+  for (size_t m = 0; m < modules.size(); ++m) {
+    EXPECT_EQ(fused[m], Run(modules[m])) << "module " << m;
+  }
+  EXPECT_EQ(fused[2], modules[2].y);  // base-only rows without out_scale are left alone
+}
+
 TEST_P(LoraApplyTest, DimensionsSmallerThanOneVector) {
   const std::vector<SegmentSpec> specs = {{2, {{0, 1.0f}}, true}, {5, {{1, 1.0f}, {0, 2.0f}}}};
   ExpectMatchesReference(MakeProblem(5, 3, {2, 7}, specs, 5));
