@@ -95,6 +95,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                 "Re-hash every stored adapter file at start (default: each is verified when "
                 "first read)");
   AddCpuBackendOptions(cmd, &o.backend);
+  cmd->add_option("--cpu-threads", o.engine.cpu_threads,
+                  "OpenMP threads per forward pass: 0 = every core other processes leave free "
+                  "(re-measured every 0.5 s), N = always N")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   cmd->add_option("--host-cache-bytes", o.engine.host_cache_bytes,
                   "Byte budget of parsed adapters in host memory (LRU; stored adapters beyond "
                   "it are read again on demand); 0 = unlimited")

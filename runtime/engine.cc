@@ -9,6 +9,8 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+
+#include <omp.h>
 #include <set>
 #include <thread>
 
@@ -25,6 +27,7 @@
 #include "runtime/request_validation.h"
 #include "runtime/scheduler.h"
 #include "runtime/step_plan.h"
+#include "runtime/thread_budget.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace loraserve {
@@ -358,12 +361,21 @@ class Engine::Impl {
   std::set<std::string> resident_snapshot_;
   std::map<std::string, int> in_flight_snapshot_;
 
+  // The step loop's OpenMP team size: fixed (options_.cpu_threads > 0) or following the free
+  // cores (thread_budget_). Only the step loop touches it.
+  std::unique_ptr<ThreadBudget> thread_budget_;
   std::thread thread_;
   // Last: destroyed first, so its thread is gone before anything its callback touches.
   std::unique_ptr<AdapterLoader> loader_;
 };
 
 void Engine::Impl::Loop() {
+  // OpenMP's team size is per thread: set it on the step loop, which runs every forward pass.
+  if (options_.cpu_threads > 0) {
+    omp_set_num_threads(options_.cpu_threads);
+  } else {
+    thread_budget_ = std::make_unique<ThreadBudget>(omp_get_max_threads());
+  }
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -590,6 +602,7 @@ void Engine::Impl::RunStep(const std::vector<ScheduledSequence>& sequences) {
   absl::Status status = step.status();
   if (status.ok()) {
     logits.resize(step->plan.logit_rows.size() * model_->config().vocab_size);
+    if (thread_budget_ != nullptr) thread_budget_->Update(ThreadBudget::Clock::now());
     status = model_->Forward(step->plan, *memory_, *memory_, layout_, logits.data());
     ++steps_;
     for (const auto& [r, chunk] : sequences) r->num_computed += chunk;

@@ -90,6 +90,10 @@ struct EngineOptions {
   // adapters of a 135M model); 0 = unlimited. Adapters that can
   // be read again from the store are evicted beyond it, least recently used first.
   size_t host_cache_bytes = 2ull << 30;
+  // OpenMP threads of each forward pass: 0 = follow the cores other processes leave free
+  // (runtime/thread_budget.h: every core when the machine is quiet, fewer when a neighbour
+  // holds some), N = always N.
+  int cpu_threads = 0;
   // Receives problems found off the request path (an adapter that fails to load); may be empty.
   std::function<void(const std::string&)> log_warning;
 };

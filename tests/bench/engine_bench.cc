@@ -5,7 +5,8 @@
 // bf16 (--adapter-dtype bf16). The machine is shared, so each round runs all cases back to back
 // and every case is reported as a ratio to (a) of the same round; rounds interleave.
 //
-// Usage: engine_bench [--rounds=N] [--new_tokens=N] [--prompt_tokens=N] [--json=PATH]
+// Usage: engine_bench [--rounds=N] [--new_tokens=N] [--prompt_tokens=N] [--cpu_threads=N]
+//                     [--json=PATH]
 // with $LORASERVE_BENCH_MODEL (model folder) and $LORASERVE_BENCH_ADAPTERS (a0 .. a63 PEFT
 // adapters of that model), both written by scripts/bench.sh.
 #include <time.h>
@@ -37,6 +38,7 @@ struct Flags {
   int rounds = 1;
   int new_tokens = 16;
   int prompt_tokens = 8;
+  int cpu_threads = 0;  // EngineOptions::cpu_threads: 0 = follow the free cores
   std::string json;
 };
 
@@ -237,11 +239,14 @@ Flags ParseFlags(int argc, char** argv) {
       flags.new_tokens = std::atoi(v);
     } else if (const char* v = value("--prompt_tokens")) {
       flags.prompt_tokens = std::atoi(v);
+    } else if (const char* v = value("--cpu_threads")) {
+      flags.cpu_threads = std::atoi(v);
     } else if (const char* v = value("--json")) {
       flags.json = v;
     } else {
       Die("unknown flag '" + arg +
-          "'; flags: --rounds=N --new_tokens=N --prompt_tokens=N --json=PATH");
+          "'; flags: --rounds=N --new_tokens=N --prompt_tokens=N --cpu_threads=N "
+          "--json=PATH");
     }
   }
   if (flags.rounds < 1 || flags.new_tokens < 3 || flags.prompt_tokens < 1) {
@@ -272,6 +277,7 @@ int Main(int argc, char** argv) {
   const size_t parameters = (*model)->ParameterCount();
   EngineOptions options;
   options.max_running = kRequests;
+  options.cpu_threads = flags.cpu_threads;
   options.max_batch_tokens = std::max(512, kRequests * flags.prompt_tokens);
   options.merge_mode = MergeMode::kNever;
   options.merge_window_seconds = 0;  // (c) merges as soon as its single-adapter traffic arrives
