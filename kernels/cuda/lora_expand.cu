@@ -89,9 +89,9 @@ cudaError_t LoraExpand(const float* pool, const LoraTables& tables, const float*
                        int in_dim, float* y, int64_t ldy, int out_dim, cudaStream_t stream) {
   if (in_dim <= 0 || out_dim <= 0) return cudaErrorInvalidValue;
   const int num_chunks = LoraNumKChunks(in_dim);
-  cudaError_t err = LaunchExpand<kBgmvRows>(pool, tables, tables.bgmv_expand,
-                                            tables.capacity.bgmv_expand, partials, num_chunks, y,
-                                            ldy, stream);
+  cudaError_t err =
+      LaunchExpand<kBgmvRows>(pool, tables, tables.bgmv_expand, tables.capacity.bgmv_expand,
+                              partials, num_chunks, y, ldy, stream);
   if (err != cudaSuccess) return err;
   return LaunchExpand<kSgmvRows>(pool, tables, tables.sgmv_expand, tables.capacity.sgmv_expand,
                                  partials, num_chunks, y, ldy, stream);

@@ -85,8 +85,8 @@ __global__ void __launch_bounds__(kShrinkThreads)
 
 template <int kRows>
 cudaError_t LaunchShrink(const float* pool, const LoraTables& t, const LoraShrinkItem* items,
-                         int32_t capacity, const float* x, int64_t ldx, int in_dim,
-                         float* partials, cudaStream_t stream) {
+                         int32_t capacity, const float* x, int64_t ldx, int in_dim, float* partials,
+                         cudaStream_t stream) {
   if (capacity == 0) return cudaSuccess;
   const LoraGrid g = LoraShrinkGrid(capacity, in_dim);
   LoraShrinkKernel<kRows><<<dim3(g.x, g.y, g.z), kShrinkThreads, 0, stream>>>(
@@ -103,9 +103,9 @@ cudaError_t LoraShrink(const float* pool, const LoraTables& tables, const float*
   if (in_dim <= 0 || static_cast<uint32_t>(LoraNumKChunks(in_dim)) > kLoraMaxGridY) {
     return cudaErrorInvalidValue;
   }
-  cudaError_t err = LaunchShrink<kBgmvRows>(pool, tables, tables.bgmv_shrink,
-                                            tables.capacity.bgmv_shrink, x, ldx, in_dim, partials,
-                                            stream);
+  cudaError_t err =
+      LaunchShrink<kBgmvRows>(pool, tables, tables.bgmv_shrink, tables.capacity.bgmv_shrink, x, ldx,
+                              in_dim, partials, stream);
   if (err != cudaSuccess) return err;
   return LaunchShrink<kSgmvRows>(pool, tables, tables.sgmv_shrink, tables.capacity.sgmv_shrink, x,
                                  ldx, in_dim, partials, stream);

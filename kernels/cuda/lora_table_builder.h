@@ -35,8 +35,8 @@ inline absl::StatusOr<LoraTableCounts> CountLoraTables(std::span<const LoraSegme
         absl::StrCat("LoRA tables: in_dim ", in_dim, " and out_dim ", out_dim, " must be > 0"));
   }
   if (LoraNumKChunks(in_dim) > static_cast<int>(kLoraMaxGridY)) {
-    return absl::InvalidArgumentError(absl::StrCat("LoRA tables: in_dim ", in_dim,
-                                                   " needs more K chunks than a grid holds"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("LoRA tables: in_dim ", in_dim, " needs more K chunks than a grid holds"));
   }
   LoraTableCounts n;
   int64_t rank_rows = 0, bgmv_shrink = 0, sgmv_shrink = 0, bgmv_expand = 0, sgmv_expand = 0;
@@ -44,9 +44,9 @@ inline absl::StatusOr<LoraTableCounts> CountLoraTables(std::span<const LoraSegme
     const LoraSegment& s = segments[i];
     if (s.row_begin < 0 || s.row_end < s.row_begin || s.refs_begin < 0 ||
         s.refs_end < s.refs_begin || static_cast<size_t>(s.refs_end) > refs.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "LoRA tables: segment ", i, " has rows [", s.row_begin, ", ", s.row_end, ") refs [",
-          s.refs_begin, ", ", s.refs_end, ") of ", refs.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("LoRA tables: segment ", i, " has rows [", s.row_begin, ", ", s.row_end,
+                       ") refs [", s.refs_begin, ", ", s.refs_end, ") of ", refs.size()));
     }
     if (!LoraSegmentHasWork(s)) continue;
     int64_t k_total = 0;
@@ -99,9 +99,9 @@ inline absl::StatusOr<LoraTableCounts> CountLoraTables(std::span<const LoraSegme
 // The first table that `counts` overflows, named with both numbers; OK when all fit.
 inline absl::Status CheckLoraCapacity(const LoraTableCounts& n, const LoraTableCapacity& c) {
   auto over = [](const char* what, int64_t need, int64_t have) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "LoRA tables: the step needs ", need, " ", what, " but the capacity is ", have,
-        "; raise the bucket's capacity or split the step"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("LoRA tables: the step needs ", need, " ", what, " but the capacity is ", have,
+                     "; raise the bucket's capacity or split the step"));
   };
   if (n.segments > c.segments) return over("segments", n.segments, c.segments);
   if (n.rank_rows > c.rank_rows) return over("rank rows", n.rank_rows, c.rank_rows);
@@ -130,9 +130,10 @@ inline absl::StatusOr<LoraTableCounts> BuildLoraTables(std::span<const LoraSegme
     const float* scale = segments[i].out_scale;
     if (LoraSegmentHasWork(segments[i]) && scale != nullptr &&
         (scale < pool || scale - pool + out_dim > pool_units)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "LoRA tables: segment ", i, "'s out_scale (DoRA) is not a row of the pool; the CUDA "
-          "backend reads DoRA factors from pool pages"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("LoRA tables: segment ", i,
+                       "'s out_scale (DoRA) is not a row of the pool; the CUDA "
+                       "backend reads DoRA factors from pool pages"));
     }
   }
   LoraTableCounts n;

@@ -152,8 +152,7 @@ LORASERVE_HOST_DEVICE constexpr int LoraKChunkEnd(int chunk, int in_dim) {
   return (chunk + 1) * kLoraKChunk < in_dim ? (chunk + 1) * kLoraKChunk : in_dim;
 }
 // Floats the partials buffer needs for a module of `in_dim` inputs.
-LORASERVE_HOST_DEVICE constexpr int64_t LoraPartialsFloats(const LoraTableCapacity& c,
-                                                           int in_dim) {
+LORASERVE_HOST_DEVICE constexpr int64_t LoraPartialsFloats(const LoraTableCapacity& c, int in_dim) {
   return int64_t{LoraNumKChunks(in_dim)} * c.v_floats;
 }
 

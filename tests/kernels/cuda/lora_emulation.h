@@ -18,9 +18,8 @@ struct EmulationWrites {
 };
 
 inline void EmulateShrinkLaunch(const float* pool, const cuda::LoraTables& t,
-                                const cuda::LoraShrinkItem* items, int32_t capacity,
-                                const float* x, int64_t ldx, int in_dim, float* partials,
-                                EmulationWrites& writes) {
+                                const cuda::LoraShrinkItem* items, int32_t capacity, const float* x,
+                                int64_t ldx, int in_dim, float* partials, EmulationWrites& writes) {
   const cuda::LoraGrid g = cuda::LoraShrinkGrid(capacity, in_dim);
   for (uint32_t bx = 0; bx < g.x; ++bx) {
     for (uint32_t by = 0; by < g.y; ++by) {
@@ -89,10 +88,10 @@ inline EmulationWrites EmulateLoraApply(const float* pool, const cuda::LoraTable
                       partials.data(), writes);
   EmulateShrinkLaunch(pool, t, t.sgmv_shrink, t.capacity.sgmv_shrink, x, ldx, in_dim,
                       partials.data(), writes);
-  EmulateExpandLaunch(pool, t, t.bgmv_expand, t.capacity.bgmv_expand, partials.data(), in_dim,
-                      y, ldy, writes);
-  EmulateExpandLaunch(pool, t, t.sgmv_expand, t.capacity.sgmv_expand, partials.data(), in_dim,
-                      y, ldy, writes);
+  EmulateExpandLaunch(pool, t, t.bgmv_expand, t.capacity.bgmv_expand, partials.data(), in_dim, y,
+                      ldy, writes);
+  EmulateExpandLaunch(pool, t, t.sgmv_expand, t.capacity.sgmv_expand, partials.data(), in_dim, y,
+                      ldy, writes);
   return writes;
 }
 

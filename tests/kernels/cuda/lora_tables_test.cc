@@ -61,8 +61,8 @@ absl::StatusOr<LoraTableCounts> Count(const LoraProblem& p) {
 }
 
 absl::StatusOr<LoraTableCounts> Build(const LoraProblem& p, const LoraTables& t) {
-  return BuildLoraTables(p.segments, p.refs, p.pool.data(), std::ssize(p.pool), p.in_dim,
-                         p.out_dim, t);
+  return BuildLoraTables(p.segments, p.refs, p.pool.data(), std::ssize(p.pool), p.in_dim, p.out_dim,
+                         t);
 }
 
 // Every entry past the step's counts is one that makes the kernels return at once.
@@ -215,8 +215,7 @@ TEST(LoraTablesTest, ItemsSplitSegmentsByRowTileRankChunkAndColumnTile) {
   EXPECT_EQ(n->sgmv_shrink, 1);
   EXPECT_EQ(n->sgmv_expand, 1);
   EXPECT_EQ(n->rank_rows, 4);
-  const LoraProblem below =
-      MakeLoraProblem(64, 64, {{1}}, {{kSgmvMinRows - 1, {{0, 1.0f}}}}, 8);
+  const LoraProblem below = MakeLoraProblem(64, 64, {{1}}, {{kSgmvMinRows - 1, {{0, 1.0f}}}}, 8);
   n = Count(below);
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(n->sgmv_shrink, 0);
@@ -271,11 +270,12 @@ TEST(LoraTablesTest, IndexMath) {
 TEST(LoraTablesTest, LayoutAlignsAndSeparatesEveryTable) {
   const LoraTableCapacity c{3, 17, 5, 0, 9, 2, 100};
   const LoraTableLayout l = LoraTableLayoutFor(c);
-  const int64_t starts[] = {l.segments,    l.rank_rows,   l.bgmv_shrink,
-                            l.sgmv_shrink, l.bgmv_expand, l.sgmv_expand, l.bytes};
-  const int64_t sizes[] = {3 * int64_t{sizeof(LoraSegmentEntry)}, 17 * int64_t{sizeof(LoraRankRow)},
-                           5 * int64_t{sizeof(LoraShrinkItem)},   0,
-                           9 * int64_t{sizeof(LoraExpandItem)},   2 * int64_t{sizeof(LoraExpandItem)}};
+  const int64_t starts[] = {l.segments,    l.rank_rows,   l.bgmv_shrink, l.sgmv_shrink,
+                            l.bgmv_expand, l.sgmv_expand, l.bytes};
+  const int64_t sizes[] = {
+      3 * int64_t{sizeof(LoraSegmentEntry)}, 17 * int64_t{sizeof(LoraRankRow)},
+      5 * int64_t{sizeof(LoraShrinkItem)},   0,
+      9 * int64_t{sizeof(LoraExpandItem)},   2 * int64_t{sizeof(LoraExpandItem)}};
   EXPECT_EQ(l.segments, 0);
   for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(starts[i] % kLoraTableAlign, 0) << i;

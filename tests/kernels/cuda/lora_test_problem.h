@@ -105,8 +105,8 @@ inline LoraProblem MakeLoraProblem(int in_dim, int out_dim,
       for (int j = 0; j < out_dim; ++j) dora[j] = 0.5f + std::abs(uniform(rng));
       out_scale = dora;
     }
-    p.segments.push_back({row, row + s.rows, refs_begin, static_cast<int>(p.refs.size()),
-                          out_scale});
+    p.segments.push_back(
+        {row, row + s.rows, refs_begin, static_cast<int>(p.refs.size()), out_scale});
     row += s.rows;
   }
   return p;
@@ -116,22 +116,22 @@ inline LoraProblem MakeLoraProblem(int in_dim, int out_dim,
 // and prefill (SGMV) tiles: single adapters, weighted sets with negative weights and mixed
 // dtypes, DoRA with and without refs, and base-only rows.
 inline std::vector<AdapterSpec> MixedAdapters() {
-  return {{1, LoraDtype::kF32},   {8, LoraDtype::kBF16},  {16, LoraDtype::kF16},
-          {64, LoraDtype::kF32},  {256, LoraDtype::kBF16}, {512, LoraDtype::kF16},
-          {16, LoraDtype::kF32},  {64, LoraDtype::kBF16}};
+  return {{1, LoraDtype::kF32},  {8, LoraDtype::kBF16},   {16, LoraDtype::kF16},
+          {64, LoraDtype::kF32}, {256, LoraDtype::kBF16}, {512, LoraDtype::kF16},
+          {16, LoraDtype::kF32}, {64, LoraDtype::kBF16}};
 }
 
 inline std::vector<SegmentSpec> MixedSegments() {
   return {
       {1, {{0, 1.0f}}},
-      {3, {}},                                            // base-only
-      {2, {{5, 0.7f}}},                                   // rank 512, fp16
-      {1, {{1, 1.0f}, {3, -0.5f}, {4, 0.25f}}},           // weighted, negative, mixed dtypes
-      {5, {{2, 1.0f}}, true},                             // DoRA
-      {2, {}, true},                                      // DoRA without refs
-      {9, {{6, -1.0f}, {7, 2.0f}}},                       // two BGMV row tiles
-      {40, {{4, 1.0f}, {2, -0.3f}}, true},                // SGMV: 32 + 8 rows
-      {33, {{5, 0.5f}, {0, 1.5f}, {6, -2.0f}}},           // SGMV, rank 529 in total
+      {3, {}},                                   // base-only
+      {2, {{5, 0.7f}}},                          // rank 512, fp16
+      {1, {{1, 1.0f}, {3, -0.5f}, {4, 0.25f}}},  // weighted, negative, mixed dtypes
+      {5, {{2, 1.0f}}, true},                    // DoRA
+      {2, {}, true},                             // DoRA without refs
+      {9, {{6, -1.0f}, {7, 2.0f}}},              // two BGMV row tiles
+      {40, {{4, 1.0f}, {2, -0.3f}}, true},       // SGMV: 32 + 8 rows
+      {33, {{5, 0.5f}, {0, 1.5f}, {6, -2.0f}}},  // SGMV, rank 529 in total
   };
 }
 
