@@ -96,6 +96,42 @@ inline absl::StatusOr<LoraTableCounts> CountLoraTables(std::span<const LoraSegme
   return n;
 }
 
+// What a captured graph bucket admits: at most `rows` rows in at most `segments` LoRA segments,
+// `rank_rows` rank rows over all segments, `segment_ranks` in any one segment (a weighted set
+// sums its refs' ranks), for a module of `out_dim` outputs.
+struct LoraBucketLimits {
+  int32_t rows = 0;
+  int32_t segments = 0;
+  int32_t rank_rows = 0;
+  int32_t segment_ranks = kMaxLoraRank;
+};
+
+// A capacity that every plan within `limits` fits, so one graph per bucket never has to be
+// re-captured for a new adapter mix. Per segment s with r_s rows and k_s ranks, items number
+// ceil(r_s / tile) * ceil(k_s / 32) <= ceil(r_s / 8) * ceil(segment_ranks / 32), and summed over
+// segments ceil(r_s / 8) <= (rows + 7 * segments) / 8; expand items likewise with the column
+// tiles. An SGMV segment has r_s >= kSgmvRows rows, so ceil(r_s / kSgmvRows) <= 2 * r_s /
+// kSgmvRows. v floats sum r_s * k_s <= rows * segment_ranks.
+inline LoraTableCapacity LoraCapacityFor(const LoraBucketLimits& limits, int out_dim) {
+  const int64_t row_tiles = (int64_t{limits.rows} + 7 * int64_t{limits.segments}) / kBgmvRows;
+  const int64_t ranks =
+      limits.segment_ranks < limits.rank_rows ? limits.segment_ranks : limits.rank_rows;
+  const int64_t rank_chunks = (ranks + kLoraItemRanks - 1) / kLoraItemRanks;
+  const int64_t col_tiles = (int64_t{out_dim} + kLoraExpandCols - 1) / kLoraExpandCols;
+  auto clamp = [](int64_t n) { return static_cast<int32_t>(n < INT32_MAX ? n : INT32_MAX); };
+  LoraTableCapacity c;
+  c.segments = limits.segments;
+  c.rank_rows = limits.rank_rows;
+  c.bgmv_shrink = clamp(row_tiles * rank_chunks);
+  static_assert(kSgmvMinRows >= kSgmvRows);
+  const int64_t sgmv_row_tiles = 2 * int64_t{limits.rows} / kSgmvRows;
+  c.sgmv_shrink = clamp(sgmv_row_tiles * rank_chunks);
+  c.bgmv_expand = clamp(row_tiles * col_tiles);
+  c.sgmv_expand = clamp(sgmv_row_tiles * col_tiles);
+  c.v_floats = int64_t{limits.rows} * ranks;
+  return c;
+}
+
 // The first table that `counts` overflows, named with both numbers; OK when all fit.
 inline absl::Status CheckLoraCapacity(const LoraTableCounts& n, const LoraTableCapacity& c) {
   auto over = [](const char* what, int64_t need, int64_t have) {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "kernels/cpu/lora.h"
@@ -232,6 +233,54 @@ TEST(LoraTablesTest, BaseOnlyRowsGetNoWorkButDoraOnlyRowsDo) {
   EXPECT_EQ(n->bgmv_expand, 1);
   EXPECT_EQ(n->v_floats, 0);
   ExpectMatchesReference(p, 2);
+}
+
+// A graph bucket's capacity must hold every plan within its limits: random plans, plus the
+// shapes that maximise each table (one-row segments at the largest rank, rows just past a tile).
+TEST(LoraTablesTest, BucketCapacityHoldsEveryPlanWithinItsLimits) {
+  std::mt19937 rng(12);
+  const std::vector<int> ranks = {1, 8, 16, 33, 64, 256, 512};
+  int checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const LoraBucketLimits limits{
+        1 + static_cast<int32_t>(rng() % 160), 1 + static_cast<int32_t>(rng() % 12),
+        1 + static_cast<int32_t>(rng() % 1500), 1 + static_cast<int32_t>(rng() % 700)};
+    std::vector<testing::AdapterSpec> adapters;
+    for (int r : ranks) adapters.push_back({r});
+    std::vector<testing::SegmentSpec> specs;
+    int rows_left = limits.rows, rank_rows_left = limits.rank_rows;
+    for (int s = 0; s < limits.segments && rows_left > 0; ++s) {
+      const int rows = trial % 3 == 0 ? std::min(rows_left, s % 2 == 0 ? 1 : kSgmvMinRows + 1)
+                                      : 1 + static_cast<int>(rng() % rows_left);
+      rows_left -= rows;
+      testing::SegmentSpec spec{rows, {}, rng() % 4 == 0};
+      int seg_ranks = 0;
+      for (int a = static_cast<int>(ranks.size()) - 1; a >= 0; --a) {
+        if (rng() % 3 != 0 && seg_ranks + ranks[a] <= limits.segment_ranks &&
+            ranks[a] <= rank_rows_left) {
+          spec.adapters.push_back({a, rng() % 2 == 0 ? 1.0f : -0.5f});
+          seg_ranks += ranks[a];
+          rank_rows_left -= ranks[a];
+        }
+      }
+      specs.push_back(spec);
+    }
+    const int out_dim = 1 + static_cast<int>(rng() % 700);
+    const LoraProblem p = MakeLoraProblem(8, out_dim, adapters, specs, 100 + trial);
+    absl::StatusOr<LoraTableCounts> n = Count(p);
+    ASSERT_TRUE(n.ok()) << n.status();
+    const absl::Status fits = CheckLoraCapacity(*n, LoraCapacityFor(limits, out_dim));
+    ASSERT_TRUE(fits.ok()) << "trial " << trial << ": " << fits;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 300);
+
+  // Tight at the extremes: 8 one-row segments at rank 512 need exactly the bound's BGMV items.
+  const LoraBucketLimits limits{8, 8, 8 * 512, 512};
+  const LoraTableCapacity c = LoraCapacityFor(limits, 256);
+  EXPECT_EQ(c.bgmv_shrink, 8 * 16);
+  EXPECT_EQ(c.bgmv_expand, 8);
+  EXPECT_EQ(c.v_floats, 8 * 512);
 }
 
 TEST(LoraTablesTest, IndexMath) {
