@@ -75,6 +75,10 @@ LoraTableCapacity CapacityFor(const LoraTableCounts& n, int slack) {
 
 // Builds `p`'s tables into pinned staging and copies pool, x, y and the tables to `d`.
 void Upload(const LoraProblem& p, DeviceProblem& d, cudaStream_t stream) {
+  ASSERT_TRUE(d.pool.as<void>() != nullptr && d.x.as<void>() != nullptr &&
+              d.y.as<void>() != nullptr && d.partials.as<void>() != nullptr &&
+              d.tables.as<void>() != nullptr)
+      << "cudaMalloc failed";
   void* staging = nullptr;
   ASSERT_CUDA(cudaMallocHost(&staging, static_cast<size_t>(d.layout.bytes) + 1));
   const LoraTables host = LoraTablesAt(staging, d.capacity);
