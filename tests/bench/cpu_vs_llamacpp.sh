@@ -59,10 +59,10 @@ done
 "${LT[@]}" --concurrency 16 --duration 5 --base-fraction 1 --out "$OUT/warmup.json" >/dev/null 2>&1 || true
 
 tokps() { python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['summary']['throughput_generated_tokens_per_s'],1))" "$1"; }
-batched() {  # generated tokens / total time of llama-batched-bench's one row
+batched() {  # generated tokens (TG x B) / total time T of llama-batched-bench's one row
   "$LLAMA_BIN/llama-batched-bench" -m "$GGUF" -c 4096 -b 2048 -ub 512 -npp 8 -ntg 32 -npl 64 \
-    -t "$THREADS" --no-warmup 2>"$OUT/batched.$1.err" | tee "$OUT/batched.$1.txt" |
-    awk -F'|' '/^\|[ ]+8 \|/ {gsub(/ /,""); print sprintf("%.1f", $4*$5/$10)}'
+    -t "$THREADS" 2>"$OUT/batched.$1.err" | tee "$OUT/batched.$1.txt" |
+    awk -F'|' '/^\|[ ]+8 \|/ {gsub(/ /,""); print sprintf("%.1f", $3*$4/$10)}'
 }
 tg() {
   "$LLAMA_BIN/llama-bench" -m "$GGUF" -p 0 -n 64 -t "$THREADS" -r 3 -o csv 2>"$OUT/tg.$1.err" |
