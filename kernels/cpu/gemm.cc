@@ -31,6 +31,8 @@ constexpr int64_t kParallelMinWork = 1 << 16;
 // block.
 constexpr int kMaxBlockOutputs = 64;
 constexpr int kBlockDepth = 1024;
+// Parts one fused region takes (q/k/v is 3); more run one LinearForward each.
+constexpr int kMaxFusedParts = 4;
 
 // Output features per block: at most kMaxBlockOutputs, and a block count that is a multiple of
 // the thread count, so a static split is even (576 outputs on 2 threads: 10 blocks of 58, not 9
@@ -47,21 +49,30 @@ const void* WeightRow(const void* weight, LoraDtype dtype, int64_t row, int in) 
   return static_cast<const char*>(weight) + row * in * ElementBytes(dtype);
 }
 
+// Every part's output features as one list of blocks (each part cut by BlockOutputs), run in
+// one parallel region: one weight for LinearForward, q/k/v or gate/up for LinearForwardFused.
+// Blocks of different parts differ in size, so they are handed out dynamically.
 void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, int64_t ldx,
-                      const void* weight, LoraDtype dtype, int rows, int in, int out, float* y,
-                      int64_t ldy, bool accumulate, int threads) {
-  const lora_internal::ShrinkFn shrink = mk.shrink[static_cast<int>(dtype)];
-  const int block = BlockOutputs(out, threads);
-  const int blocks = (out + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int b = 0; b < blocks; ++b) {
-    const int begin = b * block;
-    const int count = std::min(out, begin + block) - begin;
+                       int rows, int in, const LinearPart* parts, int num_parts, bool accumulate,
+                       int threads) {
+  int block_size[kMaxFusedParts], first_block[kMaxFusedParts + 1] = {0};
+  for (int p = 0; p < num_parts; ++p) {
+    block_size[p] = BlockOutputs(parts[p].out, threads);
+    first_block[p + 1] = first_block[p] + (parts[p].out + block_size[p] - 1) / block_size[p];
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+  for (int b = 0; b < first_block[num_parts]; ++b) {
+    int p = 0;
+    while (b >= first_block[p + 1]) ++p;
+    const LinearPart& part = parts[p];
+    const int begin = (b - first_block[p]) * block_size[p];
+    const int count = std::min(part.out, begin + block_size[p]) - begin;
+    const lora_internal::ShrinkFn shrink = mk.shrink[static_cast<int>(part.dtype)];
     const void* w_rows[kMaxBlockOutputs];
-    for (int n = 0; n < count; ++n) w_rows[n] = WeightRow(weight, dtype, begin + n, in);
+    for (int n = 0; n < count; ++n) w_rows[n] = WeightRow(part.weight, part.dtype, begin + n, in);
     for (int i = 0; i < in; i += kBlockDepth) {
       shrink(w_rows, count, x, ldx, rows, i, std::min(in, i + kBlockDepth), 1.0f,
-             /*accumulate=*/accumulate || i > 0, y + begin, ldy);
+             /*accumulate=*/accumulate || i > 0, part.y + begin, part.ldy);
     }
   }
 }
@@ -116,7 +127,8 @@ void LinearForward(const float* x, int64_t ldx, const void* weight, LoraDtype dt
   if (rows <= options.micro_kernel_max_rows) {
     if (const lora_internal::MicroKernels* mk =
             lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2)) {
-      MicroKernelLinear(*mk, x, ldx, weight, dtype, rows, in, out, y, ldy, accumulate, threads);
+      const LinearPart part{weight, dtype, out, y, ldy};
+      MicroKernelLinear(*mk, x, ldx, rows, in, &part, 1, accumulate, threads);
       return;
     }
   }
@@ -157,7 +169,7 @@ void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const Lin
   int64_t total_out = 0;
   for (int p = 0; p < num_parts; ++p) total_out += parts[p].out;
   const int64_t work = static_cast<int64_t>(rows) * in * total_out;
-  if (mk == nullptr || num_parts == 1 || work < kParallelMinWork) {
+  if (mk == nullptr || num_parts == 1 || num_parts > kMaxFusedParts || work < kParallelMinWork) {
     for (int p = 0; p < num_parts; ++p) {
       LinearForward(x, ldx, parts[p].weight, parts[p].dtype, rows, in, parts[p].out, parts[p].y,
                     parts[p].ldy, false, options);
@@ -165,32 +177,7 @@ void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const Lin
     return;
   }
   const int threads = std::min<int64_t>(omp_get_max_threads(), total_out / 16 + 1);
-  // The parts' output features as one list of blocks, cut as LinearForward cuts one weight.
-  struct Block {
-    int part, begin, count;
-  };
-  std::vector<Block> blocks;
-  for (int p = 0; p < num_parts; ++p) {
-    const int size = BlockOutputs(parts[p].out, threads);
-    for (int begin = 0; begin < parts[p].out; begin += size) {
-      blocks.push_back({p, begin, std::min(parts[p].out, begin + size) - begin});
-    }
-  }
-  const int num_blocks = static_cast<int>(blocks.size());
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-  for (int b = 0; b < num_blocks; ++b) {
-    const Block& block = blocks[b];
-    const LinearPart& part = parts[block.part];
-    const lora_internal::ShrinkFn shrink = mk->shrink[static_cast<int>(part.dtype)];
-    const void* w_rows[kMaxBlockOutputs];
-    for (int n = 0; n < block.count; ++n) {
-      w_rows[n] = WeightRow(part.weight, part.dtype, block.begin + n, in);
-    }
-    for (int i = 0; i < in; i += kBlockDepth) {
-      shrink(w_rows, block.count, x, ldx, rows, i, std::min(in, i + kBlockDepth), 1.0f,
-             /*accumulate=*/i > 0, part.y + block.begin, part.ldy);
-    }
-  }
+  MicroKernelLinear(*mk, x, ldx, rows, in, parts, num_parts, /*accumulate=*/false, threads);
 }
 
 }  // namespace detail

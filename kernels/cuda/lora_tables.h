@@ -234,16 +234,9 @@ LORASERVE_HOST_DEVICE void LoraFillTail(T* table, int32_t used, int32_t capacity
   for (int32_t i = used; i < capacity; ++i) table[i] = empty;
 }
 
-// Counts of one step's entries; the tails beyond them are neutralised.
-struct LoraTableCounts {
-  int32_t segments = 0;
-  int32_t rank_rows = 0;
-  int32_t bgmv_shrink = 0;
-  int32_t sgmv_shrink = 0;
-  int32_t bgmv_expand = 0;
-  int32_t sgmv_expand = 0;
-  int64_t v_floats = 0;
-};
+// Counts of one step's entries, in the capacity's fields (a step fits when every count is at most
+// its capacity); the tails beyond them are neutralised.
+using LoraTableCounts = LoraTableCapacity;
 
 LORASERVE_HOST_DEVICE inline void LoraNeutraliseTails(const LoraTables& t,
                                                       const LoraTableCounts& used) {

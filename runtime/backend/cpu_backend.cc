@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "formats/dtype.h"
 #include "formats/half.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/gemm.h"
@@ -197,10 +198,8 @@ absl::StatusOr<WeightInfo> CpuBackend::Info(WeightHandle weight) const {
 
 std::vector<float> CpuBackend::Widen(const Weight& w) const {
   std::vector<float> out(w.half.size());
-  const bool bf16 = w.info.stored_dtype == DType::kBF16;
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = bf16 ? Bf16ToFloat(w.half[i]) : F16ToFloat(w.half[i]);
-  }
+  ToFloat(w.info.stored_dtype, reinterpret_cast<const uint8_t*>(w.half.data()), out.size(),
+          out.data());
   return out;
 }
 
@@ -208,10 +207,10 @@ const void* CpuBackend::LiveData(const Weight& w) const {
   return w.live_is_f32() ? static_cast<const void*>(w.values.data()) : w.half.data();
 }
 
-int CpuBackend::LiveDtype(const Weight& w) const {
-  if (w.live_is_f32()) return static_cast<int>(kernels::LoraDtype::kF32);
-  return static_cast<int>(w.info.stored_dtype == DType::kBF16 ? kernels::LoraDtype::kBF16
-                                                              : kernels::LoraDtype::kF16);
+kernels::LoraDtype CpuBackend::LiveDtype(const Weight& w) const {
+  if (w.live_is_f32()) return kernels::LoraDtype::kF32;
+  return w.info.stored_dtype == DType::kBF16 ? kernels::LoraDtype::kBF16
+                                             : kernels::LoraDtype::kF16;
 }
 
 absl::StatusOr<std::vector<float>> CpuBackend::ReadWeight(WeightHandle weight) const {
@@ -328,10 +327,9 @@ absl::Status CpuBackend::Embed(WeightHandle table, std::span<const int32_t> ids,
     float* row = F32(out) + t * out.ld;
     if (table_w.live_is_f32()) {
       std::memcpy(row, &table_w.values[first], sizeof(float) * hidden);
-    } else if (table_w.info.stored_dtype == DType::kBF16) {
-      for (int64_t i = 0; i < hidden; ++i) row[i] = Bf16ToFloat(table_w.half[first + i]);
     } else {
-      for (int64_t i = 0; i < hidden; ++i) row[i] = F16ToFloat(table_w.half[first + i]);
+      ToFloat(table_w.info.stored_dtype,
+              reinterpret_cast<const uint8_t*>(table_w.half.data() + first), hidden, row);
     }
   }
   return absl::OkStatus();
@@ -368,7 +366,7 @@ absl::Status CpuBackend::Linear(const Tensor& x, WeightHandle weight, const Tens
   if (auto s = CheckLinear(x, **w, y); !s.ok()) return s;
   const auto& shape = (*w)->info.shape;
   kernels::detail::LinearForward(F32(x), x.ld, LiveData(**w),
-                                 static_cast<kernels::LoraDtype>(LiveDtype(**w)),
+                                 LiveDtype(**w),
                                  static_cast<int>(x.rows), static_cast<int>(shape[1]),
                                  static_cast<int>(shape[0]), F32(y), y.ld, /*accumulate=*/false,
                                  LinearOptionsFor(options_.isa));
@@ -382,7 +380,7 @@ absl::Status CpuBackend::LinearFused(const Tensor& x, std::span<const LinearTarg
     auto w = Find(target.weight);
     if (!w.ok()) return w.status();
     if (auto s = CheckLinear(x, **w, target.y); !s.ok()) return s;
-    parts.push_back({LiveData(**w), static_cast<kernels::LoraDtype>(LiveDtype(**w)),
+    parts.push_back({LiveData(**w), LiveDtype(**w),
                      static_cast<int>((*w)->info.shape[0]), F32(target.y), target.y.ld});
   }
   kernels::detail::LinearForwardFused(F32(x), x.ld, static_cast<int>(x.rows),

@@ -94,7 +94,7 @@ class CpuBackend final : public Backend {
   absl::Status CheckLinear(const Tensor& x, const Weight& w, const Tensor& y) const;
   // The live weights as the kernels read them.
   const void* LiveData(const Weight& w) const;
-  int LiveDtype(const Weight& w) const;  // a kernels::LoraDtype value
+  kernels::LoraDtype LiveDtype(const Weight& w) const;
   std::vector<float> Widen(const Weight& w) const;  // the 16-bit storage as fp32
 
   CpuBackendOptions options_;
