@@ -502,7 +502,8 @@ class Bench:
 
     def loadtest_args(self, name: str, n: int, popularity: str):
         a = self.args
-        argv = ["--server", self.server.address, "--admin-token", self.token,
+        # "--flag=value": a random token may begin with "-", which argparse would take for a flag.
+        argv = ["--server", self.server.address, f"--admin-token={self.token}",
                 "--adapters", ",".join(self.ids[:n]), "--concurrency", str(a.concurrency),
                 "--popularity", popularity, "--zipf-s", str(a.zipf_s),
                 "--warmup", str(a.warmup), "--duration", str(a.duration),

@@ -98,11 +98,11 @@ class Sweep:
                 "--ttft-slo-ms", str(a.ttft_slo_ms), "--tpot-slo-ms", str(a.tpot_slo_ms),
                 "--no-progress"]
         if a.url:
-            argv += ["--url", a.url, "--api-key", a.api_key]
+            argv += ["--url", a.url, f"--api-key={a.api_key}"]
         else:
-            argv += ["--server", a.server, "--inference-token", a.inference_token]
+            argv += ["--server", a.server, f"--inference-token={a.inference_token}"]
         if a.admin_token:
-            argv += ["--admin-token", a.admin_token, "--admin-server",
+            argv += [f"--admin-token={a.admin_token}", "--admin-server",
                      a.admin_server or a.server]
         if a.stub_cache:
             argv += ["--stub-cache", a.stub_cache]

@@ -148,6 +148,17 @@ def test_server_args_pass_through():
     assert args.counts == [1, 10]
 
 
+def test_a_token_that_begins_with_a_dash_reaches_the_load_tester(tmp_path):
+    # secrets.token_urlsafe draws "-" first one time in 64; "--admin-token TOKEN" then failed.
+    bench = object.__new__(scale_bench.Bench)
+    bench.args = scale_bench.parse_args(["--model", str(tmp_path), "--out-dir", str(tmp_path)])
+    bench.server = type("S", (), {"address": "127.0.0.1:1"})()
+    bench.token, bench.ids = "-Xy_leading-dash", ["a", "b"]
+    args = bench.loadtest_args("adapters-2", 2, "uniform")
+    assert args.admin_token == "-Xy_leading-dash"
+    assert args.adapters == "a,b"
+
+
 @pytest.mark.parametrize("dtype,kind,itemsize", [("f16", "F16", 2), ("bf16", "BF16", 2)])
 def test_16_bit_adapters_are_the_f32_draws_rounded(dtype, kind, itemsize):
     import torch
