@@ -10,6 +10,7 @@
 #include "formats/safetensors.h"
 #include "runtime/backend/cpu_backend.h"
 #include "runtime/rope_frequencies.h"
+#include "runtime/step_shape.h"
 
 namespace loraserve {
 namespace {
@@ -44,19 +45,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   Backend& b = *model->backend_;
   const ModelConfig& c = model->config_;
   const int64_t hidden = c.hidden_size;
-  if (auto s = Upload(b, *weights, "model.embed_tokens.weight", {c.vocab_size, hidden},
-                      &model->embed_tokens_);
-      !s.ok()) {
-    return s;
-  }
-  if (auto s = Upload(b, *weights, "model.norm.weight", {hidden}, &model->final_norm_); !s.ok()) {
-    return s;
-  }
+  // Every weight is named first, so the backend can reserve storage for all of them at once
+  // (one device allocation on a GPU) before the first upload.
+  struct Pending {
+    std::string name;
+    std::vector<int64_t> shape;
+    WeightHandle* handle;
+  };
+  std::vector<Pending> pending;
+  pending.push_back({"model.embed_tokens.weight", {c.vocab_size, hidden}, &model->embed_tokens_});
+  pending.push_back({"model.norm.weight", {hidden}, &model->final_norm_});
   if (!c.tie_word_embeddings) {
-    if (auto s = Upload(b, *weights, "lm_head.weight", {c.vocab_size, hidden}, &model->lm_head_);
-        !s.ok()) {
-      return s;
-    }
+    pending.push_back({"lm_head.weight", {c.vocab_size, hidden}, &model->lm_head_});
   }
   model->layers_.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
@@ -66,28 +66,24 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       const Module module = static_cast<Module>(m);
       const ModuleDims dims = c.Dims(module);
       const std::string name = absl::StrCat(prefix, ModuleParent(module), ".", kModuleNames[m]);
-      if (auto s = Upload(b, *weights, name + ".weight", {dims.out, dims.in}, &layer.weight[m]);
-          !s.ok()) {
-        return s;
-      }
-      if (c.HasBias(module)) {
-        if (auto s = Upload(b, *weights, name + ".bias", {dims.out}, &layer.bias[m]); !s.ok()) {
-          return s;
-        }
-      }
+      pending.push_back({name + ".weight", {dims.out, dims.in}, &layer.weight[m]});
+      if (c.HasBias(module)) pending.push_back({name + ".bias", {dims.out}, &layer.bias[m]});
     }
-    if (auto s = Upload(b, *weights, prefix + "input_layernorm.weight", {hidden},
-                        &layer.input_norm);
-        !s.ok()) {
-      return s;
-    }
-    if (auto s = Upload(b, *weights, prefix + "post_attention_layernorm.weight", {hidden},
-                        &layer.post_attention_norm);
-        !s.ok()) {
-      return s;
-    }
+    pending.push_back({prefix + "input_layernorm.weight", {hidden}, &layer.input_norm});
+    pending.push_back(
+        {prefix + "post_attention_layernorm.weight", {hidden}, &layer.post_attention_norm});
   }
   const std::vector<float> inv_freq = RopeInverseFrequencies(c);
+  std::vector<WeightSpec> specs;
+  for (const Pending& p : pending) {
+    const TensorView* view = weights->Find(p.name);
+    specs.push_back({p.shape, view != nullptr ? view->dtype : DType::kF32});
+  }
+  specs.push_back({{static_cast<int64_t>(inv_freq.size())}, DType::kF32});
+  if (auto s = b.ReserveWeights(specs); !s.ok()) return s;
+  for (const Pending& p : pending) {
+    if (auto s = Upload(b, *weights, p.name, p.shape, p.handle); !s.ok()) return s;
+  }
   auto rope = b.UploadWeight(inv_freq, {static_cast<int64_t>(inv_freq.size())}, DType::kF32);
   if (!rope.ok()) return rope.status();
   model->inv_freq_ = *rope;
@@ -174,17 +170,18 @@ absl::Status LlamaModel::ValidatePlan(const BatchPlan& plan,
 }
 
 absl::Status LlamaModel::ApplyLinear(const BatchPlan& plan, const PoolStorage& adapter_pool,
-                                     int layer, Module module, const Tensor& x,
-                                     const Tensor& y) const {
+                                     int layer, Module module, const Tensor& x, const Tensor& y,
+                                     bool graph) const {
   if (auto s = backend_->Linear(x, layers_[layer].weight[static_cast<int>(module)], y); !s.ok()) {
     return s;
   }
-  return ApplyLoraAndBias(plan, adapter_pool, layer, module, x, y);
+  return ApplyLoraAndBias(plan, adapter_pool, layer, module, x, y, graph);
 }
 
 absl::Status LlamaModel::ApplyFusedLinear(const BatchPlan& plan, const PoolStorage& adapter_pool,
                                           int layer, std::span<const Module> modules,
-                                          const Tensor& x, std::span<const Tensor> ys) const {
+                                          const Tensor& x, std::span<const Tensor> ys,
+                                          bool graph) const {
   LinearTarget targets[3];
   for (size_t i = 0; i < modules.size(); ++i) {
     targets[i] = {layers_[layer].weight[static_cast<int>(modules[i])], ys[i]};
@@ -194,7 +191,7 @@ absl::Status LlamaModel::ApplyFusedLinear(const BatchPlan& plan, const PoolStora
   size_t num_lora = 0;
   for (size_t i = 0; i < modules.size(); ++i) {
     const auto segments = plan.lora.Segments(layer, static_cast<int>(modules[i]));
-    if (!segments.empty()) lora[num_lora++] = {ys[i], {segments, plan.lora.refs}};
+    if (!segments.empty() || graph) lora[num_lora++] = {ys[i], {segments, plan.lora.refs}};
   }
   if (num_lora > 0) {
     if (auto s = backend_->LoraApplyFused(adapter_pool, x, {lora, num_lora}); !s.ok()) return s;
@@ -210,12 +207,12 @@ absl::Status LlamaModel::ApplyFusedLinear(const BatchPlan& plan, const PoolStora
 
 absl::Status LlamaModel::ApplyLoraAndBias(const BatchPlan& plan, const PoolStorage& adapter_pool,
                                           int layer, Module module, const Tensor& x,
-                                          const Tensor& y) const {
+                                          const Tensor& y, bool graph) const {
   const int m = static_cast<int>(module);
   const LayerWeights& w = layers_[layer];
   Backend& b = *backend_;
   const auto segments = plan.lora.Segments(layer, m);
-  if (!segments.empty()) {
+  if (!segments.empty() || graph) {
     if (auto s = b.LoraApply(adapter_pool, x, y, {segments, plan.lora.refs}); !s.ok()) return s;
   }
   if (w.bias[m].valid()) return b.AddBias(y, w.bias[m]);
@@ -226,6 +223,25 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
                                  const PoolStorage& adapter_pool,
                                  const kernels::KvPageLayout& layout, float* logits) const {
   if (auto s = ValidatePlan(plan, layout); !s.ok()) return s;
+  const int graph_rows = backend_->GraphRows(ShapeOf(plan));
+  if (graph_rows < plan.num_tokens() || plan.logit_rows.size() != plan.token_ids.size()) {
+    return RunForward(plan, kv_pool, adapter_pool, layout, logits, /*graph=*/false,
+                      static_cast<int>(plan.logit_rows.size()));
+  }
+  const BatchPlan padded = PadPlan(plan, graph_rows);
+  absl::Status s = backend_->BeginGraphStep(ShapeOf(padded));
+  if (s.ok()) {
+    s = RunForward(padded, kv_pool, adapter_pool, layout, logits, /*graph=*/true,
+                   static_cast<int>(plan.logit_rows.size()));
+  }
+  const absl::Status ended = backend_->EndGraphStep(s.ok());
+  return s.ok() ? ended : s;
+}
+
+absl::Status LlamaModel::RunForward(const BatchPlan& plan, PoolStorage& kv_pool,
+                                    const PoolStorage& adapter_pool,
+                                    const kernels::KvPageLayout& layout, float* logits,
+                                    bool graph, int real_logit_rows) const {
   const ModelConfig& c = config_;
   const int T = plan.num_tokens();
   if (T == 0) return absl::OkStatus();
@@ -266,7 +282,7 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     absl::Status s = b.RmsNorm(x, w.input_norm, eps, h);
-    if (s.ok()) s = ApplyFusedLinear(plan, adapter_pool, l, kQkv, h, qkv);
+    if (s.ok()) s = ApplyFusedLinear(plan, adapter_pool, l, kQkv, h, qkv, graph);
     if (s.ok()) s = b.Rope(q, c.num_heads, c.head_dim, positions, inv_freq_);
     if (s.ok()) s = b.Rope(k, c.num_kv_heads, c.head_dim, positions, inv_freq_);
     if (s.ok()) s = b.StoreKv(kv_pool, layout, l, seqs, positions, k, v);
@@ -274,12 +290,12 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
       s = b.PagedAttention(kv_pool, layout, l, seqs, positions, q, c.num_heads, c.num_kv_heads,
                            c.head_dim, attn);
     }
-    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kO, attn, proj);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kO, attn, proj, graph);
     if (s.ok()) s = b.Add(x, proj);
     if (s.ok()) s = b.RmsNorm(x, w.post_attention_norm, eps, h);
-    if (s.ok()) s = ApplyFusedLinear(plan, adapter_pool, l, kGateUp, h, gate_up);
+    if (s.ok()) s = ApplyFusedLinear(plan, adapter_pool, l, kGateUp, h, gate_up, graph);
     if (s.ok()) s = b.SiluMul(gate, up, gate);
-    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kDown, gate, proj);
+    if (s.ok()) s = ApplyLinear(plan, adapter_pool, l, Module::kDown, gate, proj, graph);
     if (s.ok()) s = b.Add(x, proj);
     if (!s.ok()) return absl::Status(s.code(), absl::StrCat("layer ", l, ": ", s.message()));
   }
@@ -292,13 +308,18 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
   if (auto s = b.GatherRows(x, plan.logit_rows, picked); !s.ok()) return s;
   if (auto s = b.RmsNorm(picked, final_norm_, eps, last); !s.ok()) return s;
   const WeightHandle head = lm_head_.valid() ? lm_head_ : embed_tokens_;
-  auto host = b.ViewHost(logits, rows, c.vocab_size);
-  if (host.ok()) return b.Linear(last, head, *host);
+  if (!graph) {
+    auto host = b.ViewHost(logits, rows, c.vocab_size);
+    if (host.ok()) return b.Linear(last, head, *host);
+  }
   auto out = b.Allocate(rows, c.vocab_size);
   if (!out.ok()) return out.status();
   if (auto s = b.Linear(last, head, out->tensor()); !s.ok()) return s;
-  return b.CopyToHost(out->tensor(), std::span<float>(logits, static_cast<size_t>(rows) *
-                                                                  c.vocab_size));
+  // A graph step's padding rows come last and are not copied: the caller's buffer holds the
+  // real rows only.
+  const size_t real_rows = graph ? static_cast<size_t>(real_logit_rows) : static_cast<size_t>(rows);
+  return b.CopyToHost(out->tensor(),
+                      std::span<float>(logits, real_rows * static_cast<size_t>(c.vocab_size)));
 }
 
 }  // namespace loraserve

@@ -56,16 +56,24 @@ class LlamaModel {
  private:
   LlamaModel() = default;
   absl::Status ValidatePlan(const BatchPlan& plan, const kernels::KvPageLayout& layout) const;
+  // The forward pass itself. `graph`: the plan is padded for a captured graph, so every module
+  // calls LoraApply (segments or not) and only the first `real_logit_rows` logit rows reach the
+  // caller's buffer.
+  absl::Status RunForward(const BatchPlan& plan, PoolStorage& kv_pool,
+                          const PoolStorage& adapter_pool, const kernels::KvPageLayout& layout,
+                          float* logits, bool graph, int real_logit_rows) const;
+  // `graph`: call LoraApply even without segments (see RunForward).
   absl::Status ApplyLinear(const BatchPlan& plan, const PoolStorage& adapter_pool, int layer,
-                           Module module, const Tensor& x, const Tensor& y) const;
+                           Module module, const Tensor& x, const Tensor& y, bool graph) const;
   // Several modules reading the same x (q/k/v, gate/up; at most 3) as one fused Linear, then
   // each module's LoRA and bias.
   absl::Status ApplyFusedLinear(const BatchPlan& plan, const PoolStorage& adapter_pool, int layer,
                                 std::span<const Module> modules, const Tensor& x,
-                                std::span<const Tensor> ys) const;
+                                std::span<const Tensor> ys, bool graph) const;
   size_t SumOverWeights(bool bytes) const;  // elements, or bytes as stored
   absl::Status ApplyLoraAndBias(const BatchPlan& plan, const PoolStorage& adapter_pool, int layer,
-                                Module module, const Tensor& x, const Tensor& y) const;
+                                Module module, const Tensor& x, const Tensor& y,
+                                bool graph) const;
 
   std::string dir_;
   ModelConfig config_;

@@ -12,6 +12,7 @@ __global__ void StoreKvKernel(float* __restrict__ pool, KvPageLayout layout, int
                               const int32_t* __restrict__ row_slots, const float* __restrict__ k,
                               const float* __restrict__ v, int64_t ld) {
   const int row = blockIdx.x;
+  if (row_slots[row] < 0) return;  // a padding row of a graph step: no sequence, no cache
   const int32_t page = row_slots[row] / layout.block_size;
   const int slot = row_slots[row] % layout.block_size;
   float* k_dst = pool + layout.Offset(page, layer, 0, slot);

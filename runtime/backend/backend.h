@@ -59,6 +59,12 @@ struct WeightHandle {
   bool valid() const { return index >= 0; }
 };
 
+// One weight a model will upload: what ReserveWeights sizes storage from.
+struct WeightSpec {
+  std::vector<int64_t> shape;
+  DType source_dtype = DType::kF32;
+};
+
 struct WeightInfo {
   std::vector<int64_t> shape;
   DType stored_dtype = DType::kF32;
@@ -109,12 +115,29 @@ struct LoraTargetPlan {
   LoraModulePlan plan;
 };
 
+// What a backend needs to decide whether a step runs as a captured graph, and to size the
+// graph's fixed-capacity tables: plain counts, filled by runtime/step_shape.h.
+struct StepShape {
+  int rows = 0;
+  bool decode_only = false;  // every sequence contributes exactly one row
+  int max_blocks = 0;        // the longest block table
+  int lora_rank_rows = 0;    // the most rank rows any one (layer, module) gathers
+  bool has_dora = false;     // some segment carries a DoRA factor
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
 
   // --- Weights -------------------------------------------------------------------------------
+  // Called once before the first UploadWeight with every weight the model will upload, so a
+  // backend can place them all in one allocation (the CUDA backend does). A hint: uploads beyond
+  // it still work.
+  virtual absl::Status ReserveWeights(std::span<const WeightSpec> specs) {
+    (void)specs;
+    return absl::OkStatus();
+  }
   // Takes fp32 values (already widened from the file) and stores them as the backend prefers.
   virtual absl::StatusOr<WeightHandle> UploadWeight(std::span<const float> values,
                                                     std::vector<int64_t> shape,
@@ -193,6 +216,28 @@ class Backend {
   virtual absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
   // x += y (residual connections).
   virtual absl::Status Add(const Tensor& x, const Tensor& y) = 0;
+
+  // --- Whole-step graphs --------------------------------------------------------------------
+  // A backend that replays captured graphs (CUDA graphs) returns the rows a step of this shape
+  // is padded to; 0 runs it eagerly (the default, and the CPU's answer). A padded step calls
+  // every op the same way whatever its adapters are (LoraApply for every module, segments or
+  // not), so one capture per bucket replays every step that fits.
+  virtual int GraphRows(const StepShape& shape) const {
+    (void)shape;
+    return 0;
+  }
+  // Bracket one padded forward pass. The first step of a bucket records its ops, later ones
+  // only stage their tables; EndGraphStep launches the graph and completes the host outputs
+  // (CopyToHost may then be given fewer rows of `out` than x has: padding rows are not copied).
+  // `ok` false: the pass failed part-way; the backend drops what it recorded.
+  virtual absl::Status BeginGraphStep(const StepShape& padded) {
+    (void)padded;
+    return absl::UnimplementedError("BeginGraphStep: this backend runs every step eagerly");
+  }
+  virtual absl::Status EndGraphStep(bool ok) {
+    (void)ok;
+    return absl::UnimplementedError("EndGraphStep: this backend runs every step eagerly");
+  }
 
   // --- Sampling helpers ----------------------------------------------------------------------
   // out[r] = argmax of logits row r (lowest index on ties), without copying logits back.
