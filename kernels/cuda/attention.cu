@@ -3,9 +3,9 @@
 // keeps them in shared memory, takes the exact max and exp-sum, then streams V once. Pass 2:
 // one CTA per (row, query head) merges the row's partitions in item order. Both passes run on
 // CUDA cores in fp32: decode attention reads ~1 B per FLOP, so it is bound by HBM, not math.
-#include "kernels/cuda/attention.cuh"
-
 #include <cmath>
+
+#include "kernels/cuda/attention.cuh"
 
 namespace loraserve::kernels::cuda {
 namespace {
@@ -90,8 +90,8 @@ __global__ void __launch_bounds__(kThreads)
     qs[g][d] = g < group ? q[item.row * ldq + int64_t{first_head + g} * kHeadDim + d] : 0.0f;
   }
   for (int p = threadIdx.x; p < n; p += kThreads) {
-    k_off[p] = AttentionKvOffset(layout, t.block_table, seq, layer, 0, item.kv_begin + p,
-                                 kv_head, kHeadDim);
+    k_off[p] = AttentionKvOffset(layout, t.block_table, seq, layer, 0, item.kv_begin + p, kv_head,
+                                 kHeadDim);
   }
   __syncthreads();
 
@@ -192,7 +192,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       if (g < group) {
-        const int64_t at = AttentionPartialOutIndex(blockIdx.x, first_head + g, num_heads, kHeadDim);
+        const int64_t at =
+            AttentionPartialOutIndex(blockIdx.x, first_head + g, num_heads, kHeadDim);
 #pragma unroll
         for (int j = 0; j < kDims; ++j) scratch[at + d0 + j * kThreads] = acc[g][j];
       }

@@ -44,10 +44,10 @@ inline AttentionTableCapacity AttentionCapacityFor(const AttentionBucketLimits& 
 inline absl::Status CheckAttentionCapacity(const AttentionTableCounts& n,
                                            const AttentionTableCapacity& c) {
   auto over = [](const char* what, int64_t need, int64_t have) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("attention tables: the step needs ", need, " ", what,
-                     " but the capacity is ", have, "; raise the bucket's capacity or split "
-                     "the step"));
+    return absl::ResourceExhaustedError(absl::StrCat("attention tables: the step needs ", need, " ",
+                                                     what, " but the capacity is ", have,
+                                                     "; raise the bucket's capacity or split "
+                                                     "the step"));
   };
   if (n.seqs > c.seqs) return over("sequences", n.seqs, c.seqs);
   if (n.rows > c.rows) return over("rows", n.rows, c.rows);
@@ -60,9 +60,10 @@ inline absl::Status CheckAttentionCapacity(const AttentionTableCounts& n,
 // disjoint rows of [0, positions.size()), positions are >= 0, and every block-table entry a row
 // reads names a page below num_pages. Rows in no sequence get no work (their output is left as
 // it was, like the CPU reference).
-inline absl::StatusOr<AttentionTableCounts> CountAttentionTables(
-    std::span<const AttentionSeq> seqs, std::span<const int32_t> positions, int block_size,
-    int32_t num_pages) {
+inline absl::StatusOr<AttentionTableCounts> CountAttentionTables(std::span<const AttentionSeq> seqs,
+                                                                 std::span<const int32_t> positions,
+                                                                 int block_size,
+                                                                 int32_t num_pages) {
   if (block_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("attention tables: block_size ", block_size, " must be >= 1"));
@@ -109,9 +110,9 @@ inline absl::StatusOr<AttentionTableCounts> CountAttentionTables(
     const int64_t seq_blocks = int64_t{max_pos} / block_size + 1;
     for (int64_t b = 0; b < seq_blocks; ++b) {
       if (s.block_table[b] < 0 || s.block_table[b] >= num_pages) {
-        return absl::OutOfRangeError(
-            absl::StrCat("attention tables: sequence ", i, " block ", b, " names page ",
-                         s.block_table[b], " but the pool has ", num_pages, " pages"));
+        return absl::OutOfRangeError(absl::StrCat("attention tables: sequence ", i, " block ", b,
+                                                  " names page ", s.block_table[b],
+                                                  " but the pool has ", num_pages, " pages"));
       }
     }
     blocks += seq_blocks;
@@ -129,9 +130,10 @@ inline absl::StatusOr<AttentionTableCounts> CountAttentionTables(
 // neutralises every tail. Each sequence copies the block-table entries up to its last row's
 // position; each row gets one work item per partition of [0, position], in order. Nothing is
 // written when the step is invalid or does not fit.
-inline absl::StatusOr<AttentionTableCounts> BuildAttentionTables(
-    std::span<const AttentionSeq> seqs, std::span<const int32_t> positions, int block_size,
-    int32_t num_pages, const AttentionTables& out) {
+inline absl::StatusOr<AttentionTableCounts> BuildAttentionTables(std::span<const AttentionSeq> seqs,
+                                                                 std::span<const int32_t> positions,
+                                                                 int block_size, int32_t num_pages,
+                                                                 const AttentionTables& out) {
   absl::StatusOr<AttentionTableCounts> counts =
       CountAttentionTables(seqs, positions, block_size, num_pages);
   if (!counts.ok()) return counts.status();

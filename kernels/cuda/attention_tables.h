@@ -1,8 +1,8 @@
 // The device image of one step's paged attention: fixed-capacity tables the CUDA attention
 // kernels read (attention.cuh), filled on the host by attention_table_builder.h in one pinned
-// staging buffer and copied with one cudaMemcpyAsync. All index math the kernels do (partitions, pool
-// offsets, partial-result slots, grids) lives here as LORASERVE_HOST_DEVICE functions, so the CPU
-// tests run the arithmetic the GPU runs. Pure C++: it compiles without nvcc.
+// staging buffer and copied with one cudaMemcpyAsync. All index math the kernels do (partitions,
+// pool offsets, partial-result slots, grids) lives here as LORASERVE_HOST_DEVICE functions, so the
+// CPU tests run the arithmetic the GPU runs. Pure C++: it compiles without nvcc.
 #pragma once
 
 #include <cmath>
@@ -129,11 +129,9 @@ LORASERVE_HOST_DEVICE constexpr int AttentionPartitionEnd(int part, int ctx) {
 LORASERVE_HOST_DEVICE inline int64_t AttentionKvOffset(const KvPageLayout& layout,
                                                        const int32_t* block_table,
                                                        const AttentionSeqEntry& s, int layer,
-                                                       int kv, int pos, int kv_head,
-                                                       int head_dim) {
+                                                       int kv, int pos, int kv_head, int head_dim) {
   const int32_t page = block_table[s.block_begin + pos / layout.block_size];
-  return layout.Offset(page, layer, kv, pos % layout.block_size) +
-         int64_t{kv_head} * head_dim;
+  return layout.Offset(page, layer, kv, pos % layout.block_size) + int64_t{kv_head} * head_dim;
 }
 
 // How far a value vector sits past its key vector: V follows K within a layer of a page.

@@ -2,11 +2,11 @@
 // a row is wide enough (hidden size, vocab) to keep a block busy, and grid.x = rows never hits
 // the 65535 limit of the other grid dimensions. These ops are a few percent of a step's bytes,
 // so plain coalesced loops are enough.
-#include "kernels/cuda/elementwise.cuh"
-
 #include <cuda_fp16.h>
 
 #include <climits>
+
+#include "kernels/cuda/elementwise.cuh"
 
 namespace loraserve::kernels::cuda {
 namespace {

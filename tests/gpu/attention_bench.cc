@@ -67,9 +67,8 @@ double CopyBandwidth(int iters, cudaStream_t stream) {
     return 0.0;
   }
   cudaMemsetAsync(a, 1, bytes, stream);
-  const double ms = MedianMs(iters, stream, [&] {
-    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream);
-  });
+  const double ms = MedianMs(
+      iters, stream, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); });
   cudaFree(a);
   cudaFree(b);
   return 2.0 * static_cast<double>(bytes) / (ms * 1e-3);
@@ -102,12 +101,13 @@ void RunCase(int batch, int context, int iters, double copy_bw, cudaStream_t str
       static_cast<size_t>(AttentionScratchFloats(capacity, kHeads, kHeadDim)) * sizeof(float);
   void *pool = nullptr, *q = nullptr, *out = nullptr, *scratch = nullptr, *tables = nullptr;
   void* staging = nullptr;
-  bool ok = Check(cudaMalloc(&pool, pool_bytes), "cudaMalloc pool") &&
-            Check(cudaMalloc(&q, q_bytes), "cudaMalloc q") &&
-            Check(cudaMalloc(&out, q_bytes), "cudaMalloc out") &&
-            Check(cudaMalloc(&scratch, scratch_bytes), "cudaMalloc scratch") &&
-            Check(cudaMalloc(&tables, static_cast<size_t>(table_layout.bytes)), "cudaMalloc tables") &&
-            Check(cudaMallocHost(&staging, static_cast<size_t>(table_layout.bytes)), "pinned staging");
+  bool ok =
+      Check(cudaMalloc(&pool, pool_bytes), "cudaMalloc pool") &&
+      Check(cudaMalloc(&q, q_bytes), "cudaMalloc q") &&
+      Check(cudaMalloc(&out, q_bytes), "cudaMalloc out") &&
+      Check(cudaMalloc(&scratch, scratch_bytes), "cudaMalloc scratch") &&
+      Check(cudaMalloc(&tables, static_cast<size_t>(table_layout.bytes)), "cudaMalloc tables") &&
+      Check(cudaMallocHost(&staging, static_cast<size_t>(table_layout.bytes)), "pinned staging");
   if (ok) {
     // 0x3c bytes are floats near 0.0115: finite, so the softmax does real work.
     cudaMemsetAsync(pool, 0x3c, pool_bytes, stream);
@@ -126,10 +126,9 @@ void RunCase(int batch, int context, int iters, double copy_bw, cudaStream_t str
     const int64_t ld = int64_t{kHeads} * kHeadDim;
     cudaError_t err = cudaSuccess;
     const double ms = MedianMs(iters, stream, [&] {
-      const cudaError_t e =
-          PagedAttention(static_cast<const float*>(pool), layout, 0, t, static_cast<float*>(q), ld,
-                         kHeads, kKvHeads, kHeadDim, static_cast<float*>(scratch),
-                         static_cast<float*>(out), ld, stream);
+      const cudaError_t e = PagedAttention(
+          static_cast<const float*>(pool), layout, 0, t, static_cast<float*>(q), ld, kHeads,
+          kKvHeads, kHeadDim, static_cast<float*>(scratch), static_cast<float*>(out), ld, stream);
       if (err == cudaSuccess) err = e;
     });
     if (Check(err, "PagedAttention") && Check(cudaStreamSynchronize(stream), "run")) {
@@ -160,8 +159,8 @@ int main(int argc, char** argv) {
   if (copy_bw <= 0.0) return 1;
   std::printf("device: %s; D2D copy %.1f GB/s (read + write); median of %d after %d warm-up\n",
               prop.name, copy_bw / 1e9, iters, kWarmup);
-  std::printf("shape: %d heads, %d KV heads, head_dim %d, block %d, fp32 KV, split-KV %d\n",
-              kHeads, kKvHeads, kHeadDim, kBlock, kAttentionPartition);
+  std::printf("shape: %d heads, %d KV heads, head_dim %d, block %d, fp32 KV, split-KV %d\n", kHeads,
+              kKvHeads, kHeadDim, kBlock, kAttentionPartition);
   std::printf("%6s %8s %10s %10s %9s %8s\n", "batch", "context", "time_us", "KV_MiB", "GB/s",
               "of_copy");
   for (int batch : {1, 64, 256}) {

@@ -98,9 +98,9 @@ struct DeviceAttention {
         q(p.q),
         out(std::vector<float>(static_cast<size_t>(p.rows() * p.ldo), 7.0f)),
         tables(static_cast<size_t>(AttentionTableLayoutFor(c).bytes)),
-        scratch(static_cast<size_t>(
-                    AttentionScratchFloats(c, p.shape.num_heads, p.shape.head_dim)) *
-                sizeof(float)) {}
+        scratch(
+            static_cast<size_t>(AttentionScratchFloats(c, p.shape.num_heads, p.shape.head_dim)) *
+            sizeof(float)) {}
   AttentionTableCapacity capacity;
   DeviceBuffer pool, q, out, tables, scratch;
   AttentionTables device_tables() const { return AttentionTablesAt(tables.as<void>(), capacity); }
@@ -122,8 +122,7 @@ void UploadTables(const AttentionProblem& p, const DeviceAttention& d, cudaStrea
 cudaError_t Launch(const AttentionProblem& p, const DeviceAttention& d, cudaStream_t stream) {
   return PagedAttention(d.pool.as<float>(), p.layout, p.shape.layer, d.device_tables(),
                         d.q.as<float>(), p.ldq, p.shape.num_heads, p.shape.num_kv_heads,
-                        p.shape.head_dim, d.scratch.as<float>(), d.out.as<float>(), p.ldo,
-                        stream);
+                        p.shape.head_dim, d.scratch.as<float>(), d.out.as<float>(), p.ldo, stream);
 }
 
 std::vector<float> RunAttention(const AttentionProblem& p, int slack) {
@@ -173,10 +172,9 @@ std::vector<SeqShape> LongMixedSeqShapes() {
 
 TEST(CudaAttentionGpuTest, MatchesCpuReferenceAcrossHeadShapes) {
   const AttentionShape shapes[] = {
-      {32, 8, 128, 16, 2, 1, 1},  // Llama-3-8B-like GQA 4
-      {8, 2, 64, 16, 2, 0, 1},    {9, 3, 64, 16, 1, 0, 2},  // SmolLM2-like group 3
-      {4, 4, 128, 16, 1, 0, 1},   {16, 1, 256, 16, 2, 1, 0},
-      {14, 2, 64, 16, 1, 0, 1}};  // group 7
+      {32, 8, 128, 16, 2, 1, 1},                           // Llama-3-8B-like GQA 4
+      {8, 2, 64, 16, 2, 0, 1},   {9, 3, 64, 16, 1, 0, 2},  // SmolLM2-like group 3
+      {4, 4, 128, 16, 1, 0, 1},  {16, 1, 256, 16, 2, 1, 0}, {14, 2, 64, 16, 1, 0, 1}};  // group 7
   uint32_t seed = 1;
   for (const AttentionShape& shape : shapes) {
     const AttentionProblem p = MakeAttentionProblem(shape, LongMixedSeqShapes(), seed++);
@@ -230,8 +228,8 @@ TEST(CudaAttentionGpuTest, GraphReplayAfterTheStepChangesEqualsEager) {
   ASSERT_EQ(second.ldq, first.ldq);
   ASSERT_CUDA(cudaMemcpy(d.pool.as<void>(), second.pool.data(), second.pool.size() * 4,
                          cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(d.q.as<void>(), second.q.data(), second.q.size() * 4,
-                         cudaMemcpyHostToDevice));
+  ASSERT_CUDA(
+      cudaMemcpy(d.q.as<void>(), second.q.data(), second.q.size() * 4, cudaMemcpyHostToDevice));
   const std::vector<float> sevens(d.out.bytes() / 4, 7.0f);
   ASSERT_CUDA(cudaMemcpy(d.out.as<void>(), sevens.data(), d.out.bytes(), cudaMemcpyHostToDevice));
   UploadTables(second, d, stream);
@@ -252,29 +250,29 @@ TEST(CudaAttentionGpuTest, LaunchersRejectUnsupportedShapes) {
   const AttentionTables empty{};
   const KvPageLayout layout{16, 1, 2 * 96};
   // head_dim 96 is not compiled; a group of 32 exceeds kAttentionMaxGroup.
-  EXPECT_EQ(PagedAttention(nullptr, layout, 0, empty, nullptr, 0, 4, 2, 96, nullptr, nullptr, 0,
-                           nullptr),
-            cudaErrorInvalidValue);
-  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 64}, 0, empty, nullptr, 0, 32, 1, 64, nullptr,
-                           nullptr, 0, nullptr),
+  EXPECT_EQ(
+      PagedAttention(nullptr, layout, 0, empty, nullptr, 0, 4, 2, 96, nullptr, nullptr, 0, nullptr),
+      cudaErrorInvalidValue);
+  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 64}, 0, empty, nullptr, 0, 32, 1, 64, nullptr, nullptr,
+                           0, nullptr),
             cudaErrorInvalidValue);
   // kv_dim disagrees with num_kv_heads * head_dim; layer out of range; heads not a multiple.
-  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 100}, 0, empty, nullptr, 0, 4, 2, 64, nullptr,
-                           nullptr, 0, nullptr),
+  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 100}, 0, empty, nullptr, 0, 4, 2, 64, nullptr, nullptr,
+                           0, nullptr),
             cudaErrorInvalidValue);
-  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 128}, 1, empty, nullptr, 0, 4, 2, 64, nullptr,
-                           nullptr, 0, nullptr),
+  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 128}, 1, empty, nullptr, 0, 4, 2, 64, nullptr, nullptr,
+                           0, nullptr),
             cudaErrorInvalidValue);
-  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 128}, 0, empty, nullptr, 0, 5, 2, 64, nullptr,
-                           nullptr, 0, nullptr),
+  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 128}, 0, empty, nullptr, 0, 5, 2, 64, nullptr, nullptr,
+                           0, nullptr),
             cudaErrorInvalidValue);
   // A misaligned pool would break the 16-byte K loads.
-  EXPECT_EQ(PagedAttention(reinterpret_cast<const float*>(4), {16, 1, 128}, 0, empty, nullptr, 0,
-                           4, 2, 64, nullptr, nullptr, 0, nullptr),
+  EXPECT_EQ(PagedAttention(reinterpret_cast<const float*>(4), {16, 1, 128}, 0, empty, nullptr, 0, 4,
+                           2, 64, nullptr, nullptr, 0, nullptr),
             cudaErrorInvalidValue);
   // Zero capacity launches nothing and succeeds.
-  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 128}, 0, empty, nullptr, 0, 4, 2, 64, nullptr,
-                           nullptr, 0, nullptr),
+  EXPECT_EQ(PagedAttention(nullptr, {16, 1, 128}, 0, empty, nullptr, 0, 4, 2, 64, nullptr, nullptr,
+                           0, nullptr),
             cudaSuccess);
 }
 
@@ -447,8 +445,8 @@ TEST(CudaElementwiseGpuTest, RmsNormWithLeadingDimensionsMatchesCpu) {
   std::vector<float> want(static_cast<size_t>(rows * ldy), 7.0f);
   kernels::RmsNorm(x.data(), ldx, weight.data(), rows, dim, 1e-5f, want.data(), ldy);
   DeviceBuffer d_x(x), d_w(weight), d_y(std::vector<float>(want.size(), 7.0f));
-  ASSERT_CUDA(RmsNorm(d_x.as<float>(), ldx, d_w.as<float>(), rows, dim, 1e-5f, d_y.as<float>(),
-                      ldy, nullptr));
+  ASSERT_CUDA(RmsNorm(d_x.as<float>(), ldx, d_w.as<float>(), rows, dim, 1e-5f, d_y.as<float>(), ldy,
+                      nullptr));
   ASSERT_CUDA(cudaDeviceSynchronize());
   const std::vector<float> got = d_y.Download<float>();
   for (int r = 0; r < rows; ++r) {

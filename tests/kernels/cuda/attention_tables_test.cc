@@ -32,8 +32,8 @@ using testing::SeqShape;
 struct TableBuffer {
   explicit TableBuffer(const AttentionTableCapacity& capacity) {
     bytes = AttentionTableLayoutFor(capacity).bytes;
-    storage.reset(static_cast<char*>(
-        std::aligned_alloc(kAttentionTableAlign, static_cast<size_t>(bytes + kAttentionTableAlign))));
+    storage.reset(static_cast<char*>(std::aligned_alloc(
+        kAttentionTableAlign, static_cast<size_t>(bytes + kAttentionTableAlign))));
     for (int64_t i = 0; i + 4 <= bytes; i += 4) {
       const auto word = static_cast<int32_t>(i / 4 + 1);
       std::memcpy(storage.get() + i, &word, sizeof(word));
@@ -112,8 +112,8 @@ std::vector<float> EmulatePagedAttention(const AttentionProblem& p, const Attent
     for (int head = 0; head < s.num_heads; ++head) {
       float m = -INFINITY;
       for (int32_t i = items.item_begin; i < items.item_end; ++i) {
-        m = std::max(m, scratch[AttentionPartialMaxIndex(t.capacity, i, head, s.num_heads,
-                                                         s.head_dim)]);
+        m = std::max(
+            m, scratch[AttentionPartialMaxIndex(t.capacity, i, head, s.num_heads, s.head_dim)]);
       }
       float l = 0.0f;
       for (int32_t i = items.item_begin; i < items.item_end; ++i) {
@@ -151,10 +151,10 @@ std::vector<double> DirectAttention(const AttentionProblem& p, int row, int head
   std::vector<double> scores(ctx);
   double m = -INFINITY;
   for (int pos = 0; pos < ctx; ++pos) {
-    const float* k = p.pool.data() +
-                     p.layout.Offset(seq->block_table[pos / s.block_size], s.layer, 0,
-                                     pos % s.block_size) +
-                     kv_head * s.head_dim;
+    const float* k =
+        p.pool.data() +
+        p.layout.Offset(seq->block_table[pos / s.block_size], s.layer, 0, pos % s.block_size) +
+        kv_head * s.head_dim;
     double dot = 0.0;
     for (int d = 0; d < s.head_dim; ++d) dot += double{q[d]} * k[d];
     scores[pos] = dot / std::sqrt(static_cast<double>(s.head_dim));
@@ -164,10 +164,10 @@ std::vector<double> DirectAttention(const AttentionProblem& p, int row, int head
   for (double& v : scores) l += (v = std::exp(v - m));
   std::vector<double> o(s.head_dim, 0.0);
   for (int pos = 0; pos < ctx; ++pos) {
-    const float* v = p.pool.data() +
-                     p.layout.Offset(seq->block_table[pos / s.block_size], s.layer, 1,
-                                     pos % s.block_size) +
-                     kv_head * s.head_dim;
+    const float* v =
+        p.pool.data() +
+        p.layout.Offset(seq->block_table[pos / s.block_size], s.layer, 1, pos % s.block_size) +
+        kv_head * s.head_dim;
     for (int d = 0; d < s.head_dim; ++d) o[d] += scores[pos] / l * v[d];
   }
   return o;
@@ -329,8 +329,7 @@ TEST(AttentionTablesTest, RejectsInvalidStepsAndOverflowWithoutWriting) {
                    int block_size, int32_t pages) {
     return CountAttentionTables(seqs, positions, block_size, pages).status();
   };
-  EXPECT_EQ(count(p.seqs, p.positions, 0, p.num_pages).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(count(p.seqs, p.positions, 0, p.num_pages).code(), absl::StatusCode::kInvalidArgument);
   {
     std::vector<AttentionSeq> seqs = p.seqs;
     seqs[1].token_end = p.rows() + 1;
@@ -348,8 +347,7 @@ TEST(AttentionTablesTest, RejectsInvalidStepsAndOverflowWithoutWriting) {
   {
     std::vector<AttentionSeq> seqs = p.seqs;
     seqs[0].block_table = nullptr;
-    EXPECT_EQ(count(seqs, p.positions, 16, p.num_pages).code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(count(seqs, p.positions, 16, p.num_pages).code(), absl::StatusCode::kInvalidArgument);
   }
   {
     std::vector<int32_t> positions = p.positions;
@@ -382,9 +380,11 @@ TEST(AttentionTablesTest, RejectsInvalidStepsAndOverflowWithoutWriting) {
 // The emulated kernels against the CPU reference and a double-precision softmax, for several
 // head shapes (GQA groups 1, 3, 4, 16 and head_dim 64, 128, 256) and a capacity with slack.
 TEST(AttentionTablesTest, EmulatedSplitKvMatchesCpuReferenceAndDirectSoftmax) {
-  const AttentionShape shapes[] = {
-      {8, 2, 64, 16, 2, 1, 1}, {9, 3, 64, 16, 2, 0, 1}, {4, 4, 128, 16, 1, 0, 2},
-      {16, 1, 256, 16, 2, 1, 0}, {6, 2, 64, 8, 1, 0, 1}};
+  const AttentionShape shapes[] = {{8, 2, 64, 16, 2, 1, 1},
+                                   {9, 3, 64, 16, 2, 0, 1},
+                                   {4, 4, 128, 16, 1, 0, 2},
+                                   {16, 1, 256, 16, 2, 1, 0},
+                                   {6, 2, 64, 8, 1, 0, 1}};
   uint32_t seed = 10;
   for (const AttentionShape& shape : shapes) {
     const AttentionProblem p = MakeAttentionProblem(shape, MixedSeqShapes(), seed++);
@@ -397,20 +397,21 @@ TEST(AttentionTablesTest, EmulatedSplitKvMatchesCpuReferenceAndDirectSoftmax) {
     const std::vector<float> got = EmulatePagedAttention(p, buf.tables, init);
     std::vector<float> want = init;
     kernels::PagedAttention(p.pool.data(), p.layout, shape.layer, p.seqs, p.positions.data(),
-                            p.q.data(), p.ldq, shape.num_heads, shape.num_kv_heads,
-                            shape.head_dim, want.data(), p.ldo);
+                            p.q.data(), p.ldq, shape.num_heads, shape.num_kv_heads, shape.head_dim,
+                            want.data(), p.ldo);
     for (int r = 0; r < p.rows(); ++r) {
       const bool in_seq = buf.tables.row_seq[r] >= 0;
       for (int h = 0; h < shape.num_heads; ++h) {
-        const std::vector<double> direct = in_seq ? DirectAttention(p, r, h) : std::vector<double>{};
+        const std::vector<double> direct =
+            in_seq ? DirectAttention(p, r, h) : std::vector<double>{};
         for (int d = 0; d < shape.head_dim; ++d) {
           const int64_t at = r * p.ldo + int64_t{h} * shape.head_dim + d;
           if (!in_seq) {
             ASSERT_EQ(got[at], 7.0f) << "gap row " << r;
             continue;
           }
-          ASSERT_NEAR(got[at], want[at], 2e-5f) << "head_dim " << shape.head_dim << " row " << r
-                                                << " head " << h << " d " << d;
+          ASSERT_NEAR(got[at], want[at], 2e-5f)
+              << "head_dim " << shape.head_dim << " row " << r << " head " << h << " d " << d;
           ASSERT_NEAR(got[at], direct[d], 2e-5) << "row " << r << " head " << h << " d " << d;
         }
       }

@@ -41,14 +41,13 @@ struct AttentionProblem {
   std::vector<int32_t> positions;  // one per row; gap rows have position 0
   std::vector<float> q;            // rows x ldq
   int64_t ldq = 0;
-  int64_t ldo = 0;                 // out's leading dimension (wider than a row, to test ld)
+  int64_t ldo = 0;  // out's leading dimension (wider than a row, to test ld)
   int rows() const { return static_cast<int>(positions.size()); }
   int width() const { return shape.num_heads * shape.head_dim; }
 };
 
 inline AttentionProblem MakeAttentionProblem(const AttentionShape& shape,
-                                             std::span<const SeqShape> seq_shapes,
-                                             uint32_t seed) {
+                                             std::span<const SeqShape> seq_shapes, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   AttentionProblem p;
