@@ -8,10 +8,11 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void RmsNormKernel(const float* __restrict__ x, const float* __restrict__ weight,
-                              int dim, float eps, float* __restrict__ y) {
-  const float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
-  float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
+__global__ void RmsNormKernel(const float* __restrict__ x, int64_t ldx,
+                              const float* __restrict__ weight, int dim, float eps,
+                              float* __restrict__ y, int64_t ldy) {
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * ldx;
+  float* yr = y + static_cast<int64_t>(blockIdx.x) * ldy;
   float sum = 0.0f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) sum += xr[i] * xr[i];
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
@@ -32,11 +33,17 @@ __global__ void RmsNormKernel(const float* __restrict__ x, const float* __restri
 
 // kernel launchers
 
+cudaError_t RmsNorm(const float* x, int64_t ldx, const float* weight, int rows, int dim, float eps,
+                    float* y, int64_t ldy, cudaStream_t stream) {
+  if (rows < 0 || dim < 1) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  RmsNormKernel<<<rows, kThreads, 0, stream>>>(x, ldx, weight, dim, eps, y, ldy);
+  return cudaGetLastError();
+}
+
 cudaError_t RmsNorm(const float* x, const float* weight, int rows, int dim, float eps, float* y,
                     cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  RmsNormKernel<<<rows, kThreads, 0, stream>>>(x, weight, dim, eps, y);
-  return cudaGetLastError();
+  return RmsNorm(x, dim, weight, rows, dim, eps, y, dim, stream);
 }
 
 }  // namespace loraserve::kernels::cuda

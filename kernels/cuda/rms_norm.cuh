@@ -8,7 +8,12 @@
 
 namespace loraserve::kernels::cuda {
 
-// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, fp32, one block per row.
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, fp32, one block per row; rows of x and y
+// lie ldx and ldy floats apart (kernels/cpu's RmsNorm signature).
+cudaError_t RmsNorm(const float* x, int64_t ldx, const float* weight, int rows, int dim, float eps,
+                    float* y, int64_t ldy, cudaStream_t stream);
+
+// The same for contiguous rows (ldx = ldy = dim).
 cudaError_t RmsNorm(const float* x, const float* weight, int rows, int dim, float eps, float* y,
                     cudaStream_t stream);
 
