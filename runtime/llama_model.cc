@@ -235,6 +235,12 @@ absl::Status LlamaModel::Forward(const BatchPlan& plan, PoolStorage& kv_pool,
                    static_cast<int>(plan.logit_rows.size()));
   }
   const absl::Status ended = backend_->EndGraphStep(s.ok());
+  // ABORTED: the backend could not run this step as a graph (it recaptures next time); the
+  // step runs eagerly instead, which enqueued nothing of it yet.
+  if (absl::IsAborted(s) || (s.ok() && absl::IsAborted(ended))) {
+    return RunForward(plan, kv_pool, adapter_pool, layout, logits, /*graph=*/false,
+                      static_cast<int>(plan.logit_rows.size()));
+  }
   return s.ok() ? ended : s;
 }
 

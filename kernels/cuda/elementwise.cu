@@ -161,6 +161,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+__global__ void __launch_bounds__(kThreads)
+    CastF32ToF16Kernel(const float* __restrict__ x, int64_t ldx, int cols,
+                       uint16_t* __restrict__ out) {
+  const int64_t row = blockIdx.x;
+  for (int c = threadIdx.x; c < cols; c += kThreads) {
+    out[row * cols + c] = __half_as_ushort(__float2half_rn(x[row * ldx + c]));
+  }
+}
+
 bool BadRows(int rows, int cols) { return rows < 0 || cols < 0; }
 
 }  // namespace
@@ -246,6 +255,14 @@ cudaError_t CastF32ToBf16(const float* x, int64_t ldx, int rows, int cols, uint1
   if (BadRows(rows, cols)) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   CastF32ToBf16Kernel<<<rows, kThreads, 0, stream>>>(x, ldx, cols, out);
+  return cudaGetLastError();
+}
+
+cudaError_t CastF32ToF16(const float* x, int64_t ldx, int rows, int cols, uint16_t* out,
+                         cudaStream_t stream) {
+  if (BadRows(rows, cols)) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  CastF32ToF16Kernel<<<rows, kThreads, 0, stream>>>(x, ldx, cols, out);
   return cudaGetLastError();
 }
 

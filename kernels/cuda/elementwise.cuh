@@ -52,5 +52,9 @@ cudaError_t ArgmaxRows(const float* logits, int64_t ld, int rows, int cols, int3
 // for bit formats/half.h's FloatToBf16. out is contiguous (CUDA_R_16BF for cuBLAS).
 cudaError_t CastF32ToBf16(const float* x, int64_t ldx, int rows, int cols, uint16_t* out,
                           cudaStream_t stream);
+// The same for fp16 (CUDA_R_16F): round to nearest even, bit for bit formats/half.h's
+// FloatToF16.
+cudaError_t CastF32ToF16(const float* x, int64_t ldx, int rows, int cols, uint16_t* out,
+                         cudaStream_t stream);
 
 }  // namespace loraserve::kernels::cuda

@@ -188,16 +188,16 @@ TEST(CudaBackendGpuTest, ForwardLogitsMatchTheCpuBackend) {
   EXPECT_LT(max_diff, 1e-3 * (1 + max_abs)) << "max |cpu - cuda| " << max_diff;
 }
 
-struct Run {
+struct GeneratedTokens {
   std::vector<std::vector<int32_t>> tokens;
 };
 
-Run Generate(std::unique_ptr<LlamaModel> model, const std::vector<GenerationRequest>& requests,
+GeneratedTokens Generate(std::unique_ptr<LlamaModel> model, const std::vector<GenerationRequest>& requests,
              const std::vector<std::shared_ptr<LoraAdapter>>& adapters) {
   EngineOptions options;
   auto engine = Engine::Create(std::move(model), options);
   EXPECT_TRUE(engine.ok()) << engine.status();
-  Run run;
+  GeneratedTokens run;
   if (!engine.ok()) return run;
   for (const auto& adapter : adapters) EXPECT_TRUE((*engine)->RegisterAdapter(adapter).ok());
   std::vector<std::future<std::vector<int32_t>>> futures;
@@ -246,10 +246,10 @@ TEST(CudaBackendGpuTest, GreedyTokensEqualTheCpuBackendThroughTheEngine) {
     }
     requests.push_back(r);
   }
-  const Run cpu = Generate(
+  const GeneratedTokens cpu = Generate(
       Load(std::make_unique<CpuBackend>(CpuBackendOptions{.weight_dtype = WeightDtype::kF32})),
       requests, adapters);
-  const Run gpu = Generate(Load(Cuda(WeightDtype::kF32)), requests, adapters);
+  const GeneratedTokens gpu = Generate(Load(Cuda(WeightDtype::kF32)), requests, adapters);
   ASSERT_EQ(cpu.tokens.size(), gpu.tokens.size());
   for (size_t i = 0; i < cpu.tokens.size(); ++i) {
     EXPECT_EQ(cpu.tokens[i], gpu.tokens[i]) << "request " << i;

@@ -437,6 +437,24 @@ TEST(CudaElementwiseGpuTest, CastF32ToBf16MatchesFormatsBitForBit) {
   EXPECT_EQ(out.Download<uint16_t>(), want);
 }
 
+TEST(CudaElementwiseGpuTest, CastF32ToF16MatchesFormatsBitForBit) {
+  const int rows = 3, cols = 777;
+  const int64_t ldx = 800;
+  std::vector<float> x = RandomFloats(static_cast<size_t>(rows * ldx), 18, 100.0f);
+  x[1] = INFINITY;
+  x[2] = -0.0f;
+  x[3] = 1.0f + 1.0f / 2048.0f;  // a tie: rounds to even
+  x[4] = 1e-6f;                  // subnormal in fp16
+  std::vector<uint16_t> want(static_cast<size_t>(rows * cols));
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) want[r * cols + c] = FloatToF16(x[r * ldx + c]);
+  }
+  DeviceBuffer d_x(x), out(want.size() * sizeof(uint16_t));
+  ASSERT_CUDA(CastF32ToF16(d_x.as<float>(), ldx, rows, cols, out.as<uint16_t>(), nullptr));
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(out.Download<uint16_t>(), want);
+}
+
 TEST(CudaElementwiseGpuTest, RmsNormWithLeadingDimensionsMatchesCpu) {
   const int rows = 13, dim = 576;
   const int64_t ldx = 600, ldy = 590;

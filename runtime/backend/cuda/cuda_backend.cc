@@ -19,6 +19,7 @@
 #include "formats/dtype.h"
 #include "formats/half.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_table_builder.h"
 #include "kernels/cuda/attention_tables.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/kv_cache.cuh"
@@ -724,11 +725,10 @@ absl::Status CudaBackend::Embed(WeightHandle table, std::span<const int32_t> ids
   if (!device_ids.ok()) return device_ids.status();
   if (Replaying()) return absl::OkStatus();
   const Weight& t = **w;
-  const kernels::LoraDtype dtype = t.live_is_f32()                      ? kernels::LoraDtype::kF32
-                                   : t.info.stored_dtype == DType::kBF16 ? kernels::LoraDtype::kBF16
-                                                                         : kernels::LoraDtype::kF16;
-  return Launched(kc::Embed(t.live(), dtype, shape[1], static_cast<const int32_t*>(*device_ids),
-                            static_cast<int>(ids.size()), F32(out), out.ld, context_->compute),
+  const DType dtype = t.live_is_f32() ? DType::kF32 : t.info.stored_dtype;
+  return Launched(kc::Embed(t.live(), dtype, shape[1], shape[0],
+                            static_cast<const int32_t*>(*device_ids), static_cast<int>(ids.size()),
+                            static_cast<int>(shape[1]), F32(out), out.ld, context_->compute),
                   "Embed");
 }
 
@@ -746,7 +746,7 @@ absl::Status CudaBackend::GatherRows(const Tensor& x, std::span<const int32_t> r
   auto device_rows = Stage(rows.data(), rows.size_bytes());
   if (!device_rows.ok()) return device_rows.status();
   if (Replaying()) return absl::OkStatus();
-  return Launched(kc::GatherRows(F32(x), x.ld, static_cast<const int32_t*>(*device_rows),
+  return Launched(kc::GatherRows(F32(x), x.ld, x.rows, static_cast<const int32_t*>(*device_rows),
                                  static_cast<int>(rows.size()), static_cast<int>(x.cols), F32(out),
                                  out.ld, context_->compute),
                   "GatherRows");
@@ -769,9 +769,12 @@ absl::StatusOr<const uint16_t*> CudaBackend::Narrow(const Tensor& x, DType dtype
   if (!scratch.ok()) return scratch.status();
   auto* out = static_cast<uint16_t*>(*scratch);
   if (Replaying()) return out;
-  if (auto s = Launched(kc::NarrowRows(F32(x), x.ld, x.rows, x.cols, dtype == DType::kBF16, out,
-                                       context_->compute),
-                        "NarrowRows");
+  const int rows = static_cast<int>(x.rows), cols = static_cast<int>(x.cols);
+  if (auto s = dtype == DType::kBF16
+                   ? Launched(kc::CastF32ToBf16(F32(x), x.ld, rows, cols, out, context_->compute),
+                              "CastF32ToBf16")
+                   : Launched(kc::CastF32ToF16(F32(x), x.ld, rows, cols, out, context_->compute),
+                              "CastF32ToF16");
       !s.ok()) {
     return s;
   }
@@ -1051,25 +1054,37 @@ absl::Status CudaBackend::PagedAttention(const PoolStorage& pool,
     return absl::InvalidArgumentError("PagedAttention: one position per row");
   }
   if (q.rows == 0) return absl::OkStatus();
-  auto counts = kc::CountAttentionTables(seqs, positions, layout.block_size);
+  auto counts = kc::CountAttentionTables(seqs, positions, layout.block_size, pool.num_pages());
   if (!counts.ok()) return counts.status();
-  const kc::AttentionTableCapacity capacity = *counts;  // eager: exactly this call's tables
+  // Eagerly exactly this call's tables; a graph step's are its bucket's, tails neutralised.
+  kc::AttentionTableCapacity capacity = *counts;
+  if (InGraphStep()) {
+    const int rows = step_->key.rows;
+    capacity = kc::AttentionCapacityFor(
+        {.rows = rows, .seqs = rows, .max_context = step_->key.blocks * layout.block_size},
+        layout.block_size);
+    if (!kc::CheckAttentionCapacity(*counts, capacity).ok()) {
+      return absl::AbortedError("PagedAttention: the step outgrew its graph bucket");
+    }
+  }
   const kc::AttentionTableLayout table_layout = kc::AttentionTableLayoutFor(capacity);
-  auto slot = ring_->Take(static_cast<size_t>(table_layout.bytes), context_->compute);
+  auto slot = TakeTables(static_cast<size_t>(table_layout.bytes));
   if (!slot.ok()) return slot.status();
-  auto built = kc::BuildAttentionTables(seqs, positions, layout.block_size,
+  auto built = kc::BuildAttentionTables(seqs, positions, layout.block_size, pool.num_pages(),
                                         kc::AttentionTablesAt(slot->host, capacity));
   if (!built.ok()) return built.status();
-  if (auto s = ring_->Upload(*slot, static_cast<size_t>(table_layout.bytes), context_->compute);
-      !s.ok()) {
-    return s;
-  }
-  auto scratch = attention_scratch_.Get(
+  if (auto s = CommitTables(*slot, static_cast<size_t>(table_layout.bytes)); !s.ok()) return s;
+  auto scratch = DeviceTemp(
+      attention_scratch_,
       static_cast<size_t>(kc::AttentionScratchFloats(capacity, num_heads, head_dim)) *
           sizeof(float),
-      *context_, "attention partials");
+      "attention partials");
   if (!scratch.ok()) return scratch.status();
-  if (auto s = device_pool->BeforeUse(); !s.ok()) return s;
+  if (Replaying()) return absl::OkStatus();
+  const bool eager = !InGraphStep();
+  if (eager) {
+    if (auto s = device_pool->BeforeUse(); !s.ok()) return s;
+  }
   if (auto s = Launched(kc::PagedAttention(device_pool->data(), layout, layer,
                                            kc::AttentionTablesAt(slot->device, capacity), F32(q),
                                            q.ld, num_heads, num_kv_heads, head_dim,
@@ -1079,7 +1094,7 @@ absl::Status CudaBackend::PagedAttention(const PoolStorage& pool,
       !s.ok()) {
     return s;
   }
-  return device_pool->AfterUse();
+  return eager ? device_pool->AfterUse() : absl::OkStatus();
 }
 
 absl::Status CudaBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) {
@@ -1089,7 +1104,8 @@ absl::Status CudaBackend::SiluMul(const Tensor& gate, const Tensor& up, const Te
     return absl::InvalidArgumentError("SiluMul: needs contiguous rows");
   }
   if (Replaying()) return absl::OkStatus();
-  return Launched(kc::SiluMul(F32(gate), F32(up), gate.elements(), F32(out), context_->compute),
+  return Launched(kc::SiluMul(F32(gate), gate.ld, F32(up), up.ld, static_cast<int>(gate.rows),
+                              static_cast<int>(gate.cols), F32(out), out.ld, context_->compute),
                   "SiluMul");
 }
 
@@ -1139,6 +1155,162 @@ absl::Status CudaBackend::ArgmaxRows(const Tensor& logits, std::span<int32_t> ou
     return s;
   }
   return context_->Sync("ArgmaxRows");
+}
+
+// ---- whole-step graphs
+
+int CudaBackend::GraphRows(const StepShape& shape) const {
+  if (!options_.graphs || !shape.decode_only || shape.has_dora || shape.rows < 1 ||
+      shape.rows > kMaxGraphRows) {
+    return 0;
+  }
+  return NextPowerOfTwo(shape.rows);
+}
+
+absl::Status CudaBackend::DropGraphs() {
+  if (InGraphStep()) {
+    return absl::FailedPreconditionError("merge or restore inside a graph step");
+  }
+  if (graphs_.empty()) return absl::OkStatus();
+  if (auto s = context_->Sync("drop graphs"); !s.ok()) return s;
+  graphs_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::BeginGraphStep(const StepShape& padded) {
+  if (InGraphStep()) return absl::FailedPreconditionError("BeginGraphStep: a step is in flight");
+  GraphKey key;
+  key.rows = padded.rows;
+  key.blocks = NextPowerOfTwo(std::max(padded.max_blocks, 1));
+  key.rank_rows = padded.lora_rank_rows > 0 ? NextPowerOfTwo(padded.lora_rank_rows) : 0;
+  if (graph_memory_.device == nullptr) {
+    // First use: room for a small model's step; a larger step grows it (and recaptures).
+    constexpr size_t kDevice = size_t{64} << 20, kStage = size_t{4} << 20, kOut = size_t{16} << 20;
+    auto device = DeviceAlloc(kDevice, "graph activations");
+    auto stage_device = DeviceAlloc(kStage, "graph tables");
+    if (!device.ok()) return device.status();
+    if (!stage_device.ok()) return stage_device.status();
+    void* stage_host = nullptr;
+    void* out_host = nullptr;
+    if (auto s = CudaStatus(cudaMallocHost(&stage_host, kStage), "cudaMallocHost(graph tables)");
+        !s.ok()) {
+      return s;
+    }
+    graph_memory_.stage_host.reset(stage_host);
+    if (auto s = CudaStatus(cudaMallocHost(&out_host, kOut), "cudaMallocHost(graph outputs)");
+        !s.ok()) {
+      return s;
+    }
+    graph_memory_.out_host.reset(out_host);
+    graph_memory_.device = std::move(*device);
+    graph_memory_.stage_device = std::move(*stage_device);
+    graph_memory_.device_bytes = kDevice;
+    graph_memory_.stage_bytes = kStage;
+    graph_memory_.out_bytes = kOut;
+  }
+  GraphStep step;
+  step.key = key;
+  auto found = graphs_.find(key);
+  if (found == graphs_.end()) {
+    found = graphs_.emplace(key, std::make_unique<CapturedGraph>()).first;
+    step.capturing = true;
+    // Relaxed: nothing this capture calls (cuBLAS with its fixed workspace, memsets, copies,
+    // launches) may be refused for touching the legacy stream.
+    if (auto s = CudaStatus(cudaStreamBeginCapture(context_->compute, cudaStreamCaptureModeRelaxed),
+                            "cudaStreamBeginCapture");
+        !s.ok()) {
+      graphs_.erase(found);
+      return s;
+    }
+  }
+  step.graph = found->second.get();
+  step_ = std::move(step);
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::EndGraphStep(bool ok) {
+  if (!InGraphStep()) return absl::FailedPreconditionError("EndGraphStep: no step in flight");
+  GraphStep step = std::move(*step_);
+  step_.reset();
+  const GraphKey key = step.key;
+  if (!step.capturing && step.request != step.graph->requests.size()) step.diverged = true;
+  absl::Status launched;
+  if (step.capturing) {
+    cudaGraph_t graph = nullptr;
+    launched = CudaStatus(cudaStreamEndCapture(context_->compute, &graph), "cudaStreamEndCapture");
+    if (launched.ok() && ok && !step.diverged) {
+      launched = CudaStatus(cudaGraphInstantiate(&step.graph->exec, graph, 0),
+                            "cudaGraphInstantiate");
+    }
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  }
+  if (!ok || step.diverged || !launched.ok() || step.graph->exec == nullptr) {
+    graphs_.erase(key);
+    // Memory ran short: grow what did (its base moves, so every graph goes) for the next capture.
+    const size_t need[3] = {step.used[kDeviceArena], step.used[kStageArena], step.used[kOutArena]};
+    if (need[0] > graph_memory_.device_bytes || need[1] > graph_memory_.stage_bytes ||
+        need[2] > graph_memory_.out_bytes) {
+      if (auto s = context_->Sync("grow graph memory"); !s.ok()) return s;
+      graphs_.clear();
+      auto grow = [](size_t need, size_t have) { return need > have ? need + need / 4 : have; };
+      const size_t device_bytes = grow(need[0], graph_memory_.device_bytes);
+      const size_t stage_bytes = grow(need[1], graph_memory_.stage_bytes);
+      const size_t out_bytes = grow(need[2], graph_memory_.out_bytes);
+      graph_memory_ = GraphMemory{};
+      auto device = DeviceAlloc(device_bytes, "graph activations");
+      auto stage_device = DeviceAlloc(stage_bytes, "graph tables");
+      if (!device.ok()) return device.status();
+      if (!stage_device.ok()) return stage_device.status();
+      void* stage_host = nullptr;
+      void* out_host = nullptr;
+      if (auto s = CudaStatus(cudaMallocHost(&stage_host, stage_bytes), "cudaMallocHost(graph tables)");
+          !s.ok()) {
+        return s;
+      }
+      graph_memory_.stage_host.reset(stage_host);
+      if (auto s = CudaStatus(cudaMallocHost(&out_host, out_bytes), "cudaMallocHost(graph outputs)");
+          !s.ok()) {
+        return s;
+      }
+      graph_memory_.out_host.reset(out_host);
+      graph_memory_.device = std::move(*device);
+      graph_memory_.stage_device = std::move(*stage_device);
+      graph_memory_.device_bytes = device_bytes;
+      graph_memory_.stage_bytes = stage_bytes;
+      graph_memory_.out_bytes = out_bytes;
+    }
+    if (!launched.ok()) return launched;
+    // The caller runs this step eagerly (ABORTED); the next one of the bucket captures again.
+    return ok ? absl::AbortedError("graph step: recapture") : absl::OkStatus();
+  }
+  cudaStream_t stream = context_->compute;
+  // The step's tables, staged by every op into one pinned buffer, go over in one copy.
+  if (auto s = CudaStatus(cudaMemcpyAsync(graph_memory_.stage_device.get(),
+                                          graph_memory_.stage_host.get(), step.used[kStageArena],
+                                          cudaMemcpyHostToDevice, stream),
+                          "cudaMemcpyAsync(graph tables)");
+      !s.ok()) {
+    return s;
+  }
+  std::vector<const CudaPool*> pools;
+  {
+    std::lock_guard<std::mutex> lock(context_->pools_mu);
+    pools.assign(context_->pools.begin(), context_->pools.end());
+  }
+  for (const CudaPool* pool : pools) {
+    if (auto s = pool->BeforeUse(); !s.ok()) return s;
+  }
+  if (auto s = CudaStatus(cudaGraphLaunch(step.graph->exec, stream), "cudaGraphLaunch"); !s.ok()) {
+    return s;
+  }
+  for (const CudaPool* pool : pools) {
+    if (auto s = pool->AfterUse(); !s.ok()) return s;
+  }
+  if (auto s = context_->Sync("graph step"); !s.ok()) return s;
+  for (const GraphStep::HostCopy& copy : step.host_copies) {
+    std::memcpy(copy.to, copy.from, copy.bytes);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace

@@ -26,6 +26,9 @@ struct CudaBackendOptions {
   int device = 0;
   // kAuto and kBF16: bf16 matrices (an fp16 file stays fp16); kF16: fp16; kF32: fp32.
   WeightDtype weight_dtype = WeightDtype::kAuto;
+  // Decode steps of up to 256 rows without DoRA run as CUDA graphs, one per bucket (rows padded
+  // to a power of two, block tables and LoRA rank rows rounded up to one); off: every step eager.
+  bool graphs = true;
 };
 
 // Number of CUDA devices that answer (0 when the driver or a GPU is missing).

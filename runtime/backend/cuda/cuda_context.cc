@@ -6,7 +6,7 @@
 
 namespace loraserve::cuda_backend {
 
-absl::Status CudaStatus(cudaError_t error, std::string_view call) {
+absl::Status CudaStatus(cudaError_t error, absl::string_view call) {
   if (error == cudaSuccess) return absl::OkStatus();
   const std::string message =
       absl::StrCat(call, ": ", cudaGetErrorName(error), " (", cudaGetErrorString(error), ")");
@@ -18,7 +18,7 @@ absl::Status CudaStatus(cudaError_t error, std::string_view call) {
   return absl::InternalError(message);
 }
 
-absl::Status CublasStatus(cublasStatus_t status, std::string_view call) {
+absl::Status CublasStatus(cublasStatus_t status, absl::string_view call) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   const std::string message = absl::StrCat(call, ": ", cublasGetStatusName(status), " (",
                                            cublasGetStatusString(status), ")");
@@ -35,7 +35,7 @@ void PinnedFree::operator()(void* p) const {
   if (p != nullptr) cudaFreeHost(p);
 }
 
-absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes, std::string_view what) {
+absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes, absl::string_view what) {
   void* p = nullptr;
   if (auto s = CudaStatus(cudaMalloc(&p, bytes > 0 ? bytes : 1),
                           absl::StrCat("cudaMalloc(", bytes, " B for ", what, ")"));
@@ -139,7 +139,7 @@ CudaContext::~CudaContext() {
   if (compute != nullptr) cudaStreamDestroy(compute);
 }
 
-absl::Status CudaContext::Sync(std::string_view what) const {
+absl::Status CudaContext::Sync(absl::string_view what) const {
   return CudaStatus(cudaStreamSynchronize(compute), absl::StrCat("cudaStreamSynchronize(", what, ")"));
 }
 

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <string_view>
+#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
@@ -20,15 +20,15 @@ namespace loraserve::cuda_backend {
 
 // The call's name and CUDA's own words; out-of-memory is RESOURCE_EXHAUSTED so callers can tell
 // it from a broken device.
-absl::Status CudaStatus(cudaError_t error, std::string_view call);
-absl::Status CublasStatus(cublasStatus_t status, std::string_view call);
+absl::Status CudaStatus(cudaError_t error, absl::string_view call);
+absl::Status CublasStatus(cublasStatus_t status, absl::string_view call);
 
 // Device memory freed with cudaFree when the last owner goes.
 struct DeviceFree {
   void operator()(void* p) const;
 };
 using DevicePtr = std::unique_ptr<void, DeviceFree>;
-absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes, std::string_view what);
+absl::StatusOr<DevicePtr> DeviceAlloc(size_t bytes, absl::string_view what);
 
 struct PinnedFree {
   void operator()(void* p) const;
@@ -85,7 +85,7 @@ struct CudaContext {
 
   static absl::StatusOr<std::shared_ptr<CudaContext>> Create(int device);
   ~CudaContext();
-  absl::Status Sync(std::string_view what) const;
+  absl::Status Sync(absl::string_view what) const;
 };
 
 }  // namespace loraserve::cuda_backend
