@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -98,9 +99,11 @@ class DeviceBuffer {
 };
 
 // Holds a stream behind a host function until Open(): what is queued behind it then runs back
-// to back, with no host launch gaps inside the timed region. The destructor opens it and drains
-// the stream, so an early error return neither leaves the stream waiting forever nor frees the
-// flag while the host function still reads it.
+// to back, with no host launch gaps inside the timed region. The host function gives up after
+// kGateTimeout (should a launch ever block while the gate is shut, which would otherwise
+// deadlock), and Opened() then reports it. The destructor opens the gate and drains the stream,
+// so an early error return neither leaves the stream waiting nor frees the flag while the host
+// function still reads it.
 class StreamGate {
  public:
   ~StreamGate() {
@@ -114,14 +117,28 @@ class StreamGate {
     return absl::OkStatus();
   }
   void Open() { open_.store(true, std::memory_order_release); }
+  // After the stream has drained: whether the calls behind the gate waited for Open().
+  absl::Status Opened() const {
+    if (!timed_out_.load(std::memory_order_acquire)) return absl::OkStatus();
+    return absl::DeadlineExceededError(
+        "the stream gate timed out: queuing the timed calls blocked the host; lower --iters");
+  }
 
  private:
+  static constexpr auto kGateTimeout = std::chrono::seconds(30);
   static void Wait(void* self) {
-    while (!static_cast<StreamGate*>(self)->open_.load(std::memory_order_acquire)) {
+    auto* gate = static_cast<StreamGate*>(self);
+    const auto deadline = std::chrono::steady_clock::now() + kGateTimeout;
+    while (!gate->open_.load(std::memory_order_acquire)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        gate->timed_out_.store(true, std::memory_order_release);
+        return;
+      }
       std::this_thread::yield();
     }
   }
   std::atomic<bool> open_{true};
+  std::atomic<bool> timed_out_{false};
   cudaStream_t stream_ = nullptr;
 };
 
@@ -290,6 +307,7 @@ absl::StatusOr<CaseResult> TimeCase(const float* pool, const std::vector<int64_t
     }
     gate.Open();
     RETURN_IF_CUDA(cudaStreamSynchronize(stream));
+    RETURN_IF_ERROR(gate.Opened());
   }
   RETURN_IF_CUDA(cudaGetLastError());
   std::vector<double> us;
