@@ -114,7 +114,7 @@ last_line_note() { grep -v '^\s*$' "$1" | tail -1 | cut -c1-90; }
 # shellcheck disable=SC2317
 lora_bench_note() {
   local note
-  note=$(sed -n 's/^lora_bench summary: worst ratio \([0-9.x]*\).* over \([0-9]*\) cases.* at \(.*\) (.*; \([0-9]*\) of .*/worst \1 over \2 cases >= 16 MiB (goal <= 1.3x) at \3; \4 meet it/p' "$1")
+  note=$(sed -n 's/^lora_bench summary: worst ratio \([0-9.x]*\).* over \([0-9]*\) cases.* at \(.*\) (.*; \([0-9]*\) of .*/worst \1 over \2 cases >= 16 MiB (goal <= 1.3x) at \3; \4 of \2 meet it/p' "$1")
   if [[ -n $note ]]; then echo "$note"; else last_line_note "$1"; fi
 }
 
