@@ -28,9 +28,10 @@ std::string ModelDir() {
   return dir == nullptr ? std::string() : std::string(dir);
 }
 
-std::unique_ptr<Backend> Cuda(WeightDtype dtype) {
+std::unique_ptr<Backend> Cuda(WeightDtype dtype, bool graphs = true) {
   std::string description;
-  auto backend = CreateCudaBackend({.device = 0, .weight_dtype = dtype}, &description);
+  auto backend =
+      CreateCudaBackend({.device = 0, .weight_dtype = dtype, .graphs = graphs}, &description);
   EXPECT_TRUE(backend.ok()) << backend.status();
   return backend.ok() ? std::move(*backend) : nullptr;
 }
@@ -76,7 +77,7 @@ std::shared_ptr<LoraAdapter> RandomAdapter(const ModelConfig& config, const std:
   return adapter;
 }
 
-TEST(CudaBackendGpuTest, PoolBytesRoundTripAtHostOffsets) {
+TEST(CudaBackendGpuTest, SmallPoolBytesRoundTripAtHostOffsets) {
   auto backend = Cuda(WeightDtype::kAuto);
   ASSERT_NE(backend, nullptr);
   auto pool = backend->CreatePool(/*page_units=*/1024, /*num_pages=*/5);
@@ -137,7 +138,7 @@ TEST(CudaBackendGpuTest, MergeThenRestoreIsBitExact) {
   }
 }
 
-TEST(CudaBackendGpuTest, BadViewsAreInvalidArgumentNamingTheOp) {
+TEST(CudaBackendGpuTest, SmallBadViewsAreInvalidArgumentNamingTheOp) {
   auto backend = Cuda(WeightDtype::kAuto);
   ASSERT_NE(backend, nullptr);
   std::vector<float> w(12, 0.5f);
@@ -249,10 +250,17 @@ TEST(CudaBackendGpuTest, GreedyTokensEqualTheCpuBackendThroughTheEngine) {
   const GeneratedTokens cpu = Generate(
       Load(std::make_unique<CpuBackend>(CpuBackendOptions{.weight_dtype = WeightDtype::kF32})),
       requests, adapters);
-  const GeneratedTokens gpu = Generate(Load(Cuda(WeightDtype::kF32)), requests, adapters);
-  ASSERT_EQ(cpu.tokens.size(), gpu.tokens.size());
+  // Graphs on (decode steps replay one capture per bucket while the adapter mix changes from
+  // step to step) and off (every step eager): both must give the CPU's tokens.
+  const GeneratedTokens graphs = Generate(Load(Cuda(WeightDtype::kF32)), requests, adapters);
+  const GeneratedTokens eager =
+      Generate(Load(Cuda(WeightDtype::kF32, /*graphs=*/false)), requests, adapters);
+  ASSERT_EQ(cpu.tokens.size(), graphs.tokens.size());
+  ASSERT_EQ(cpu.tokens.size(), eager.tokens.size());
   for (size_t i = 0; i < cpu.tokens.size(); ++i) {
-    EXPECT_EQ(cpu.tokens[i], gpu.tokens[i]) << "request " << i;
+    EXPECT_EQ(cpu.tokens[i], graphs.tokens[i]) << "request " << i << " (graphs)";
+    EXPECT_EQ(cpu.tokens[i], eager.tokens[i]) << "request " << i << " (eager)";
+    EXPECT_EQ(cpu.tokens[i].size(), static_cast<size_t>(requests[i].max_tokens));
   }
 }
 
