@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -231,6 +232,112 @@ inline absl::StatusOr<LoraTableCounts> BuildLoraTables(
   }
   LoraNeutraliseTails(out, n);
   return n;
+}
+
+// ---- fused modules: one shrink for several modules reading one x (q/k/v, gate/up)
+
+// One module of a fused call: its segments (indexing the shared refs), its output width, the
+// capacity its block of every table gets, and (by-offset DoRA, see BuildLoraTables) its
+// out_scale offsets.
+struct LoraFusedModule {
+  std::span<const LoraSegment> segments;
+  int out_dim = 0;
+  LoraTableCapacity capacity;
+  std::span<const int64_t> out_scale_offsets = {};
+};
+
+// Where module m's block starts in every table of the fused tables.
+inline LoraTableCapacity LoraFusedBase(std::span<const LoraFusedModule> modules, size_t m) {
+  LoraTableCapacity base;
+  for (size_t i = 0; i < m; ++i) {
+    const LoraTableCapacity& c = modules[i].capacity;
+    base.segments += c.segments;
+    base.rank_rows += c.rank_rows;
+    base.bgmv_shrink += c.bgmv_shrink;
+    base.sgmv_shrink += c.sgmv_shrink;
+    base.bgmv_expand += c.bgmv_expand;
+    base.sgmv_expand += c.sgmv_expand;
+    base.v_floats += c.v_floats;
+  }
+  return base;
+}
+
+// The fused tables' capacity: the modules' blocks end to end.
+inline LoraTableCapacity LoraFusedCapacity(std::span<const LoraFusedModule> modules) {
+  return LoraFusedBase(modules, modules.size());
+}
+
+// The view module m's expand launches over: the fused segments, rank rows and partials, with
+// only module m's expand items (so its grid, sized from its block, writes only its y).
+inline LoraTables LoraFusedExpandView(const LoraTables& fused,
+                                      std::span<const LoraFusedModule> modules, size_t m) {
+  const LoraTableCapacity base = LoraFusedBase(modules, m);
+  LoraTables view = fused;
+  view.bgmv_expand = fused.bgmv_expand + base.bgmv_expand;
+  view.sgmv_expand = fused.sgmv_expand + base.sgmv_expand;
+  view.capacity.bgmv_expand = modules[m].capacity.bgmv_expand;
+  view.capacity.sgmv_expand = modules[m].capacity.sgmv_expand;
+  return view;
+}
+
+// Builds every module into its own block of `out` (laid out for LoraFusedCapacity(modules)),
+// its segment, rank-row and v indices moved by the block's base and every block's tail
+// neutralised, so ONE shrink launch over `out` computes every module's shrink outputs (x read
+// once per item and K chunk for all of them) and LoraFusedExpandView(m) expands module m. Each
+// module's counts come back; nothing is written when any module is invalid or does not fit.
+inline absl::StatusOr<std::vector<LoraTableCounts>> BuildFusedLoraTables(
+    std::span<const LoraFusedModule> modules, std::span<const LoraRef> refs, const float* pool,
+    int64_t pool_units, int in_dim, const LoraTables& out) {
+  const LoraTableCapacity total = LoraFusedCapacity(modules);
+  const LoraTableCapacity& have = out.capacity;
+  if (have.segments != total.segments || have.rank_rows != total.rank_rows ||
+      have.bgmv_shrink != total.bgmv_shrink || have.sgmv_shrink != total.sgmv_shrink ||
+      have.bgmv_expand != total.bgmv_expand || have.sgmv_expand != total.sgmv_expand ||
+      have.v_floats != total.v_floats) {
+    return absl::InvalidArgumentError("LoRA tables: the fused tables are not the modules' blocks");
+  }
+  for (size_t m = 0; m < modules.size(); ++m) {
+    absl::StatusOr<LoraTableCounts> n =
+        CountLoraTables(modules[m].segments, refs, pool_units, in_dim, modules[m].out_dim);
+    if (!n.ok()) return n.status();
+    if (absl::Status fits = CheckLoraCapacity(*n, modules[m].capacity); !fits.ok()) return fits;
+  }
+  std::vector<LoraTableCounts> counts;
+  for (size_t m = 0; m < modules.size(); ++m) {
+    const LoraFusedModule& module = modules[m];
+    const LoraTableCapacity base = LoraFusedBase(modules, m);
+    // The module's tables sit where its blocks begin; its indices are then moved by the bases.
+    LoraTables block = out;
+    block.capacity = module.capacity;
+    block.segments += base.segments;
+    block.rank_rows += base.rank_rows;
+    block.bgmv_shrink += base.bgmv_shrink;
+    block.sgmv_shrink += base.sgmv_shrink;
+    block.bgmv_expand += base.bgmv_expand;
+    block.sgmv_expand += base.sgmv_expand;
+    absl::StatusOr<LoraTableCounts> n =
+        BuildLoraTables(module.segments, refs, pool, pool_units, in_dim, module.out_dim, block,
+                        module.out_scale_offsets);
+    if (!n.ok()) return n.status();  // unreachable after the checks above, but never ignored
+    for (int32_t i = 0; i < n->segments; ++i) {
+      block.segments[i].rr_begin += base.rank_rows;
+      block.segments[i].rr_end += base.rank_rows;
+      block.segments[i].v_offset += base.v_floats;
+    }
+    auto move_shrink = [&](LoraShrinkItem* items, int32_t used) {
+      for (int32_t i = 0; i < used; ++i) {
+        items[i].segment += base.segments;
+        items[i].rr_begin += base.rank_rows;
+        items[i].rr_end += base.rank_rows;
+      }
+    };
+    move_shrink(block.bgmv_shrink, n->bgmv_shrink);
+    move_shrink(block.sgmv_shrink, n->sgmv_shrink);
+    for (int32_t i = 0; i < n->bgmv_expand; ++i) block.bgmv_expand[i].segment += base.segments;
+    for (int32_t i = 0; i < n->sgmv_expand; ++i) block.sgmv_expand[i].segment += base.segments;
+    counts.push_back(*n);
+  }
+  return counts;
 }
 
 }  // namespace loraserve::kernels::cuda

@@ -310,7 +310,8 @@ class CudaBackend final : public Backend {
   // y = x W^T through cuBLAS; x16 is x already narrowed to the weight's 16-bit type (or null).
   absl::Status Gemm(const Tensor& x, const uint16_t* x16, const Weight& w, const Tensor& y);
   absl::StatusOr<const uint16_t*> Narrow(const Tensor& x, DType dtype);
-  absl::Status LoraOne(const CudaPool& pool, const Tensor& x, const LoraTargetPlan& target);
+  absl::Status LoraFused(const CudaPool& pool, const Tensor& x,
+                         std::span<const LoraTargetPlan> targets);
 
   CudaBackendOptions options_;
   std::shared_ptr<CudaContext> context_;
@@ -834,31 +835,60 @@ absl::Status CudaBackend::LinearFused(const Tensor& x, std::span<const LinearTar
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::LoraOne(const CudaPool& pool, const Tensor& x,
-                                  const LoraTargetPlan& target) {
-  const Tensor& y = target.y;
-  const auto segments = target.plan.segments;
-  const auto refs = target.plan.refs;
-  for (const kernels::LoraSegment& segment : segments) {
-    if (segment.row_begin < 0 || segment.row_end > x.rows || segment.row_end > y.rows ||
-        segment.refs_begin < 0 || segment.refs_end > static_cast<int>(refs.size())) {
-      return absl::InvalidArgumentError("LoraApply: segment outside the step's rows or refs");
-    }
-  }
-  const int in_dim = static_cast<int>(x.cols), out_dim = static_cast<int>(y.cols);
+// All targets read one x (q/k/v, gate/up): their tables are built into one fused set, so one
+// shrink launch computes every target's shrink outputs and each target then gets its own expand
+// launch over its block (kernels/cuda/lora_table_builder.h).
+absl::Status CudaBackend::LoraFused(const CudaPool& pool, const Tensor& x,
+                                    std::span<const LoraTargetPlan> targets) {
+  // A graph bucket without adapters (its key has no rank rows) launches no LoRA work at all.
+  if (InGraphStep() && step_->key.rank_rows == 0) return absl::OkStatus();
+  const int in_dim = static_cast<int>(x.cols);
   // Pool offsets are the host's; the DoRA tail sits after the pages in the same allocation.
   const int64_t units = pool.total_units() + pool.tail_units();
-  auto counts = kc::CountLoraTables(segments, refs, pool.total_units(), in_dim, out_dim);
-  if (!counts.ok()) return counts.status();
-  if (counts->segments == 0 && !InGraphStep()) return absl::OkStatus();
-  // DoRA factors: staged into the pool's tail, one out_dim row per segment that has one.
-  std::vector<int64_t> out_scale_offsets(segments.size(), -1);
+  std::vector<kc::LoraFusedModule> modules;
+  std::vector<const Tensor*> ys;
+  std::vector<std::vector<int64_t>> out_scale_offsets(targets.size());
   std::vector<float> dora;
-  for (size_t i = 0; i < segments.size(); ++i) {
-    if (segments[i].out_scale == nullptr || !kc::LoraSegmentHasWork(segments[i])) continue;
-    out_scale_offsets[i] = pool.total_units() + static_cast<int64_t>(dora.size());
-    dora.insert(dora.end(), segments[i].out_scale, segments[i].out_scale + out_dim);
+  for (size_t t = 0; t < targets.size(); ++t) {
+    const Tensor& y = targets[t].y;
+    const auto segments = targets[t].plan.segments;
+    const auto refs = targets[t].plan.refs;
+    if (refs.data() != targets[0].plan.refs.data() || refs.size() != targets[0].plan.refs.size()) {
+      return absl::InvalidArgumentError("LoraApply: fused targets must share one refs table");
+    }
+    for (const kernels::LoraSegment& segment : segments) {
+      if (segment.row_begin < 0 || segment.row_end > x.rows || segment.row_end > y.rows ||
+          segment.refs_begin < 0 || segment.refs_end > static_cast<int>(refs.size())) {
+        return absl::InvalidArgumentError("LoraApply: segment outside the step's rows or refs");
+      }
+    }
+    const int out_dim = static_cast<int>(y.cols);
+    auto counts = kc::CountLoraTables(segments, refs, pool.total_units(), in_dim, out_dim);
+    if (!counts.ok()) return counts.status();
+    if (counts->segments == 0 && !InGraphStep()) continue;
+    // DoRA factors: staged into the pool's tail, one out_dim row per segment that has one.
+    out_scale_offsets[t].assign(segments.size(), -1);
+    for (size_t i = 0; i < segments.size(); ++i) {
+      if (segments[i].out_scale == nullptr || !kc::LoraSegmentHasWork(segments[i])) continue;
+      out_scale_offsets[t][i] = pool.total_units() + static_cast<int64_t>(dora.size());
+      dora.insert(dora.end(), segments[i].out_scale, segments[i].out_scale + out_dim);
+    }
+    // Eagerly the tables are exactly this call's; a graph's are its bucket's (fixed grids,
+    // tails neutralised by the builder), so any step of the bucket fits the captured launches.
+    kc::LoraTableCapacity capacity = *counts;
+    if (InGraphStep()) {
+      const int rows = step_->key.rows, rank_rows = step_->key.rank_rows;
+      capacity = kc::LoraCapacityFor({.rows = rows, .segments = rows, .rank_rows = rank_rows,
+                                      .segment_ranks = rank_rows},
+                                     out_dim);
+      if (!kc::CheckLoraCapacity(*counts, capacity).ok()) {
+        return absl::AbortedError("LoraApply: the step outgrew its graph bucket");
+      }
+    }
+    modules.push_back({segments, out_dim, capacity, out_scale_offsets[t]});
+    ys.push_back(&y);
   }
+  if (modules.empty()) return absl::OkStatus();
   if (static_cast<int64_t>(dora.size()) > pool.tail_units()) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "LoraApply: ", dora.size(), " DoRA factors in one call exceed the pool's tail of ",
@@ -877,24 +907,13 @@ absl::Status CudaBackend::LoraOne(const CudaPool& pool, const Tensor& x,
       return s;
     }
   }
-  // Eagerly the tables are exactly this call's; a graph's are its bucket's (fixed grids, tails
-  // neutralised by the builder), so any step of the bucket fits the captured launches.
-  kc::LoraTableCapacity capacity = *counts;
-  if (InGraphStep()) {
-    const int rows = step_->key.rows, rank_rows = step_->key.rank_rows;
-    capacity = kc::LoraCapacityFor({.rows = rows, .segments = rows, .rank_rows = rank_rows,
-                                    .segment_ranks = rank_rows},
-                                   out_dim);
-    if (!kc::CheckLoraCapacity(*counts, capacity).ok()) {
-      return absl::AbortedError("LoraApply: the step outgrew its graph bucket");
-    }
-  }
+  const kc::LoraTableCapacity capacity = kc::LoraFusedCapacity(modules);
   const kc::LoraTableLayout layout = kc::LoraTableLayoutFor(capacity);
   auto slot = TakeTables(static_cast<size_t>(layout.bytes));
   if (!slot.ok()) return slot.status();
   const kc::LoraTables host_tables = kc::LoraTablesAt(slot->host, capacity);
-  auto built = kc::BuildLoraTables(segments, refs, nullptr, units, in_dim, out_dim, host_tables,
-                                   out_scale_offsets);
+  auto built = kc::BuildFusedLoraTables(modules, targets[0].plan.refs, nullptr, units, in_dim,
+                                        host_tables);
   if (!built.ok()) return built.status();
   if (auto s = CommitTables(*slot, static_cast<size_t>(layout.bytes)); !s.ok()) return s;
   const kc::LoraTables device_tables = kc::LoraTablesAt(slot->device, capacity);
@@ -904,10 +923,23 @@ absl::Status CudaBackend::LoraOne(const CudaPool& pool, const Tensor& x,
       "LoRA partials");
   if (!partials.ok()) return partials.status();
   if (Replaying()) return absl::OkStatus();
-  return Launched(kc::LoraApplyDevice(pool.data(), device_tables, F32(x), x.ld, in_dim,
-                                      static_cast<float*>(*partials), F32(y), y.ld, out_dim,
-                                      context_->compute),
-                  "LoraApplyDevice");
+  auto* v = static_cast<float*>(*partials);
+  if (auto s = Launched(kc::LoraShrink(pool.data(), device_tables, F32(x), x.ld, in_dim, v,
+                                       context_->compute),
+                        "LoraShrink");
+      !s.ok()) {
+    return s;
+  }
+  for (size_t m = 0; m < modules.size(); ++m) {
+    const kc::LoraTables view = kc::LoraFusedExpandView(device_tables, modules, m);
+    if (auto s = Launched(kc::LoraExpand(pool.data(), view, v, in_dim, F32(*ys[m]), ys[m]->ld,
+                                         modules[m].out_dim, context_->compute),
+                          "LoraExpand");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
@@ -928,11 +960,13 @@ absl::Status CudaBackend::LoraApplyFused(const PoolStorage& pool, const Tensor& 
   if (eager) {
     if (auto s = device_pool->BeforeUse(); !s.ok()) return s;
   }
+  std::vector<LoraTargetPlan> work;
   for (const LoraTargetPlan& target : targets) {
     if (target.plan.segments.empty() && eager) continue;
     if (auto s = CheckF32(target.y, "LoraApply", "y"); !s.ok()) return s;
-    if (auto s = LoraOne(*device_pool, x, target); !s.ok()) return s;
+    work.push_back(target);
   }
+  if (auto s = LoraFused(*device_pool, x, work); !s.ok()) return s;
   return eager ? device_pool->AfterUse() : absl::OkStatus();
 }
 

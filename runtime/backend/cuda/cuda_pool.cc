@@ -60,17 +60,28 @@ absl::Status CudaPool::Write(int64_t offset, std::span<const uint32_t> units) {
       !s.ok()) {
     return s;
   }
-  const size_t half_bytes = kStagingBytes / 2;
+  // Writes fill the current half back to back (the engine writes an adapter row by row); a full
+  // half is handed to the copy stream's event and the other half, once its copies are done,
+  // takes over.
+  const size_t half_units = kStagingBytes / 2 / sizeof(uint32_t);
   size_t done = 0;
   while (done < units.size()) {
-    const size_t n = std::min(units.size() - done, half_bytes / sizeof(uint32_t));
-    const int half = next_half_;
-    next_half_ ^= 1;
-    if (auto s = CudaStatus(cudaEventSynchronize(half_free_[half]), "cudaEventSynchronize(staging)");
-        !s.ok()) {
-      return s;
+    if (half_used_ == half_units) {
+      if (auto s = CudaStatus(cudaEventRecord(half_free_[next_half_], context_->copy),
+                              "cudaEventRecord(staging)");
+          !s.ok()) {
+        return s;
+      }
+      next_half_ ^= 1;
+      half_used_ = 0;
+      if (auto s = CudaStatus(cudaEventSynchronize(half_free_[next_half_]),
+                              "cudaEventSynchronize(staging)");
+          !s.ok()) {
+        return s;
+      }
     }
-    char* host = static_cast<char*>(staging_.get()) + half * half_bytes;
+    const size_t n = std::min(units.size() - done, half_units - half_used_);
+    uint32_t* host = static_cast<uint32_t*>(staging_.get()) + next_half_ * half_units + half_used_;
     std::memcpy(host, units.data() + done, n * sizeof(uint32_t));
     if (auto s = CudaStatus(cudaMemcpyAsync(data() + offset + static_cast<int64_t>(done), host,
                                             n * sizeof(uint32_t), cudaMemcpyHostToDevice,
@@ -79,11 +90,7 @@ absl::Status CudaPool::Write(int64_t offset, std::span<const uint32_t> units) {
         !s.ok()) {
       return s;
     }
-    if (auto s = CudaStatus(cudaEventRecord(half_free_[half], context_->copy),
-                            "cudaEventRecord(staging)");
-        !s.ok()) {
-      return s;
-    }
+    half_used_ += n;
     done += n;
   }
   if (auto s = CudaStatus(cudaEventRecord(written_, context_->copy), "cudaEventRecord(pool write)");

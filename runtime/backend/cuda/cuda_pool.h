@@ -54,6 +54,7 @@ class CudaPool final : public PoolStorage {
   // Writes come from the engine's loader threads as well as the step loop.
   mutable std::mutex mu_;
   int next_half_ = 0;
+  size_t half_used_ = 0;  // units of the current half already staged
   mutable bool pending_write_ = false;
 };
 

@@ -184,6 +184,99 @@ TEST(LoraTablesTest, SmallerStepOverLargerStepLeavesOnlyItsOwnWork) {
   EXPECT_EQ(written, 2 * small.out_dim);  // the two adapter rows, nothing of the big step
 }
 
+// q/k/v-style fusion on the host: two modules over one x and one pool (the second takes every
+// other segment, scaled by -1 where it has refs' weights reversed), built into one set of
+// tables with spare capacity in every block; one emulated shrink over all of it and one expand
+// per module's view give each module exactly LoraApplyReference's result.
+TEST(LoraTablesTest, FusedModulesShareOneShrinkAndExpandSeparately) {
+  const LoraProblem p = MakeLoraProblem(300, 200, MixedAdapters(), MixedSegments(), 17);
+  std::vector<LoraSegment> second;
+  for (size_t i = 0; i < p.segments.size(); i += 2) second.push_back(p.segments[i]);
+  const std::span<const LoraSegment> segments[2] = {p.segments, second};
+  std::vector<LoraFusedModule> modules;
+  for (int m = 0; m < 2; ++m) {
+    absl::StatusOr<LoraTableCounts> n =
+        CountLoraTables(segments[m], p.refs, std::ssize(p.pool), p.in_dim, p.out_dim);
+    ASSERT_TRUE(n.ok()) << n.status();
+    modules.push_back({segments[m], p.out_dim, CapacityFor(*n, 2 + m)});
+  }
+  TableBuffer buffer(LoraFusedCapacity(modules));
+  auto built = BuildFusedLoraTables(modules, p.refs, p.pool.data(), std::ssize(p.pool), p.in_dim,
+                                    buffer.tables);
+  ASSERT_TRUE(built.ok()) << built.status();
+  ASSERT_EQ(built->size(), 2u);
+
+  std::vector<float> partials(
+      static_cast<size_t>(LoraPartialsFloats(buffer.tables.capacity, p.in_dim)),
+      std::numeric_limits<float>::quiet_NaN());
+  testing::EmulationWrites writes;
+  writes.partials.assign(partials.size(), 0);
+  writes.y.assign(p.y.size(), 0);
+  const LoraTables& t = buffer.tables;
+  testing::EmulateShrinkLaunch(p.pool.data(), t, t.bgmv_shrink, t.capacity.bgmv_shrink,
+                               p.x.data(), p.ldx, p.in_dim, partials.data(), writes);
+  testing::EmulateShrinkLaunch(p.pool.data(), t, t.sgmv_shrink, t.capacity.sgmv_shrink,
+                               p.x.data(), p.ldx, p.in_dim, partials.data(), writes);
+  for (int m = 0; m < 2; ++m) {
+    std::vector<float> want = p.y, got = p.y;
+    LoraApplyReference(p.pool.data(), p.x.data(), p.ldx, want.data(), p.ldy, p.in_dim, p.out_dim,
+                       segments[m], p.refs);
+    const LoraTables view = LoraFusedExpandView(t, modules, m);
+    testing::EmulationWrites y_writes;
+    y_writes.y.assign(got.size(), 0);
+    testing::EmulateExpandLaunch(p.pool.data(), view, view.bgmv_expand,
+                                 view.capacity.bgmv_expand, partials.data(), p.in_dim, got.data(),
+                                 p.ldy, y_writes);
+    testing::EmulateExpandLaunch(p.pool.data(), view, view.sgmv_expand,
+                                 view.capacity.sgmv_expand, partials.data(), p.in_dim, got.data(),
+                                 p.ldy, y_writes);
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 2e-4f * (8.0f + std::abs(want[i]))) << "module " << m << " at " << i;
+      ASSERT_LE(y_writes.y[i], 1) << "module " << m << " at " << i;
+    }
+  }
+  // Every partial of both modules written once per K chunk, the blocks' spare ones never.
+  int64_t used_v = 0;
+  for (const LoraTableCounts& n : *built) used_v += n.v_floats;
+  int64_t written = 0;
+  for (int w : writes.partials) {
+    ASSERT_LE(w, 1);
+    written += w;
+  }
+  EXPECT_EQ(written, used_v * LoraNumKChunks(p.in_dim));
+  // A fused buffer that is not the modules' blocks end to end is refused.
+  TableBuffer wrong(modules[0].capacity);
+  EXPECT_EQ(BuildFusedLoraTables(modules, p.refs, p.pool.data(), std::ssize(p.pool), p.in_dim,
+                                 wrong.tables)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(LoraTablesTest, OutScaleOffsetsReplaceThePointers) {
+  const LoraProblem p = MakeLoraProblem(64, 48, MixedAdapters(), MixedSegments(), 23);
+  absl::StatusOr<LoraTableCounts> n = Count(p);
+  ASSERT_TRUE(n.ok());
+  TableBuffer by_pointer(CapacityFor(*n, 0)), by_offset(CapacityFor(*n, 0));
+  ASSERT_TRUE(Build(p, by_pointer.tables).ok());
+  std::vector<int64_t> offsets;
+  for (const LoraSegment& s : p.segments) {
+    offsets.push_back(s.out_scale == nullptr ? -1 : s.out_scale - p.pool.data());
+  }
+  ASSERT_TRUE(BuildLoraTables(p.segments, p.refs, nullptr, std::ssize(p.pool), p.in_dim,
+                              p.out_dim, by_offset.tables, offsets)
+                  .ok());
+  EXPECT_EQ(std::memcmp(by_pointer.storage.get(), by_offset.storage.get(),
+                        static_cast<size_t>(by_pointer.bytes)),
+            0);
+  offsets.pop_back();
+  EXPECT_EQ(BuildLoraTables(p.segments, p.refs, nullptr, std::ssize(p.pool), p.in_dim, p.out_dim,
+                            by_offset.tables, offsets)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(LoraTablesTest, ItemsSplitSegmentsByRowTileRankChunkAndColumnTile) {
   // One rank-512 adapter: 16 rank chunks of 32, never padded to anything larger.
   const LoraProblem decode = MakeLoraProblem(64, 600, {{512}}, {{kBgmvRows + 1, {{0, 1.0f}}}}, 6);
