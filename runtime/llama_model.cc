@@ -67,7 +67,15 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       const ModuleDims dims = c.Dims(module);
       const std::string name = absl::StrCat(prefix, ModuleParent(module), ".", kModuleNames[m]);
       pending.push_back({name + ".weight", {dims.out, dims.in}, &layer.weight[m]});
-      if (c.HasBias(module)) pending.push_back({name + ".bias", {dims.out}, &layer.bias[m]});
+    }
+    // Biases after the matrices, so a layer's q/k/v and gate/up matrices are uploaded back to
+    // back (a backend may then run each group as one GEMM).
+    for (int m = 0; m < kNumModules; ++m) {
+      const Module module = static_cast<Module>(m);
+      const std::string name = absl::StrCat(prefix, ModuleParent(module), ".", kModuleNames[m]);
+      if (c.HasBias(module)) {
+        pending.push_back({name + ".bias", {c.Dims(module).out}, &layer.bias[m]});
+      }
     }
     pending.push_back({prefix + "input_layernorm.weight", {hidden}, &layer.input_norm});
     pending.push_back(
@@ -256,23 +264,24 @@ absl::Status LlamaModel::RunForward(const BatchPlan& plan, PoolStorage& kv_pool,
   const int I = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  absl::StatusOr<Buffer> buffers[9] = {b.Allocate(T, H),        b.Allocate(T, H),
-                                       b.Allocate(T, c.q_dim()), b.Allocate(T, c.kv_dim()),
-                                       b.Allocate(T, c.kv_dim()), b.Allocate(T, c.q_dim()),
-                                       b.Allocate(T, I),        b.Allocate(T, I),
-                                       b.Allocate(T, H)};
+  // q/k/v share one buffer (column ranges of each row), and so do gate/up: a backend whose
+  // group of weights sits back to back writes each group with one GEMM.
+  const int qkv_cols = c.q_dim() + 2 * c.kv_dim();
+  absl::StatusOr<Buffer> buffers[6] = {b.Allocate(T, H),        b.Allocate(T, H),
+                                       b.Allocate(T, qkv_cols), b.Allocate(T, c.q_dim()),
+                                       b.Allocate(T, 2 * I),    b.Allocate(T, H)};
   for (const auto& buffer : buffers) {
     if (!buffer.ok()) return buffer.status();
   }
   const Tensor& x = buffers[0]->tensor();
   const Tensor& h = buffers[1]->tensor();
-  const Tensor& q = buffers[2]->tensor();
-  const Tensor& k = buffers[3]->tensor();
-  const Tensor& v = buffers[4]->tensor();
-  const Tensor& attn = buffers[5]->tensor();
-  const Tensor& gate = buffers[6]->tensor();
-  const Tensor& up = buffers[7]->tensor();
-  const Tensor& proj = buffers[8]->tensor();
+  const Tensor q = buffers[2]->tensor().ColRange(0, c.q_dim());
+  const Tensor k = buffers[2]->tensor().ColRange(c.q_dim(), c.kv_dim());
+  const Tensor v = buffers[2]->tensor().ColRange(c.q_dim() + c.kv_dim(), c.kv_dim());
+  const Tensor& attn = buffers[3]->tensor();
+  const Tensor gate = buffers[4]->tensor().ColRange(0, I);
+  const Tensor up = buffers[4]->tensor().ColRange(I, I);
+  const Tensor& proj = buffers[5]->tensor();
   // q/k/v and gate/up each run as one fused matmul over h (one parallel region, h read once).
   static constexpr Module kQkv[] = {Module::kQ, Module::kK, Module::kV};
   static constexpr Module kGateUp[] = {Module::kGate, Module::kUp};

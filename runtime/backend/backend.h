@@ -37,6 +37,13 @@ struct Tensor {
     view.rows = count;
     return view;
   }
+  // Columns [begin, begin + count) of every row: a view with the same ld (q/k/v in one buffer).
+  Tensor ColRange(int64_t begin, int64_t count) const {
+    Tensor view = *this;
+    view.data = static_cast<char*>(data) + begin * static_cast<int64_t>(DTypeSize(dtype));
+    view.cols = count;
+    return view;
+  }
 };
 
 // Backend-owned activation memory; the view stays valid while the buffer lives.

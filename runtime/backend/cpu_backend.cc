@@ -506,10 +506,13 @@ absl::Status CpuBackend::PagedAttention(const PoolStorage& pool,
 absl::Status CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   if (auto s = CheckSame(gate, up, "SiluMul"); !s.ok()) return s;
   if (auto s = CheckSame(gate, out, "SiluMul"); !s.ok()) return s;
-  if (gate.ld != gate.cols || up.ld != up.cols || out.ld != out.cols) {
-    return absl::InvalidArgumentError("SiluMul: needs contiguous rows");
+  if (gate.ld == gate.cols && up.ld == up.cols && out.ld == out.cols) {
+    kernels::SiluMul(F32(gate), F32(up), gate.elements(), F32(out));
+    return absl::OkStatus();
   }
-  kernels::SiluMul(F32(gate), F32(up), gate.elements(), F32(out));
+  for (int64_t r = 0; r < gate.rows; ++r) {  // views of wider rows (gate/up in one buffer)
+    kernels::SiluMul(F32(gate) + r * gate.ld, F32(up) + r * up.ld, gate.cols, F32(out) + r * out.ld);
+  }
   return absl::OkStatus();
 }
 

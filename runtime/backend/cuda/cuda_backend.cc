@@ -310,6 +310,10 @@ class CudaBackend final : public Backend {
   // y = x W^T through cuBLAS; x16 is x already narrowed to the weight's 16-bit type (or null).
   absl::Status Gemm(const Tensor& x, const uint16_t* x16, const Weight& w, const Tensor& y);
   absl::StatusOr<const uint16_t*> Narrow(const Tensor& x, DType dtype);
+  // Whether the targets can run as one GEMM: unmerged weights of one dtype lying back to back
+  // (the model uploads q/k/v and gate/up in order, so the arena holds them so) and outputs that
+  // are adjacent column ranges of one buffer with one ld.
+  static bool Stacked(std::span<const LinearTarget> targets, std::span<const Weight* const> ws);
   absl::Status LoraFused(const CudaPool& pool, const Tensor& x,
                          std::span<const LoraTargetPlan> targets);
 
@@ -805,13 +809,39 @@ absl::Status CudaBackend::Gemm(const Tensor& x, const uint16_t* x16, const Weigh
                       "cublasGemmEx(Linear)");
 }
 
+bool CudaBackend::Stacked(std::span<const LinearTarget> targets,
+                          std::span<const Weight* const> ws) {
+  for (size_t i = 1; i < targets.size(); ++i) {
+    const Weight& prev = *ws[i - 1];
+    const Weight& w = *ws[i];
+    if (prev.live_f32 != nullptr || w.live_f32 != nullptr ||
+        w.info.stored_dtype != prev.info.stored_dtype || w.info.shape[1] != prev.info.shape[1]) {
+      return false;
+    }
+    const size_t prev_bytes = static_cast<size_t>(prev.elements) * DTypeSize(prev.info.stored_dtype);
+    if (static_cast<const char*>(prev.storage) + prev_bytes != w.storage) return false;
+    const Tensor& a = targets[i - 1].y;
+    const Tensor& b = targets[i].y;
+    if (a.ld != b.ld || a.rows != b.rows ||
+        static_cast<const float*>(a.data) + a.cols != static_cast<const float*>(b.data)) {
+      return false;
+    }
+  }
+  int64_t cols = 0;
+  for (const LinearTarget& t : targets) cols += t.y.cols;
+  return cols <= targets[0].y.ld;
+}
+
 absl::Status CudaBackend::Linear(const Tensor& x, WeightHandle weight, const Tensor& y) {
   const LinearTarget target{weight, y};
   return LinearFused(x, {&target, 1});
 }
 
-// The targets share one narrowing of x (read once from fp32, written once as 16 bits); each then
-// runs its own GEMM, since the outputs are separate views.
+// Whether targets [0, n) can run as one GEMM: their live weights lie back to back in one dtype
+// (the model uploads q/k/v and gate/up in order, so the arena holds them so, unmerged) and their
+// outputs are adjacent column ranges of one buffer.
+// The targets share one narrowing of x (read once from fp32, written once as 16 bits), and run as
+// one GEMM over the stacked weights where they allow it (OneGemm), else one GEMM each.
 absl::Status CudaBackend::LinearFused(const Tensor& x, std::span<const LinearTarget> targets) {
   std::vector<const Weight*> ws;
   for (const LinearTarget& target : targets) {
@@ -819,6 +849,25 @@ absl::Status CudaBackend::LinearFused(const Tensor& x, std::span<const LinearTar
     if (!w.ok()) return w.status();
     if (auto s = CheckLinear(x, **w, target.y); !s.ok()) return s;
     ws.push_back(*w);
+  }
+  if (targets.size() > 1 && Stacked(targets, ws)) {
+    // One weight of sum(out) rows, one output of sum(cols) columns with the first view's ld.
+    Weight stacked;
+    stacked.info = ws[0]->info;
+    int64_t out = 0;
+    for (const Weight* w : ws) out += w->info.shape[0];
+    stacked.info.shape = {out, ws[0]->info.shape[1]};
+    stacked.elements = out * ws[0]->info.shape[1];
+    stacked.storage = const_cast<void*>(ws[0]->live());
+    Tensor y = targets[0].y;
+    y.cols = out;
+    const uint16_t* x16 = nullptr;
+    if (!stacked.live_is_f32()) {
+      auto n = Narrow(x, stacked.info.stored_dtype);
+      if (!n.ok()) return n.status();
+      x16 = *n;
+    }
+    return Gemm(x, x16, stacked, y);
   }
   const uint16_t* x16 = nullptr;
   DType narrowed = DType::kF32;
@@ -1134,9 +1183,6 @@ absl::Status CudaBackend::PagedAttention(const PoolStorage& pool,
 absl::Status CudaBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   if (auto s = CheckSame(gate, up, "SiluMul"); !s.ok()) return s;
   if (auto s = CheckSame(gate, out, "SiluMul"); !s.ok()) return s;
-  if (gate.ld != gate.cols || up.ld != up.cols || out.ld != out.cols) {
-    return absl::InvalidArgumentError("SiluMul: needs contiguous rows");
-  }
   if (Replaying()) return absl::OkStatus();
   return Launched(kc::SiluMul(F32(gate), gate.ld, F32(up), up.ld, static_cast<int>(gate.rows),
                               static_cast<int>(gate.cols), F32(out), out.ld, context_->compute),
