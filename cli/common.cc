@@ -34,7 +34,18 @@ void AddAdapterDtypeOption(CLI::App* cmd, AdapterStorage* storage) {
       ->default_str(AdapterStorageName(*storage));
 }
 
-void AddCpuBackendOptions(CLI::App* cmd, CpuBackendOptions* options) {
+void AddBackendOptions(CLI::App* cmd, BackendChoice* choice) {
+  cmd->add_option_function<std::string>(
+         "--device",
+         [choice](const std::string& name) { choice->device = *ParseDeviceKind(name); },
+         "Where the forward pass runs: auto = the CUDA backend when this build has it and a GPU "
+         "answers, else the CPU (the log says which); cpu; cuda (fails when there is none)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "gpu"}))  // what ParseDeviceKind accepts
+      ->default_str("auto");
+  cmd->add_option("--cuda-device", choice->cuda_device, "GPU ordinal for --device cuda")
+      ->check(CLI::NonNegativeNumber)
+      ->default_val(0);
+  CpuBackendOptions* options = &choice->cpu;
   cmd->add_option_function<std::string>(
          "--weight-dtype",
          [options](const std::string& name) { options->weight_dtype = *ParseWeightDtype(name); },

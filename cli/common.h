@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/adapter_pool.h"
-#include "runtime/backend/cpu_backend.h"
+#include "runtime/backend/device.h"
 
 namespace loraserve::cli {
 
@@ -20,7 +20,7 @@ void AddAdapterDtypeOption(CLI::App* cmd, AdapterStorage* storage);
 
 // --weight-dtype auto|fp32|bf16|fp16 and --cpu-isa auto|avx2|portable (the CPU backend's
 // options), the same on every command that loads a model.
-void AddCpuBackendOptions(CLI::App* cmd, CpuBackendOptions* options);
+void AddBackendOptions(CLI::App* cmd, BackendChoice* options);
 
 absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& text, const std::string& field);
 std::string JoinIds(const std::vector<int32_t>& ids);

@@ -25,7 +25,7 @@ struct Options {
   bool print_ids = false;
   bool ignore_eos = false;
   AdapterStorage adapter_storage = AdapterStorage::kAuto;
-  CpuBackendOptions backend_options;
+  BackendChoice backend_options;
 };
 
 // One request through the same Engine the server runs (one decode loop for every path), sized
@@ -82,7 +82,7 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--adapter", options->adapters,
                   "PEFT adapter folder, optionally PATH@WEIGHT; repeat for a weighted set");
   AddAdapterDtypeOption(cmd, &options->adapter_storage);
-  AddCpuBackendOptions(cmd, &options->backend_options);
+  AddBackendOptions(cmd, &options->backend_options);
   cmd->add_option("--prompt-ids", options->prompt_ids, "Prompt as comma-separated token ids");
   cmd->add_option("--chat", options->chat,
                   "A user message, rendered with the model's chat template");
@@ -131,8 +131,9 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
       prompt = tokenizer->Encode(*rendered, /*add_special_tokens=*/false);
     }
     if (!prompt.ok()) return fail(prompt.status());
-    auto model =
-        LlamaModel::Load(options->model, std::make_unique<CpuBackend>(options->backend_options));
+    auto backend = CreateBackend(options->backend_options);
+    if (!backend.ok()) return fail(backend.status());
+    auto model = LlamaModel::Load(options->model, std::move(backend->backend));
     if (!model.ok()) return fail(model.status());
     auto adapters = LoadAdapterFolders((*model)->config(), options->adapters);
     if (!adapters.ok()) return fail(adapters.status());

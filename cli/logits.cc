@@ -47,7 +47,7 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
     std::string model, prompt_ids, batch_file, out;
     bool all_positions = false;
     AdapterStorage adapter_storage = AdapterStorage::kAuto;
-    CpuBackendOptions backend_options;
+    BackendChoice backend_options;
   };
   auto options = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("logits", "Write next-token logits for prompts (float32)");
@@ -60,14 +60,15 @@ void AddLogitsCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--out", options->out, "Output file: rows x vocab float32")->required();
   cmd->add_flag("--all-positions", options->all_positions, "Logits for every prompt position");
   AddAdapterDtypeOption(cmd, &options->adapter_storage);
-  AddCpuBackendOptions(cmd, &options->backend_options);
+  AddBackendOptions(cmd, &options->backend_options);
   cmd->callback([options, exit_code] {
     auto fail = [&](const absl::Status& s) {
       std::cerr << "error: " << s.message() << "\n";
       *exit_code = 1;
     };
-    auto model =
-        LlamaModel::Load(options->model, std::make_unique<CpuBackend>(options->backend_options));
+    auto backend = CreateBackend(options->backend_options);
+    if (!backend.ok()) return fail(backend.status());
+    auto model = LlamaModel::Load(options->model, std::move(backend->backend));
     if (!model.ok()) return fail(model.status());
     const AdapterStorage storage = options->adapter_storage;
     absl::StatusOr<std::vector<float>> logits;

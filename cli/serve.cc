@@ -94,7 +94,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--verify-store-on-start", o.verify_store_on_start,
                 "Re-hash every stored adapter file at start (default: each is verified when "
                 "first read)");
-  AddCpuBackendOptions(cmd, &o.backend);
+  AddBackendOptions(cmd, &o.backend);
   cmd->add_option("--cpu-threads", o.engine.cpu_threads,
                   "OpenMP threads per forward pass: 0 = every core other processes leave free "
                   "(re-measured every 0.5 s), N = always N")

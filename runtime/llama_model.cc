@@ -44,19 +44,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   Backend& b = *model->backend_;
   const ModelConfig& c = model->config_;
   const int64_t hidden = c.hidden_size;
-  if (auto s = Upload(b, *weights, "model.embed_tokens.weight", {c.vocab_size, hidden},
-                      &model->embed_tokens_);
-      !s.ok()) {
-    return s;
-  }
-  if (auto s = Upload(b, *weights, "model.norm.weight", {hidden}, &model->final_norm_); !s.ok()) {
-    return s;
-  }
+  // Every weight is named first, so the backend can reserve storage for all of them at once
+  // (one device allocation on a GPU) before the first upload.
+  struct Pending {
+    std::string name;
+    std::vector<int64_t> shape;
+    WeightHandle* handle;
+  };
+  std::vector<Pending> pending;
+  pending.push_back({"model.embed_tokens.weight", {c.vocab_size, hidden}, &model->embed_tokens_});
+  pending.push_back({"model.norm.weight", {hidden}, &model->final_norm_});
   if (!c.tie_word_embeddings) {
-    if (auto s = Upload(b, *weights, "lm_head.weight", {c.vocab_size, hidden}, &model->lm_head_);
-        !s.ok()) {
-      return s;
-    }
+    pending.push_back({"lm_head.weight", {c.vocab_size, hidden}, &model->lm_head_});
   }
   model->layers_.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
@@ -66,28 +65,24 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       const Module module = static_cast<Module>(m);
       const ModuleDims dims = c.Dims(module);
       const std::string name = absl::StrCat(prefix, ModuleParent(module), ".", kModuleNames[m]);
-      if (auto s = Upload(b, *weights, name + ".weight", {dims.out, dims.in}, &layer.weight[m]);
-          !s.ok()) {
-        return s;
-      }
-      if (c.HasBias(module)) {
-        if (auto s = Upload(b, *weights, name + ".bias", {dims.out}, &layer.bias[m]); !s.ok()) {
-          return s;
-        }
-      }
+      pending.push_back({name + ".weight", {dims.out, dims.in}, &layer.weight[m]});
+      if (c.HasBias(module)) pending.push_back({name + ".bias", {dims.out}, &layer.bias[m]});
     }
-    if (auto s = Upload(b, *weights, prefix + "input_layernorm.weight", {hidden},
-                        &layer.input_norm);
-        !s.ok()) {
-      return s;
-    }
-    if (auto s = Upload(b, *weights, prefix + "post_attention_layernorm.weight", {hidden},
-                        &layer.post_attention_norm);
-        !s.ok()) {
-      return s;
-    }
+    pending.push_back({prefix + "input_layernorm.weight", {hidden}, &layer.input_norm});
+    pending.push_back(
+        {prefix + "post_attention_layernorm.weight", {hidden}, &layer.post_attention_norm});
   }
   const std::vector<float> inv_freq = RopeInverseFrequencies(c);
+  std::vector<WeightSpec> specs;
+  for (const Pending& p : pending) {
+    const TensorView* view = weights->Find(p.name);
+    specs.push_back({p.shape, view != nullptr ? view->dtype : DType::kF32});
+  }
+  specs.push_back({{static_cast<int64_t>(inv_freq.size())}, DType::kF32});
+  if (auto s = b.ReserveWeights(specs); !s.ok()) return s;
+  for (const Pending& p : pending) {
+    if (auto s = Upload(b, *weights, p.name, p.shape, p.handle); !s.ok()) return s;
+  }
   auto rope = b.UploadWeight(inv_freq, {static_cast<int64_t>(inv_freq.size())}, DType::kF32);
   if (!rope.ok()) return rope.status();
   model->inv_freq_ = *rope;

@@ -142,12 +142,12 @@ void LoraServer::SetHealth(bool serving) {
 }
 
 absl::Status LoraServer::LoadModel() {
-  auto model =
-      LlamaModel::Load(options_.model_dir, std::make_unique<CpuBackend>(options_.backend));
+  auto backend = CreateBackend(options_.backend);
+  if (!backend.ok()) return backend.status();
+  auto model = LlamaModel::Load(options_.model_dir, std::move(backend->backend));
   if (!model.ok()) return model.status();
-  options_.log(absl::StrCat("model ", options_.model_dir, " on the cpu backend (",
-                            std::string(CpuIsaName(options_.backend.isa)), " kernels, ",
-                            (*model)->WeightBytes() >> 20, " MiB of weights)"));
+  options_.log(absl::StrCat("model ", options_.model_dir, " on ", backend->description, ", ",
+                            (*model)->WeightBytes() >> 20, " MiB of weights"));
   const ModelConfig config = (*model)->config();
   if (std::filesystem::exists(std::filesystem::path(options_.model_dir) / "tokenizer.json")) {
     auto tokenizer = Tokenizer::FromFile(options_.model_dir);

@@ -17,7 +17,7 @@
 #include "server/adapter_manager.h"
 #include "server/admin_service.h"
 #include "server/bearer_auth.h"
-#include "runtime/backend/cpu_backend.h"
+#include "runtime/backend/device.h"
 #include "server/http/http_options.h"
 #include "server/http/openai_server.h"
 #include "server/inference_service.h"
@@ -29,7 +29,7 @@ namespace loraserve::server {
 
 struct ServerOptions {
   std::string model_dir;
-  CpuBackendOptions backend;  // weight dtype and SIMD kernels of the CPU backend
+  BackendChoice backend;  // --device, and the weight dtype and SIMD kernels of the CPU backend
   std::string listen = "127.0.0.1:50051";         // port 0 = pick one (see LoraServer::port)
   std::string metrics_listen = "127.0.0.1:9400";  // empty = no /metrics
   std::string store_dir;        // empty = no store: uploads and LoadAdapter are unavailable

@@ -150,22 +150,36 @@ inline absl::Status CheckLoraCapacity(const LoraTableCounts& n, const LoraTableC
 }
 
 // Fills `out` (host memory laid out by LoraTableLayoutFor(out.capacity)) from the plan and
-// neutralises every tail. out_scale pointers must point into `pool` (DoRA factors live in the
-// pool as fp32 rows, so they move and evict with their adapter). Nothing is written when the
-// plan is invalid or does not fit.
-inline absl::StatusOr<LoraTableCounts> BuildLoraTables(std::span<const LoraSegment> segments,
-                                                       std::span<const LoraRef> refs,
-                                                       const float* pool, int64_t pool_units,
-                                                       int in_dim, int out_dim,
-                                                       const LoraTables& out) {
+// neutralises every tail. out_scale pointers must point into `pool` (DoRA factors are fp32 rows
+// of the pool's address space). A backend whose pool is not host memory passes
+// `out_scale_offsets` instead: one unit offset per segment (-1 where it has none), used in place
+// of the pointers. Nothing is written when the plan is invalid or does not fit.
+inline absl::StatusOr<LoraTableCounts> BuildLoraTables(
+    std::span<const LoraSegment> segments, std::span<const LoraRef> refs, const float* pool,
+    int64_t pool_units, int in_dim, int out_dim, const LoraTables& out,
+    std::span<const int64_t> out_scale_offsets = {}) {
   absl::StatusOr<LoraTableCounts> counts =
       CountLoraTables(segments, refs, pool_units, in_dim, out_dim);
   if (!counts.ok()) return counts.status();
   if (absl::Status fits = CheckLoraCapacity(*counts, out.capacity); !fits.ok()) return fits;
+  const bool by_offset = !out_scale_offsets.empty();
+  if (by_offset && out_scale_offsets.size() != segments.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("LoRA tables: ", out_scale_offsets.size(),
+                                                   " out_scale offsets for ", segments.size(),
+                                                   " segments"));
+  }
   for (size_t i = 0; i < segments.size(); ++i) {
+    if (!LoraSegmentHasWork(segments[i])) continue;
+    if (by_offset) {
+      const int64_t off = out_scale_offsets[i];
+      if (off < -1 || (off >= 0 && off + out_dim > pool_units)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "LoRA tables: segment ", i, "'s out_scale offset ", off, " is outside the pool"));
+      }
+      continue;
+    }
     const float* scale = segments[i].out_scale;
-    if (LoraSegmentHasWork(segments[i]) && scale != nullptr &&
-        (scale < pool || scale - pool + out_dim > pool_units)) {
+    if (scale != nullptr && (scale < pool || scale - pool + out_dim > pool_units)) {
       return absl::InvalidArgumentError(
           absl::StrCat("LoRA tables: segment ", i,
                        "'s out_scale (DoRA) is not a row of the pool; the CUDA "
@@ -173,7 +187,8 @@ inline absl::StatusOr<LoraTableCounts> BuildLoraTables(std::span<const LoraSegme
     }
   }
   LoraTableCounts n;
-  for (const LoraSegment& s : segments) {
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const LoraSegment& s = segments[i];
     if (!LoraSegmentHasWork(s)) continue;
     const int32_t seg = n.segments++;
     LoraSegmentEntry& e = out.segments[seg];
@@ -181,7 +196,11 @@ inline absl::StatusOr<LoraTableCounts> BuildLoraTables(std::span<const LoraSegme
     e.row_end = s.row_end;
     e.rr_begin = n.rank_rows;
     e.v_offset = n.v_floats;
-    e.out_scale_off = s.out_scale == nullptr ? -1 : s.out_scale - pool;
+    if (by_offset) {
+      e.out_scale_off = out_scale_offsets[i];
+    } else {
+      e.out_scale_off = s.out_scale == nullptr ? -1 : s.out_scale - pool;
+    }
     for (int r = s.refs_begin; r < s.refs_end; ++r) {
       const LoraRef& ref = refs[r];
       for (int k = 0; k < ref.rank; ++k) {

@@ -59,6 +59,12 @@ struct WeightHandle {
   bool valid() const { return index >= 0; }
 };
 
+// One weight a model will upload: what ReserveWeights sizes storage from.
+struct WeightSpec {
+  std::vector<int64_t> shape;
+  DType source_dtype = DType::kF32;
+};
+
 struct WeightInfo {
   std::vector<int64_t> shape;
   DType stored_dtype = DType::kF32;
@@ -115,6 +121,13 @@ class Backend {
   virtual std::string_view name() const = 0;
 
   // --- Weights -------------------------------------------------------------------------------
+  // Called once before the first UploadWeight with every weight the model will upload, so a
+  // backend can place them all in one allocation (the CUDA backend does). A hint: uploads beyond
+  // it still work.
+  virtual absl::Status ReserveWeights(std::span<const WeightSpec> specs) {
+    (void)specs;
+    return absl::OkStatus();
+  }
   // Takes fp32 values (already widened from the file) and stores them as the backend prefers.
   virtual absl::StatusOr<WeightHandle> UploadWeight(std::span<const float> values,
                                                     std::vector<int64_t> shape,

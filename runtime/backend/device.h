@@ -1,0 +1,38 @@
+// Which backend runs the forward pass: `--device cuda|cpu|auto`. auto takes the CUDA backend when
+// this build has it and a GPU answers, else the CPU backend; the returned description says which
+// and why, for the log. Compiles with or without CUDA (the CUDA backend is linked only when nvcc
+// was found at build time).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "runtime/backend/backend.h"
+#include "runtime/backend/cpu_backend.h"
+
+namespace loraserve {
+
+enum class DeviceKind { kAuto, kCpu, kCuda };
+
+absl::StatusOr<DeviceKind> ParseDeviceKind(std::string_view name);  // auto|cpu|cuda
+
+struct BackendChoice {
+  DeviceKind device = DeviceKind::kAuto;
+  CpuBackendOptions cpu;
+  int cuda_device = 0;  // the GPU ordinal for the CUDA backend
+};
+
+struct CreatedBackend {
+  std::unique_ptr<Backend> backend;
+  std::string description;  // e.g. "cuda (NVIDIA H200, sm_90, 139 GiB)" or "cpu (avx512 kernels)"
+};
+
+// FAILED_PRECONDITION when cuda is asked for and this build or machine has none.
+absl::StatusOr<CreatedBackend> CreateBackend(const BackendChoice& choice);
+
+// Whether this binary was built with the CUDA backend.
+bool BuiltWithCuda();
+
+}  // namespace loraserve
