@@ -29,7 +29,8 @@ namespace {
 CreatedBackend Cpu(const BackendChoice& choice, std::string_view why) {
   CreatedBackend created;
   created.backend = std::make_unique<CpuBackend>(choice.cpu);
-  created.description = absl::StrCat("cpu (", CpuIsaName(choice.cpu.isa), " kernels", why, ")");
+  created.description = absl::StrCat("cpu (", std::string(CpuIsaName(choice.cpu.isa)), " kernels",
+                                     std::string(why), ")");
   return created;
 }
 
