@@ -313,6 +313,22 @@ RunResult RunOnce(Engine& engine, int adapters, int64_t first, int new_tokens, c
   return r;
 }
 
+// A JSON string literal's body (the backend description and model path are free text).
+std::string JsonEscape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -484,9 +500,10 @@ int Main(int argc, char** argv) {
 
   if (!flags.json.empty()) {
     std::ofstream out(flags.json);
-    out << "{\n  \"backend\": \"" << backend << "\",\n  \"model\": \"" << flags.model
-        << "\",\n  \"parameters\": " << parameters << ",\n  \"layers\": " << config.num_layers
-        << ",\n  \"hidden\": " << config.hidden_size << ",\n  \"requests\": " << flags.requests
+    out << "{\n  \"backend\": \"" << JsonEscape(backend) << "\",\n  \"model\": \""
+        << JsonEscape(flags.model) << "\",\n  \"parameters\": " << parameters
+        << ",\n  \"layers\": " << config.num_layers << ",\n  \"hidden\": " << config.hidden_size
+        << ",\n  \"requests\": " << flags.requests
         << ",\n  \"prompt_tokens\": " << flags.prompt_tokens
         << ",\n  \"new_tokens\": " << flags.new_tokens << ",\n  \"rank\": " << flags.rank
         << ",\n  \"adapter_dtype\": \"" << AdapterStorageName(*storage)
