@@ -93,7 +93,7 @@ def timed_generate(model, ids, new_tokens: int, kw: dict, device: str, pad_id: i
                          max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                          pad_token_id=pad_id, max_time=max_seconds, **kw)
     sync(device)
-    return time.perf_counter() - start, out.shape[1] - ids.shape[1]
+    return time.perf_counter() - start, out[:, ids.shape[1]:].cpu()
 
 
 def run_case(model, case: str, ids, args, pad_id: int) -> dict:
@@ -111,9 +111,11 @@ def run_case(model, case: str, ids, args, pad_id: int) -> dict:
         return timed_generate(model, ids, tokens, kw, args.device, pad_id, args.max_seconds)
 
     first_s, _ = go(1)
-    full_s, generated = go(args.new_tokens)
+    full_s, tokens = go(args.new_tokens)
+    generated = tokens.shape[1]
     decode_s = full_s - first_s
     return {
+        "tokens": tokens,
         "e2e_tokens_per_s": n * generated / full_s,
         "decode_tokens_per_s": n * (generated - 1) / decode_s if decode_s > 0 else 0.0,
         "seconds": full_s,
@@ -198,6 +200,10 @@ def main(argv=None) -> int:
     def median(key, case):
         return statistics.median(x[key] for x in per_round[case])
 
+    last_tokens = {c: per_round[c][-1]["tokens"] for c in cases}
+    for c in cases:
+        for x in per_round[c]:
+            del x["tokens"]
     summary = {}
     for case in cases:
         row = {
@@ -206,6 +212,12 @@ def main(argv=None) -> int:
             "truncated": any(x["truncated"] for x in per_round[case]),
             "per_round_decode_tokens_per_s": [x["decode_tokens_per_s"] for x in per_round[case]],
         }
+        if "base" in cases and case != "base":
+            # Rows whose greedy tokens differ from base's: 0 would mean the adapters never ran.
+            tokens, base_tokens = last_tokens[case], last_tokens["base"]
+            n = min(tokens.shape[1], base_tokens.shape[1])
+            row["rows_differing_from_base"] = int(
+                (tokens[:, :n] != base_tokens[:, :n]).any(dim=1).sum())
         if "base" in cases:
             ratios = [x["decode_tokens_per_s"] / b["decode_tokens_per_s"]
                       for x, b in zip(per_round[case], per_round["base"])

@@ -229,6 +229,7 @@ struct RunResult {
   DecodeWindow window;
   double e2e_tokens_per_s = 0;  // every generated token / (submit -> last token)
   int64_t tokens = 0;
+  std::vector<std::vector<int32_t>> outputs;  // each request's generated tokens
   int64_t adapter_loads = 0;  // host -> pool copies during the run: 0 when all were resident
   int64_t adapter_evictions = 0;
   bool truncated = false;  // hit --max-seconds and was cancelled
@@ -256,6 +257,7 @@ RunResult RunOnce(Engine& engine, int adapters, int64_t first, int new_tokens, c
   int finished = 0;
   std::string failure;
   std::vector<std::vector<double>> token_times(n);
+  std::vector<std::vector<int32_t>> outputs(n);
   std::vector<uint64_t> ids;
   const auto start = Clock::now();
   for (int i = 0; i < n; ++i) {
@@ -274,6 +276,7 @@ RunResult RunOnce(Engine& engine, int adapters, int64_t first, int new_tokens, c
     };
     callbacks.on_finish = [&, i](const RequestResult& result) {
       std::lock_guard<std::mutex> lock(mu);
+      outputs[i] = result.tokens;
       if (result.finish_reason != FinishReason::kCancelled &&
           (!result.status.ok() || static_cast<int>(result.tokens.size()) != new_tokens)) {
         failure = "request " + std::to_string(i) + " finished with " +
@@ -302,6 +305,7 @@ RunResult RunOnce(Engine& engine, int adapters, int64_t first, int new_tokens, c
   }
   const EngineStats after = SettledStats(engine);
   r.window = MeasureDecodeWindow(token_times);
+  r.outputs = std::move(outputs);
   double last = 0;
   for (const auto& times : token_times) {
     r.tokens += static_cast<int64_t>(times.size());
@@ -463,6 +467,7 @@ int Main(int argc, char** argv) {
   std::vector<double> tps(num_cases), ratio(num_cases), e2e(num_cases);
   std::vector<int64_t> loads(num_cases, 0);
   std::vector<bool> truncated(num_cases, false);
+  std::vector<int> differing(num_cases, 0);  // rows of the last round unlike base's
   const size_t base = std::find(flags.cases.begin(), flags.cases.end(), 0) - flags.cases.begin();
   for (size_t c = 0; c < num_cases; ++c) {
     std::vector<double> t, rr, e;
@@ -478,6 +483,13 @@ int Main(int argc, char** argv) {
     tps[c] = Median(t);
     ratio[c] = Median(rr);
     e2e[c] = Median(e);
+    // Prompts depend only on the request index, so a row that matches base's greedy tokens
+    // exactly in every case would mean the adapters never ran.
+    const auto& outs = results[c].back().outputs;
+    const auto& base_outs = results[base].back().outputs;
+    for (size_t i = 0; i < outs.size() && i < base_outs.size(); ++i) {
+      if (outs[i] != base_outs[i]) ++differing[c];
+    }
   }
 
   std::printf(
@@ -489,12 +501,12 @@ int Main(int argc, char** argv) {
       config.intermediate_size, config.num_heads, config.num_kv_heads, config.vocab_size,
       flags.requests, flags.prompt_tokens, flags.new_tokens, flags.rank, kTargetNames,
       AdapterStorageName(*storage), flags.rounds, flags.requests);
-  std::printf("%-14s %8s %14s %10s %12s %12s\n", "case", "adapters", "decode tok/s", "ratio/base",
-              "e2e tok/s", "pool loads");
+  std::printf("%-14s %8s %14s %10s %12s %10s %12s\n", "case", "adapters", "decode tok/s",
+              "ratio/base", "e2e tok/s", "pool loads", "rows != base");
   for (size_t c = 0; c < num_cases; ++c) {
-    std::printf("%-14s %8d %14.1f %10.3f %12.1f %12lld%s\n", CaseName(flags.cases[c]).c_str(),
+    std::printf("%-14s %8d %14.1f %10.3f %12.1f %10lld %12d%s\n", CaseName(flags.cases[c]).c_str(),
                 flags.cases[c], tps[c], ratio[c], e2e[c], static_cast<long long>(loads[c]),
-                truncated[c] ? "  TRUNCATED" : "");
+                differing[c], truncated[c] ? "  TRUNCATED" : "");
   }
   if (!all_resident) std::printf("\nWARNING: not every adapter stayed resident (see stderr)\n");
 
@@ -514,6 +526,7 @@ int Main(int argc, char** argv) {
       out << "    \"" << CaseName(flags.cases[c]) << "\": {\"adapters\": " << flags.cases[c]
           << ", \"decode_tokens_per_s\": " << tps[c] << ", \"ratio_to_base\": " << ratio[c]
           << ", \"e2e_tokens_per_s\": " << e2e[c] << ", \"adapter_loads\": " << loads[c]
+          << ", \"rows_differing_from_base\": " << differing[c]
           << ", \"truncated\": " << (truncated[c] ? "true" : "false")
           << ", \"per_round_tokens_per_s\": [";
       for (int round = 0; round < flags.rounds; ++round) {

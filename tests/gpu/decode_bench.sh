@@ -17,8 +17,8 @@
 # Environment: LAYERS (4), REQUESTS (64), PROMPT_TOKENS (64), NEW_TOKENS (64), ROUNDS (3),
 #   DEVICE (cuda), MODEL_DIR (default /tmp/loraserve-decode-7b-l$LAYERS, reused when present),
 #   GEN_ARGS (replaces the 7B shape, e.g. a tiny model for a CPU check), PEFT_CASES
-#   (base,1,mixed), LOG_DIR (default $OUT, else /tmp/decode-bench-logs), STEP_TIMEOUT seconds per
-#   step (default 200). Python: .venv/bin/python when present, else python3.
+#   (base,1,mixed), PEFT_ARGS (more peft_decode_bench.py flags, e.g. --threads 1), LOG_DIR (default $OUT, else /tmp/decode-bench-logs), STEP_TIMEOUT seconds per
+#   step (default 200). Python: $PY, else .venv/bin/python when present, else python3.
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -54,7 +54,7 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-200}
 LOG_DIR=${LOG_DIR:-${OUT:-/tmp/decode-bench-logs}}
 GEN_ARGS=${GEN_ARGS:-"--hidden 4096 --intermediate 11008 --layers $LAYERS --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 --init-std 0.02"}
 MODEL_DIR=${MODEL_DIR:-/tmp/loraserve-decode-7b-l$LAYERS}
-if [[ -x $ROOT/.venv/bin/python ]]; then PY=$ROOT/.venv/bin/python; else PY=python3; fi
+if [[ -n ${PY:-} ]]; then :; elif [[ -x $ROOT/.venv/bin/python ]]; then PY=$ROOT/.venv/bin/python; else PY=python3; fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$LOG_DIR"
 [[ -x $BIN ]] || { echo "decode_bench.sh: no executable $BIN (pass its path as \$1)" >&2; exit 1; }
@@ -86,11 +86,10 @@ if [[ -f $MODEL_DIR/config.json ]]; then
           --rounds "$ROUNDS" --max-seconds 60)
   step ours "$BIN" --model "$MODEL_DIR" --device "$DEVICE" "${COMMON[@]}" \
     --cases base,1,64,1024 --adapter-dtype bf16 --json "$LOG_DIR/ours.json"
-  PEFT_DEVICE=$DEVICE
-  [[ $DEVICE == auto ]] && PEFT_DEVICE=auto
+  read -r -a PEFT_EXTRA <<<"${PEFT_ARGS:-}"
   step peft "$PY" "$ROOT/loadtest/peers/peft_decode_bench.py" --model "$MODEL_DIR" \
-    --device "$PEFT_DEVICE" "${COMMON[@]}" --adapters 64 --cases "$PEFT_CASES" \
-    --json "$LOG_DIR/peft.json"
+    --device "$DEVICE" "${COMMON[@]}" --adapters 64 --cases "$PEFT_CASES" \
+    --json "$LOG_DIR/peft.json" "${PEFT_EXTRA[@]}"
 fi
 
 "$PY" - "$MODEL_DIR" "$LOG_DIR/ours.json" "$LOG_DIR/peft.json" "$LAYERS" <<'EOF' | tee "$LOG_DIR/summary.txt"
@@ -128,26 +127,31 @@ if peft:
     print(f"PEFT: {peft['device']}, {peft['dtype']}, adapters {peft['adapter_dtype']}; torch "
           f"{v['torch']}, transformers {v['transformers']}, peft {v['peft']}")
 print()
-print(f"{'system':34s} {'adapters':>8s} {'decode tok/s':>13s} {'ratio/base':>10s}")
+print(f"{'system':34s} {'adapters':>8s} {'decode tok/s':>13s} {'ratio/base':>10s} "
+      f"{'rows != base':>12s}")
 rows = []
-def row(name, adapters, case):
+def row(name, adapters, case, is_base=False):
     if case is None:
         print(f"{name:34s} {adapters:>8} {'missing':>13s} {'':>10s}")
         return None
     flag = "  TRUNCATED" if case.get("truncated") else ""
     print(f"{name:34s} {adapters:>8} {case['decode_tokens_per_s']:13.1f} "
-          f"{case.get('ratio_to_base', 0):10.3f}{flag}")
+          f"{case.get('ratio_to_base', 0):10.3f} {'' if is_base else case.get('rows_differing_from_base', ''):>12}"
+          f"{flag}")
     return case["decode_tokens_per_s"]
 
 oc = (ours or {}).get("cases", {})
 pc = (peft or {}).get("cases", {})
-row("ours base", 0, oc.get("base"))
+row("ours base", 0, oc.get("base"), is_base=True)
 row("ours 1 adapter", 1, oc.get("1_adapter"))
 ours64 = row("ours 64 adapters", 64, oc.get("64_adapters"))
-row("ours 1024 adapters (64 per batch)", 1024, oc.get("1024_adapters"))
-row("PEFT base (disable_adapter)", 0, pc.get("base"))
+per_batch = min((ours or {}).get("requests", 64), 1024)
+row(f"ours 1024 adapters ({per_batch} per batch)", 1024, oc.get("1024_adapters"))
+row("PEFT base (disable_adapter)", 0, pc.get("base"), is_base=True)
 row("PEFT 1 adapter (set_adapter)", 1, pc.get("1"))
-peft64 = row(f"PEFT mixed (adapter_names)", (peft or {}).get("adapters", 64), pc.get("mixed"))
+peft64 = row("PEFT mixed (adapter_names)", (peft or {}).get("adapters", 64), pc.get("mixed"))
+print("rows != base: rows of the last round whose greedy tokens differ from base's "
+      "(0 would mean the adapters did nothing)")
 print()
 if ours64 and peft64:
     print(f"ours-64 / PEFT-mixed: {ours64 / peft64:.2f}x")
