@@ -9,11 +9,11 @@
 #
 # Usage: tests/gpu/decode_bench.sh [BIN]        (BIN: default build/tests/cuda_decode_bench)
 #        tests/gpu/decode_bench.sh --bundle DIR [BIN]
-#   --bundle (run where BIN was built): copies BIN and the shared libraries it needs that a bare
-#   GPU image lacks (absl, OpenBLAS, ...: ~42 MB; not glibc, libstdc++ or CUDA's own) into DIR
-#   and DIR/lib. Make DIR a git-ignored folder of the checkout, carry it to the GPU machine and
-#   run tests/gpu/decode_bench.sh DIR/cuda_decode_bench there: a BIN beside a lib/ folder runs
-#   with that folder and /usr/local/cuda/lib64 on LD_LIBRARY_PATH.
+#   --bundle (run where BIN was built): copies BIN into DIR, and the shared libraries it needs
+#   that a bare GPU image lacks (absl, OpenBLAS, ...; not glibc, libstdc++ or CUDA's own) into
+#   DIR/lib.tar.xz (~6 MB). Make DIR a git-ignored folder of the checkout, carry it to the GPU
+#   machine and run tests/gpu/decode_bench.sh DIR/cuda_decode_bench there: a BIN beside a
+#   lib.tar.xz runs with those libraries and /usr/local/cuda/lib64 on LD_LIBRARY_PATH.
 # Environment: LAYERS (4), REQUESTS (64), PROMPT_TOKENS (64), NEW_TOKENS (64), ROUNDS (3),
 #   DEVICE (cuda), MODEL_DIR (default /tmp/loraserve-decode-7b-l$LAYERS, reused when present),
 #   GEN_ARGS (replaces the 7B shape, e.g. a tiny model for a CPU check), PEFT_CASES
@@ -27,21 +27,28 @@ if [[ "${1:-}" == "--bundle" ]]; then
   DIR=${2:?--bundle needs a folder}
   BIN=${3:-$ROOT/build/tests/cuda_decode_bench}
   [[ -x $BIN ]] || { echo "decode_bench.sh: no executable $BIN" >&2; exit 1; }
-  mkdir -p "$DIR/lib"
+  STAGE=$(mktemp -d)
+  mkdir -p "$DIR" "$STAGE/lib"
   cp "$BIN" "$DIR/cuda_decode_bench"
   # glibc and libstdc++ are newer on the GPU image than here (both stay compatible); CUDA's
   # runtime and cuBLAS come from its toolkit (cuBLAS alone is larger than what travels).
   ldd "$BIN" | awk '/=> \//{print $3}' |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt)\.so' |
-    xargs -r cp -L -t "$DIR/lib"
-  du -sh "$DIR"
+    xargs -r cp -L -t "$STAGE/lib"
+  # xz: OpenBLAS alone is 35 MB and the device tool carries 64 MiB with the whole checkout.
+  tar -cJf "$DIR/lib.tar.xz" -C "$STAGE" lib
+  rm -rf "$STAGE"
+  du -sh "$DIR"/*
   exit 0
 fi
 
 BIN=${1:-$ROOT/build/tests/cuda_decode_bench}
 BIN_DIR="$(dirname "$BIN")"
-if [[ -d $BIN_DIR/lib ]]; then  # a --bundle folder
-  export LD_LIBRARY_PATH="$BIN_DIR/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+if [[ -f $BIN_DIR/lib.tar.xz ]]; then  # a --bundle folder
+  LIBS=$(mktemp -d)
+  trap 'rm -rf "$LIBS"' EXIT
+  tar -xJf "$BIN_DIR/lib.tar.xz" -C "$LIBS"
+  export LD_LIBRARY_PATH="$LIBS/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 fi
 LAYERS=${LAYERS:-4}
 REQUESTS=${REQUESTS:-64}
