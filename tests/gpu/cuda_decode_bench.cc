@@ -20,7 +20,6 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -231,8 +230,7 @@ struct RunResult {
   int64_t tokens = 0;
   std::vector<std::vector<int32_t>> outputs;  // each request's generated tokens
   int64_t adapter_loads = 0;  // host -> pool copies during the run: 0 when all were resident
-  int64_t adapter_evictions = 0;
-  bool truncated = false;  // hit --max-seconds and was cancelled
+  bool truncated = false;     // hit --max-seconds and was cancelled
 };
 
 // The engine's counters after the step that finished the last request has published them.
@@ -252,7 +250,7 @@ RunResult RunOnce(Engine& engine, int adapters, int64_t first, int new_tokens, c
   const int vocab = engine.model_config().vocab_size;
   const EngineStats before = SettledStats(engine);
 
-  std::mutex mu;  // guards finished and failure; token times are read only after all finish
+  std::mutex mu;  // guards finished, failure and outputs; token times are read after all finish
   std::condition_variable cv;
   int finished = 0;
   std::string failure;
@@ -313,7 +311,6 @@ RunResult RunOnce(Engine& engine, int adapters, int64_t first, int new_tokens, c
   }
   r.e2e_tokens_per_s = last > 0 ? r.tokens / last : 0;
   r.adapter_loads = after.adapter_loads - before.adapter_loads;
-  r.adapter_evictions = after.adapter_evictions - before.adapter_evictions;
   return r;
 }
 
