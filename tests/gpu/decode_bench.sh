@@ -17,8 +17,9 @@
 # Environment: LAYERS (4), REQUESTS (64), PROMPT_TOKENS (64), NEW_TOKENS (64), ROUNDS (3),
 #   DEVICE (cuda), MODEL_DIR (default /tmp/loraserve-decode-7b-l$LAYERS, reused when present),
 #   GEN_ARGS (replaces the 7B shape, e.g. a tiny model for a CPU check), PEFT_CASES
-#   (base,1,mixed), PEFT_ARGS (more peft_decode_bench.py flags, e.g. --threads 1), LOG_DIR (default $OUT, else /tmp/decode-bench-logs), STEP_TIMEOUT seconds per
-#   step (default 200). Python: $PY, else .venv/bin/python when present, else python3.
+#   (base,1,mixed), PEFT_ARGS (more peft_decode_bench.py flags, e.g. --threads 1), LOG_DIR
+#   (default $OUT, else /tmp/decode-bench-logs), STEP_TIMEOUT seconds per step (default 200),
+#   PY (default .venv/bin/python when present, else python3: the GPU image's has torch + peft).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -33,7 +34,8 @@ if [[ "${1:-}" == "--bundle" ]]; then
   # glibc and libstdc++ are newer on the GPU image than here (both stay compatible); CUDA's
   # runtime and cuBLAS come from its toolkit (cuBLAS alone is larger than what travels).
   ldd "$BIN" | awk '/=> \//{print $3}' |
-    grep -v -E '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt)\.so' |
+    grep -v -E '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s)\.so' |
+    grep -v -E '/(libcuda|libcudart|libcublas|libcublasLt)\.so' |
     xargs -r cp -L -t "$STAGE/lib"
   # xz: OpenBLAS alone is 35 MB and the device tool carries 64 MiB with the whole checkout.
   tar -cJf "$DIR/lib.tar.xz" -C "$STAGE" lib
@@ -59,9 +61,12 @@ DEVICE=${DEVICE:-cuda}
 PEFT_CASES=${PEFT_CASES:-base,1,mixed}
 STEP_TIMEOUT=${STEP_TIMEOUT:-200}
 LOG_DIR=${LOG_DIR:-${OUT:-/tmp/decode-bench-logs}}
-GEN_ARGS=${GEN_ARGS:-"--hidden 4096 --intermediate 11008 --layers $LAYERS --heads 32 --kv-heads 32 --vocab 32000 --dtype bf16 --init-std 0.02"}
+SHAPE_7B="--hidden 4096 --intermediate 11008 --heads 32 --kv-heads 32 --vocab 32000"
+GEN_ARGS=${GEN_ARGS:-"$SHAPE_7B --layers $LAYERS --dtype bf16 --init-std 0.02"}
 MODEL_DIR=${MODEL_DIR:-/tmp/loraserve-decode-7b-l$LAYERS}
-if [[ -n ${PY:-} ]]; then :; elif [[ -x $ROOT/.venv/bin/python ]]; then PY=$ROOT/.venv/bin/python; else PY=python3; fi
+if [[ -z ${PY:-} ]]; then
+  if [[ -x $ROOT/.venv/bin/python ]]; then PY=$ROOT/.venv/bin/python; else PY=python3; fi
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$LOG_DIR"
 [[ -x $BIN ]] || { echo "decode_bench.sh: no executable $BIN (pass its path as \$1)" >&2; exit 1; }
@@ -99,10 +104,10 @@ if [[ -f $MODEL_DIR/config.json ]]; then
     --json "$LOG_DIR/peft.json" "${PEFT_EXTRA[@]}"
 fi
 
-"$PY" - "$MODEL_DIR" "$LOG_DIR/ours.json" "$LOG_DIR/peft.json" "$LAYERS" <<'EOF' | tee "$LOG_DIR/summary.txt"
+"$PY" - "$MODEL_DIR" "$LOG_DIR/ours.json" "$LOG_DIR/peft.json" <<'EOF' | tee "$LOG_DIR/summary.txt"
 import json, os, sys
 
-model_dir, ours_path, peft_path, layers = sys.argv[1:5]
+model_dir, ours_path, peft_path = sys.argv[1:4]
 
 def load(path):
     try:
@@ -125,7 +130,8 @@ src = ours or peft
 if src:
     print(f"{src['requests']} requests x ({src['prompt_tokens']} prompt + {src['new_tokens']} new "
           f"tokens), greedy, rank-{src['rank']} adapters on q,k,v,o,gate,up,down; decode tok/s = "
-          f"tokens after every request's first token / that window, median of {src['rounds']} rounds")
+          f"tokens after every request's first token / that window, median of "
+          f"{src['rounds']} rounds")
 if ours:
     print(f"ours: {ours['backend']}, adapters stored {ours['adapter_dtype']}"
           f"{'' if ours.get('all_adapters_resident') else ', NOT all adapters resident'}")
@@ -142,9 +148,9 @@ def row(name, adapters, case, is_base=False):
         print(f"{name:34s} {adapters:>8} {'missing':>13s} {'':>10s}")
         return None
     flag = "  TRUNCATED" if case.get("truncated") else ""
+    differing = "" if is_base else case.get("rows_differing_from_base", "")
     print(f"{name:34s} {adapters:>8} {case['decode_tokens_per_s']:13.1f} "
-          f"{case.get('ratio_to_base', 0):10.3f} {'' if is_base else case.get('rows_differing_from_base', ''):>12}"
-          f"{flag}")
+          f"{case.get('ratio_to_base', 0):10.3f} {differing:>12}{flag}")
     return case["decode_tokens_per_s"]
 
 oc = (ours or {}).get("cases", {})
