@@ -7,7 +7,7 @@
 # table. Per-layer cost is what the layer cut keeps; the lm_head's share of a step is larger than
 # in the 32-layer model, so the ratios to base understate LoRA's share of a full 7B step.
 #
-# Usage: tests/gpu/decode_bench.sh [BIN]        (BIN: default build/tests/cuda_decode_bench)
+# Usage: tests/gpu/decode_bench.sh [BIN]   (default build/tests/cuda_decode_bench; none: PEFT only)
 #        tests/gpu/decode_bench.sh --bundle DIR [BIN]
 #   --bundle (run where BIN was built): copies BIN into DIR, and the shared libraries it needs
 #   that a bare GPU image lacks (absl, OpenBLAS, ...; not glibc, libstdc++ or CUDA's own) into
@@ -69,7 +69,10 @@ if [[ -z ${PY:-} ]]; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$LOG_DIR"
-[[ -x $BIN ]] || { echo "decode_bench.sh: no executable $BIN (pass its path as \$1)" >&2; exit 1; }
+if [[ $BIN != none && ! -x $BIN ]]; then
+  echo "decode_bench.sh: no executable $BIN (pass its path as \$1, or none for PEFT alone)" >&2
+  exit 1
+fi
 nvidia-smi -L >"$LOG_DIR/gpu.txt" 2>&1 || echo "(no nvidia-smi)" >"$LOG_DIR/gpu.txt"
 
 FAILED=0
@@ -96,7 +99,7 @@ fi
 if [[ -f $MODEL_DIR/config.json ]]; then
   COMMON=(--requests "$REQUESTS" --prompt-tokens "$PROMPT_TOKENS" --new-tokens "$NEW_TOKENS"
           --rounds "$ROUNDS" --max-seconds 60)
-  step ours "$BIN" --model "$MODEL_DIR" --device "$DEVICE" "${COMMON[@]}" \
+  [[ $BIN == none ]] || step ours "$BIN" --model "$MODEL_DIR" --device "$DEVICE" "${COMMON[@]}" \
     --cases base,1,64,1024 --adapter-dtype bf16 --json "$LOG_DIR/ours.json"
   read -r -a PEFT_EXTRA <<<"${PEFT_ARGS:-}"
   step peft "$PY" "$ROOT/loadtest/peers/peft_decode_bench.py" --model "$MODEL_DIR" \
