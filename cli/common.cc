@@ -50,8 +50,9 @@ void AddBackendOptions(CLI::App* cmd, BackendChoice* choice) {
          "--weight-dtype",
          [options](const std::string& name) { options->weight_dtype = *ParseWeightDtype(name); },
          "How the base model's matrices are held in memory: auto = as the files store them "
-         "(bf16/fp16 checkpoints stay 16-bit, lossless: half the bytes per decode step), fp32, "
-         "bf16 or fp16 (rounds wider files)")
+         "on the CPU (bf16/fp16 checkpoints stay 16-bit, lossless: half the bytes per decode "
+         "step) and bf16 on CUDA (an fp16 file stays fp16), fp32, bf16 or fp16 (rounds wider "
+         "files)")
       ->check(CLI::IsMember({"auto", "fp32", "bf16", "fp16"}))  // what ParseWeightDtype accepts
       ->default_str("auto");
   cmd->add_option_function<std::string>(

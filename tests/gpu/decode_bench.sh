@@ -8,12 +8,8 @@
 # in the 32-layer model, so the ratios to base understate LoRA's share of a full 7B step.
 #
 # Usage: tests/gpu/decode_bench.sh [BIN]   (default build/tests/cuda_decode_bench; none: PEFT only)
-#        tests/gpu/decode_bench.sh --bundle DIR [BIN]
-#   --bundle (run where BIN was built): copies BIN into DIR, and the shared libraries it needs
-#   that a bare GPU image lacks (absl, OpenBLAS, ...; not glibc, libstdc++ or CUDA's own) into
-#   DIR/lib.tar.xz (~6 MB). Make DIR a git-ignored folder of the checkout, carry it to the GPU
-#   machine and run tests/gpu/decode_bench.sh DIR/cuda_decode_bench there: a BIN beside a
-#   lib.tar.xz runs with those libraries and /usr/local/cuda/lib64 on LD_LIBRARY_PATH.
+#   On the GPU machine tests/gpu/run.sh calls it with the carried .gpu-bundle's binary
+#   (tests/gpu/bundle.sh packs cuda_decode_bench) and OURS_LD_LIBRARY_PATH set to its libraries.
 # Environment: LAYERS (4), REQUESTS (64), PROMPT_TOKENS (64), NEW_TOKENS (64), ROUNDS (3),
 #   DEVICE (cuda), MODEL_DIR (default /tmp/loraserve-decode-7b-l$LAYERS, reused when present),
 #   GEN_ARGS (replaces the 7B shape, e.g. a tiny model for a CPU check), PEFT_CASES
@@ -24,34 +20,11 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 
-if [[ "${1:-}" == "--bundle" ]]; then
-  DIR=${2:?--bundle needs a folder}
-  BIN=${3:-$ROOT/build/tests/cuda_decode_bench}
-  [[ -x $BIN ]] || { echo "decode_bench.sh: no executable $BIN" >&2; exit 1; }
-  STAGE=$(mktemp -d)
-  mkdir -p "$DIR" "$STAGE/lib"
-  cp "$BIN" "$DIR/cuda_decode_bench"
-  # glibc and libstdc++ are newer on the GPU image than here (both stay compatible); CUDA's
-  # runtime and cuBLAS come from its toolkit (cuBLAS alone is larger than what travels).
-  ldd "$BIN" | awk '/=> \//{print $3}' |
-    grep -v -E '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s)\.so' |
-    grep -v -E '/(libcuda|libcudart|libcublas|libcublasLt)\.so' |
-    xargs -r cp -L -t "$STAGE/lib"
-  # xz: OpenBLAS alone is 35 MB and the device tool carries 64 MiB with the whole checkout.
-  tar -cJf "$DIR/lib.tar.xz" -C "$STAGE" lib
-  rm -rf "$STAGE"
-  du -sh "$DIR"/*
-  exit 0
-fi
-
 BIN=${1:-$ROOT/build/tests/cuda_decode_bench}
-BIN_DIR="$(dirname "$BIN")"
-if [[ -f $BIN_DIR/lib.tar.xz ]]; then  # a --bundle folder
-  LIBS=$(mktemp -d)
-  trap 'rm -rf "$LIBS"' EXIT
-  tar -xJf "$BIN_DIR/lib.tar.xz" -C "$LIBS"
-  export LD_LIBRARY_PATH="$LIBS/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-fi
+# Our binary's libraries (tests/gpu/run.sh passes the unpacked .gpu-bundle's): set for it alone,
+# so python3's torch keeps its own libgomp and libstdc++.
+OURS_ENV=(env)
+[[ -n ${OURS_LD_LIBRARY_PATH:-} ]] && OURS_ENV=(env "LD_LIBRARY_PATH=$OURS_LD_LIBRARY_PATH")
 LAYERS=${LAYERS:-4}
 REQUESTS=${REQUESTS:-64}
 PROMPT_TOKENS=${PROMPT_TOKENS:-64}
@@ -99,7 +72,7 @@ fi
 if [[ -f $MODEL_DIR/config.json ]]; then
   COMMON=(--requests "$REQUESTS" --prompt-tokens "$PROMPT_TOKENS" --new-tokens "$NEW_TOKENS"
           --rounds "$ROUNDS" --max-seconds 60)
-  [[ $BIN == none ]] || step ours "$BIN" --model "$MODEL_DIR" --device "$DEVICE" "${COMMON[@]}" \
+  [[ $BIN == none ]] || step ours "${OURS_ENV[@]}" "$BIN" --model "$MODEL_DIR" --device "$DEVICE" "${COMMON[@]}" \
     --cases base,1,64,1024 --adapter-dtype bf16 --json "$LOG_DIR/ours.json"
   read -r -a PEFT_EXTRA <<<"${PEFT_ARGS:-}"
   step peft "$PY" "$ROOT/loadtest/peers/peft_decode_bench.py" --model "$MODEL_DIR" \

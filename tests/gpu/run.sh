@@ -268,9 +268,13 @@ else
     skip attention_bench "no attention_bench binary"
   fi
   if [[ -x $BIN/cuda_decode_bench ]]; then
-    step e2e_decode "$STEP_TIMEOUT" "${RUN_ENV[@]}" "$BIN/cuda_decode_bench"
+    # A 7B-shaped model cut to DECODE_LAYERS layers, ours (base, 1, 64, 1024 adapters) next to
+    # PEFT's mixed batch on the same GPU; sized to leave the sanitizers their time.
+    step e2e_decode "${DECODE_TIMEOUT:-240}" env OURS_LD_LIBRARY_PATH="$LIBPATH" \
+      LAYERS="${DECODE_LAYERS:-2}" ROUNDS="${DECODE_ROUNDS:-2}" NEW_TOKENS="${DECODE_NEW_TOKENS:-32}" \
+      LOG_DIR="$LOG_DIR/decode" STEP_TIMEOUT=110 bash tests/gpu/decode_bench.sh "$BIN/cuda_decode_bench"
   else
-    skip e2e_decode "no cuda_decode_bench binary (CUDA backend not written yet)"
+    skip e2e_decode "no cuda_decode_bench binary"
   fi
 
   # The sanitizers run each parity binary's small problems only (memcheck is 10-100x slower).
