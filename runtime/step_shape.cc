@@ -19,9 +19,12 @@ StepShape ShapeOf(const BatchPlan& plan) {
       for (int s = lora.module_begin[i]; s < lora.module_begin[i + 1]; ++s) {
         const kernels::LoraSegment& segment = lora.segments[s];
         if (segment.out_scale != nullptr) shape.has_dora = true;
+        int segment_ranks = 0;
         for (int r = segment.refs_begin; r < segment.refs_end; ++r) {
-          rank_rows += lora.refs[r].rank;
+          segment_ranks += lora.refs[r].rank;
         }
+        rank_rows += segment_ranks;
+        shape.lora_segment_ranks = std::max(shape.lora_segment_ranks, segment_ranks);
       }
       shape.lora_rank_rows = std::max(shape.lora_rank_rows, rank_rows);
     }

@@ -129,6 +129,7 @@ struct StepShape {
   bool decode_only = false;  // every sequence contributes exactly one row
   int max_blocks = 0;        // the longest block table
   int lora_rank_rows = 0;    // the most rank rows any one (layer, module) gathers
+  int lora_segment_ranks = 0;  // the most rank rows any one segment gathers (a set sums its refs)
   bool has_dora = false;     // some segment carries a DoRA factor
 };
 

@@ -269,6 +269,35 @@ TEST_F(GraphStepTest, PrefillAndEagerBackendsDoNotPad) {
   EXPECT_EQ(recording_->begins, 0);
 }
 
+TEST(StepShapeTest, ShapeOfCountsRowsBlocksAndRankRows) {
+  BatchPlan plan;
+  plan.token_ids = {1, 2, 3};
+  plan.positions = {0, 40, 7};
+  for (int r = 0; r < 3; ++r) {
+    SequencePlan seq;
+    seq.token_begin = r;
+    seq.token_end = r + 1;
+    seq.block_table.assign(r == 1 ? 3 : 1, r);
+    plan.seqs.push_back(seq);
+  }
+  static const int64_t kOffsets[16] = {};
+  plan.lora.num_layers = 1;
+  plan.lora.num_modules = 2;
+  plan.lora.refs = {{4, 1.0f, kOffsets, kOffsets}, {8, 0.5f, kOffsets, kOffsets},
+                    {16, 1.0f, kOffsets, kOffsets}};
+  // Module 0: a set of ranks 4 + 8 on row 0 and rank 16 on row 1; module 1: rank 4 with DoRA.
+  static const float kScale[4] = {1, 1, 1, 1};
+  plan.lora.segments = {{0, 1, 0, 2, nullptr}, {1, 2, 2, 3, nullptr}, {2, 3, 0, 1, kScale}};
+  plan.lora.module_begin = {0, 2, 3};
+  const StepShape shape = ShapeOf(plan);
+  EXPECT_EQ(shape.rows, 3);
+  EXPECT_TRUE(shape.decode_only);
+  EXPECT_EQ(shape.max_blocks, 3);
+  EXPECT_EQ(shape.lora_rank_rows, 28);
+  EXPECT_EQ(shape.lora_segment_ranks, 16);
+  EXPECT_TRUE(shape.has_dora);
+}
+
 TEST(StepShapeTest, PadPlanAppendsSequencelessRowsAndLogitRows) {
   BatchPlan plan;
   plan.token_ids = {7, 8};

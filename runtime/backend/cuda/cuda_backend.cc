@@ -173,6 +173,7 @@ struct GraphKey {
   int rows = 0;       // padded rows
   int blocks = 0;     // block-table entries per sequence, a power of two
   int rank_rows = 0;  // LoRA rank rows per module call, a power of two (0: no adapter)
+  int segment_ranks = 0;  // rank rows of any one segment, a power of two
   auto operator<=>(const GraphKey&) const = default;
 };
 
@@ -211,6 +212,7 @@ int NextPowerOfTwo(int n) {
 }
 
 constexpr int kMaxGraphRows = 256;
+constexpr int kMaxGraphRankRows = 8192;
 
 class CudaBackend final : public Backend {
  public:
@@ -926,9 +928,10 @@ absl::Status CudaBackend::LoraFused(const CudaPool& pool, const Tensor& x,
     // tails neutralised by the builder), so any step of the bucket fits the captured launches.
     kc::LoraTableCapacity capacity = *counts;
     if (InGraphStep()) {
-      const int rows = step_->key.rows, rank_rows = step_->key.rank_rows;
-      capacity = kc::LoraCapacityFor({.rows = rows, .segments = rows, .rank_rows = rank_rows,
-                                      .segment_ranks = rank_rows},
+      const GraphKey& key = step_->key;
+      capacity = kc::LoraCapacityFor({.rows = key.rows, .segments = key.rows,
+                                      .rank_rows = key.rank_rows,
+                                      .segment_ranks = key.segment_ranks},
                                      out_dim);
       if (!kc::CheckLoraCapacity(*counts, capacity).ok()) {
         return absl::AbortedError("LoraApply: the step outgrew its graph bucket");
@@ -1240,8 +1243,10 @@ absl::Status CudaBackend::ArgmaxRows(const Tensor& logits, std::span<int32_t> ou
 // ---- whole-step graphs
 
 int CudaBackend::GraphRows(const StepShape& shape) const {
+  // Past a few thousand rank rows per module the bucket's fixed tables (sized for the worst
+  // placement of those rows) would cost more to stage each step than the launches they save.
   if (!options_.graphs || !shape.decode_only || shape.has_dora || shape.rows < 1 ||
-      shape.rows > kMaxGraphRows) {
+      shape.rows > kMaxGraphRows || shape.lora_rank_rows > kMaxGraphRankRows) {
     return 0;
   }
   return NextPowerOfTwo(shape.rows);
@@ -1263,6 +1268,8 @@ absl::Status CudaBackend::BeginGraphStep(const StepShape& padded) {
   key.rows = padded.rows;
   key.blocks = NextPowerOfTwo(std::max(padded.max_blocks, 1));
   key.rank_rows = padded.lora_rank_rows > 0 ? NextPowerOfTwo(padded.lora_rank_rows) : 0;
+  key.segment_ranks =
+      padded.lora_segment_ranks > 0 ? NextPowerOfTwo(padded.lora_segment_ranks) : 0;
   if (graph_memory_.device == nullptr) {
     // First use: room for a small model's step; a larger step grows it (and recaptures).
     constexpr size_t kDevice = size_t{64} << 20, kStage = size_t{4} << 20, kOut = size_t{16} << 20;
