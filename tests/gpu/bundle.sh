@@ -6,7 +6,7 @@
 # Usage: tests/gpu/bundle.sh [EXTRA_TARGET...]   (extra targets also from env GPU_TARGETS)
 #   Always: kernels_cuda_plan_test lora_kernels_gpu_test lora_gpu_bench. An extra name with no
 #   such target in this checkout (written on another branch) is skipped and listed in MANIFEST.
-# Environment: BUNDLE_DIR (default .gpu-bundle), JOBS (default 1), BUNDLE_LIMIT_MIB (default 32:
+# Environment: BUNDLE_DIR (default .gpu-bundle), JOBS (default 1), BUNDLE_LIMIT_MIB (default 40:
 #   the bundle and the working tree share the device tool's 64 MiB).
 # Layout: bin/ (stripped), lib/ (libraries over 1 MiB as NAME.xz; run.sh unpacks them),
 #   lib/compat/ (libstdc++, libgcc_s: used only where the GPU machine's own are too old),
@@ -16,10 +16,10 @@ cd "$(dirname "$0")/../.."
 
 BUNDLE_DIR=${BUNDLE_DIR:-.gpu-bundle}
 JOBS=${JOBS:-1}
-LIMIT_MIB=${BUNDLE_LIMIT_MIB:-32}
+LIMIT_MIB=${BUNDLE_LIMIT_MIB:-40}
 BUILD_DIR=build  # the default preset's binaryDir
 BASE_TARGETS=(kernels_cuda_plan_test lora_kernels_gpu_test lora_gpu_bench cuda_kernels_gpu_test
-  attention_bench cuda_backend_gpu_test)
+  attention_bench cuda_backend_gpu_test loraserve)
 # shellcheck disable=SC2206  # GPU_TARGETS is a space-separated list
 EXTRA_TARGETS=(cuda_decode_bench "$@" ${GPU_TARGETS:-})
 LOCK=/tmp/loraserve-build.lock
@@ -33,8 +33,11 @@ if ! has_target loraserve_kernels_cuda; then
   exit 1
 fi
 # The executable a target links: the input of its phony edge, relative to BUILD_DIR.
+# A target named like its output (loraserve) is that file itself, with no phony edge.
 target_binary() {
-  ninja -C "$BUILD_DIR" -t query "$1" | awk '/^  input: phony/ { getline; print $1; exit }'
+  ninja -C "$BUILD_DIR" -t query "$1" |
+    awk -v t="$1" '/^  input: phony/ { getline; print $1; found = 1; exit }
+                   END { if (!found) print t }'
 }
 
 TARGETS=("${BASE_TARGETS[@]}")

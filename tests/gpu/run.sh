@@ -223,7 +223,9 @@ fi
 PARITY=()
 for b in "$BIN"/*_gpu_test; do [[ -x $b ]] && PARITY+=("$b"); done
 if [[ $DRY_RUN == 1 ]]; then
+  skip gen_model "dry run: no GPU"
   for b in "${PARITY[@]}"; do skip "gpu_parity.$(basename "$b")" "dry run: no GPU"; done
+  skip peft_parity "dry run: no GPU"
   skip lora_bench "dry run: no GPU"
   skip attention_bench "dry run: no GPU"
   skip e2e_decode "dry run: no GPU"
@@ -251,6 +253,22 @@ else
       --gtest_output=xml:"$LOG_DIR/gpu_parity.$name.xml"
   done
 
+  # Logits of the CUDA backend against transformers and PEFT on this machine: the CPU's
+  # reference tests, run with --device cuda and fp32 weights (the bf16 weight-dtype cases are the
+  # CPU's: on the GPU the activations are cast to bf16 too, a different rounding).
+  if [[ -x $BIN/loraserve ]]; then
+    # The bundle's libraries for the binary alone (a wrapper), so python3's torch keeps its own.
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$LIBPATH" "$BIN/loraserve" \
+      >"$RUN_DIR/loraserve"
+    chmod +x "$RUN_DIR/loraserve"
+    step peft_parity "$STEP_TIMEOUT" env LORASERVE_TEST_DEVICE=cuda LORASERVE_BIN="$RUN_DIR/loraserve" \
+      "$PY" -m pytest -q -p no:cacheprovider \
+      tests/python/test_logits_parity.py tests/python/test_peft_parity.py \
+      -k "not weight_dtypes_and_isas"
+  else
+    row peft_parity FAIL "" "no loraserve binary in the bundle"
+    FAILED=1
+  fi
   NOTE_FN=lora_bench_note
   if [[ -x $BIN/lora_gpu_bench ]]; then
     # shellcheck disable=SC2086  # LORA_BENCH_ARGS is a list of arguments

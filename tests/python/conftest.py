@@ -20,9 +20,22 @@ def loraserve_bin() -> str:
     return path
 
 
+def device_args(args) -> list:
+    """LORASERVE_TEST_DEVICE=cuda (tests/gpu/run.sh on a GPU machine) runs the same references
+    against the CUDA backend: --device cuda, with fp32 weights unless the test picks a dtype."""
+    device = os.environ.get("LORASERVE_TEST_DEVICE", "")
+    if not device or not args or args[0] not in ("logits", "generate"):
+        return []
+    extra = ["--device", device]
+    if "--weight-dtype" not in args:
+        extra += ["--weight-dtype", "fp32"]
+    return extra
+
+
 def run_loraserve(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([loraserve_bin(), *map(str, args)], capture_output=True, text=True,
-                          timeout=kwargs.pop("timeout", 300), **kwargs)
+    args = [*map(str, args)]
+    return subprocess.run([loraserve_bin(), *args, *device_args(args)], capture_output=True,
+                          text=True, timeout=kwargs.pop("timeout", 300), **kwargs)
 
 
 def our_logits(model_dir, prompt_ids, tmp_path, all_positions=False, extra=()):
