@@ -1,12 +1,15 @@
 #include "runtime/backend/device.h"
 
 #include "absl/strings/str_cat.h"
-
-#if defined(LORASERVE_WITH_CUDA)
 #include "runtime/backend/cuda/cuda_backend.h"
-#endif
 
 namespace loraserve {
+
+// Defined by the loraserve_backend_cuda objects (runtime/backend/cuda/) in the binaries built
+// with them (loraserve-cuda, the GPU tests); null here in every other binary.
+__attribute__((weak)) int CudaDeviceCount();
+__attribute__((weak)) absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+    const CudaBackendOptions& options, std::string* description);
 
 absl::StatusOr<DeviceKind> ParseDeviceKind(std::string_view name) {
   if (name == "auto") return DeviceKind::kAuto;
@@ -16,13 +19,7 @@ absl::StatusOr<DeviceKind> ParseDeviceKind(std::string_view name) {
       absl::StrCat("device '", std::string(name), "' is not one of auto, cpu, cuda"));
 }
 
-bool BuiltWithCuda() {
-#if defined(LORASERVE_WITH_CUDA)
-  return true;
-#else
-  return false;
-#endif
-}
+bool BuiltWithCuda() { return &CreateCudaBackend != nullptr && &CudaDeviceCount != nullptr; }
 
 namespace {
 
@@ -38,7 +35,14 @@ CreatedBackend Cpu(const BackendChoice& choice, std::string_view why) {
 
 absl::StatusOr<CreatedBackend> CreateBackend(const BackendChoice& choice) {
   if (choice.device == DeviceKind::kCpu) return Cpu(choice, "");
-#if defined(LORASERVE_WITH_CUDA)
+  if (!BuiltWithCuda()) {
+    if (choice.device == DeviceKind::kAuto) {
+      return Cpu(choice, "; auto: this binary has no CUDA backend");
+    }
+    return absl::FailedPreconditionError(
+        "--device cuda: this binary has no CUDA backend (use loraserve-cuda, built when nvcc is "
+        "found)");
+  }
   if (choice.device == DeviceKind::kAuto && CudaDeviceCount() == 0) {
     return Cpu(choice, "; auto: no CUDA device answers");
   }
@@ -56,11 +60,6 @@ absl::StatusOr<CreatedBackend> CreateBackend(const BackendChoice& choice) {
   }
   created.backend = std::move(*backend);
   return created;
-#else
-  if (choice.device == DeviceKind::kAuto) return Cpu(choice, "; auto: built without CUDA");
-  return absl::FailedPreconditionError(
-      "--device cuda: this build has no CUDA backend (nvcc was not found when it was built)");
-#endif
 }
 
 }  // namespace loraserve

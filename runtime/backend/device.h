@@ -1,7 +1,8 @@
 // Which backend runs the forward pass: `--device cuda|cpu|auto`. auto takes the CUDA backend when
-// this build has it and a GPU answers, else the CPU backend; the returned description says which
-// and why, for the log. Compiles with or without CUDA (the CUDA backend is linked only when nvcc
-// was found at build time).
+// this binary has it and a GPU answers, else the CPU backend; the returned description says
+// which and why, for the log. Compiles with or without CUDA: the CUDA backend's objects are
+// linked only into the binaries that serve on a GPU (loraserve-cuda), which define the functions
+// device.cc declares weak.
 #pragma once
 
 #include <memory>
@@ -32,7 +33,7 @@ struct CreatedBackend {
 // FAILED_PRECONDITION when cuda is asked for and this build or machine has none.
 absl::StatusOr<CreatedBackend> CreateBackend(const BackendChoice& choice);
 
-// Whether this binary was built with the CUDA backend.
+// Whether this binary has the CUDA backend linked in (loraserve-cuda does, loraserve does not).
 bool BuiltWithCuda();
 
 }  // namespace loraserve

@@ -19,7 +19,7 @@ JOBS=${JOBS:-1}
 LIMIT_MIB=${BUNDLE_LIMIT_MIB:-40}
 BUILD_DIR=build  # the default preset's binaryDir
 BASE_TARGETS=(kernels_cuda_plan_test lora_kernels_gpu_test lora_gpu_bench cuda_kernels_gpu_test
-  attention_bench cuda_backend_gpu_test loraserve)
+  attention_bench cuda_backend_gpu_test loraserve-cuda)
 # shellcheck disable=SC2206  # GPU_TARGETS is a space-separated list
 EXTRA_TARGETS=(cuda_decode_bench "$@" ${GPU_TARGETS:-})
 LOCK=/tmp/loraserve-build.lock

@@ -265,9 +265,9 @@ else
   # Logits of the CUDA backend against transformers and PEFT on this machine: the CPU's
   # reference tests, run with --device cuda and fp32 weights (the bf16 weight-dtype cases are the
   # CPU's: on the GPU the activations are cast to bf16 too, a different rounding).
-  if [[ -x $BIN/loraserve ]]; then
+  if [[ -x $BIN/loraserve-cuda ]]; then
     # The bundle's libraries for the binary alone (a wrapper), so python3's torch keeps its own.
-    printf '#!/bin/sh\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$LIBPATH" "$BIN/loraserve" \
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$LIBPATH" "$BIN/loraserve-cuda" \
       >"$RUN_DIR/loraserve"
     chmod +x "$RUN_DIR/loraserve"
     step peft_parity "$STEP_TIMEOUT" env LORASERVE_TEST_DEVICE=cuda LORASERVE_BIN="$RUN_DIR/loraserve" \
@@ -275,7 +275,7 @@ else
       tests/python/test_logits_parity.py tests/python/test_peft_parity.py \
       -k "not weight_dtypes_and_isas"
   else
-    row peft_parity FAIL "" "no loraserve binary in the bundle"
+    row peft_parity FAIL "" "no loraserve-cuda binary in the bundle"
     FAILED=1
   fi
   NOTE_FN=lora_bench_note
