@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/view_checks.h"
 #include "formats/dtype.h"
 #include "formats/half.h"
 #include "kernels/cpu/activation.h"
@@ -59,29 +60,6 @@ absl::StatusOr<float*> PoolData(const PoolStorage& pool, const char* op) {
 }
 
 float* F32(const Tensor& t) { return static_cast<float*>(t.data); }
-
-absl::Status CheckF32(const Tensor& t, const char* op, const char* name) {
-  if (t.data == nullptr && t.elements() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " has no data"));
-  }
-  if (t.dtype != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " must be F32 on the CPU, got ",
-                                                   DTypeName(t.dtype)));
-  }
-  if (t.rows > 0 && t.ld < t.cols) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " has ld ", t.ld, " < cols ",
-                                                   t.cols));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckSame(const Tensor& a, const Tensor& b, const char* op) {
-  if (a.rows != b.rows || a.cols != b.cols) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ (", a.rows, "x", a.cols,
-                                                   " vs ", b.rows, "x", b.cols, ")"));
-  }
-  return absl::OkStatus();
-}
 
 kernels::detail::LinearOptions LinearOptionsFor(CpuIsa isa) {
   kernels::detail::LinearOptions options;
@@ -165,12 +143,7 @@ absl::StatusOr<CpuBackend::Weight*> CpuBackend::Find(WeightHandle weight) {
 absl::StatusOr<WeightHandle> CpuBackend::UploadWeight(std::span<const float> values,
                                                       std::vector<int64_t> shape,
                                                       DType source_dtype) {
-  int64_t elements = 1;
-  for (int64_t d : shape) elements *= d;
-  if (elements != static_cast<int64_t>(values.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("UploadWeight: shape holds ", elements,
-                                                   " elements, got ", values.size()));
-  }
+  if (auto s = CheckElements(shape, values.size()); !s.ok()) return s;
   Weight w;
   w.info.stored_dtype = StoredDtype(options_.weight_dtype, source_dtype, shape.size());
   w.info.shape = std::move(shape);
@@ -349,21 +322,10 @@ absl::Status CpuBackend::GatherRows(const Tensor& x, std::span<const int32_t> ro
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::CheckLinear(const Tensor& x, const Weight& w, const Tensor& y) const {
-  if (auto s = CheckF32(x, "Linear", "x"); !s.ok()) return s;
-  if (auto s = CheckF32(y, "Linear", "y"); !s.ok()) return s;
-  const auto& shape = w.info.shape;
-  if (shape.size() != 2 || shape[1] != x.cols || shape[0] != y.cols || x.rows != y.rows) {
-    return absl::InvalidArgumentError(absl::StrCat("Linear: x ", x.rows, "x", x.cols, ", y ",
-                                                   y.rows, "x", y.cols, " do not fit the weight"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CpuBackend::Linear(const Tensor& x, WeightHandle weight, const Tensor& y) {
   auto w = Find(weight);
   if (!w.ok()) return w.status();
-  if (auto s = CheckLinear(x, **w, y); !s.ok()) return s;
+  if (auto s = CheckLinearViews(x, (*w)->info.shape, y); !s.ok()) return s;
   const auto& shape = (*w)->info.shape;
   kernels::detail::LinearForward(F32(x), x.ld, LiveData(**w),
                                  LiveDtype(**w),
@@ -379,7 +341,7 @@ absl::Status CpuBackend::LinearFused(const Tensor& x, std::span<const LinearTarg
   for (const LinearTarget& target : targets) {
     auto w = Find(target.weight);
     if (!w.ok()) return w.status();
-    if (auto s = CheckLinear(x, **w, target.y); !s.ok()) return s;
+    if (auto s = CheckLinearViews(x, (*w)->info.shape, target.y); !s.ok()) return s;
     parts.push_back({LiveData(**w), LiveDtype(**w),
                      static_cast<int>((*w)->info.shape[0]), F32(target.y), target.y.ld});
   }
@@ -389,22 +351,6 @@ absl::Status CpuBackend::LinearFused(const Tensor& x, std::span<const LinearTarg
                                       LinearOptionsFor(options_.isa));
   return absl::OkStatus();
 }
-
-namespace {
-
-absl::Status CheckLoraPlan(const Tensor& x, const Tensor& y, const LoraModulePlan& plan) {
-  if (auto s = CheckF32(x, "LoraApply", "x"); !s.ok()) return s;
-  if (auto s = CheckF32(y, "LoraApply", "y"); !s.ok()) return s;
-  for (const kernels::LoraSegment& segment : plan.segments) {
-    if (segment.row_begin < 0 || segment.row_end > x.rows || segment.row_end > y.rows ||
-        segment.refs_begin < 0 || segment.refs_end > static_cast<int>(plan.refs.size())) {
-      return absl::InvalidArgumentError("LoraApply: segment outside the step's rows or refs");
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::Status CpuBackend::LoraApply(const PoolStorage& pool, const Tensor& x, const Tensor& y,
                                    const LoraModulePlan& plan) {
@@ -417,7 +363,7 @@ absl::Status CpuBackend::LoraApplyFused(const PoolStorage& pool, const Tensor& x
   std::vector<kernels::LoraTarget> kernel_targets;
   for (const LoraTargetPlan& target : targets) {
     if (target.plan.segments.empty()) continue;
-    if (auto s = CheckLoraPlan(x, target.y, target.plan); !s.ok()) return s;
+    if (auto s = CheckLoraSegments(x, target.y, target.plan); !s.ok()) return s;
     kernel_targets.push_back({F32(target.y), target.y.ld, static_cast<int>(target.y.cols),
                               target.plan.segments, target.plan.refs});
   }
@@ -460,11 +406,10 @@ absl::Status CpuBackend::Rope(const Tensor& x, int num_heads, int head_dim,
                               std::span<const int32_t> positions, WeightHandle inv_freq) {
   auto w = Find(inv_freq);
   if (!w.ok()) return w.status();
-  if (auto s = CheckF32(x, "Rope", "x"); !s.ok()) return s;
-  if (static_cast<int64_t>(positions.size()) != x.rows ||
-      x.cols != int64_t{num_heads} * head_dim ||
-      static_cast<int>((*w)->values.size()) != head_dim / 2) {
-    return absl::InvalidArgumentError("Rope: positions, heads or frequencies disagree with x");
+  if (auto s = CheckRopeViews(x, num_heads, head_dim, positions,
+                              static_cast<int64_t>((*w)->values.size()));
+      !s.ok()) {
+    return s;
   }
   kernels::ApplyRope(F32(x), x.ld, static_cast<int>(x.rows), num_heads, head_dim,
                      positions.data(), (*w)->values.data());
@@ -477,13 +422,7 @@ absl::Status CpuBackend::StoreKv(PoolStorage& pool, const kernels::KvPageLayout&
                                  const Tensor& v) {
   auto data = PoolData(pool, "StoreKv");
   if (!data.ok()) return data.status();
-  if (auto s = CheckSame(k, v, "StoreKv"); !s.ok()) return s;
-  if (k.cols != layout.kv_dim || k.ld != v.ld) {
-    return absl::InvalidArgumentError("StoreKv: k/v width differs from the KV layout");
-  }
-  if (layout.page_floats() > pool.page_units()) {
-    return absl::InvalidArgumentError("StoreKv: a KV block does not fit in one pool page");
-  }
+  if (auto s = CheckKvViews(k, v, layout, pool.page_units()); !s.ok()) return s;
   kernels::StoreKv(*data, layout, layer, seqs, positions.data(), F32(k), F32(v), k.ld);
   return absl::OkStatus();
 }

@@ -91,7 +91,6 @@ class CpuBackend final : public Backend {
   };
   absl::StatusOr<const Weight*> Find(WeightHandle weight) const;
   absl::StatusOr<Weight*> Find(WeightHandle weight);
-  absl::Status CheckLinear(const Tensor& x, const Weight& w, const Tensor& y) const;
   // The live weights as the kernels read them.
   const void* LiveData(const Weight& w) const;
   kernels::LoraDtype LiveDtype(const Weight& w) const;

@@ -19,6 +19,7 @@
 #include "runtime/backend/cuda/cuda_backend.h"
 #include "runtime/engine.h"
 #include "runtime/llama_model.h"
+#include "tests/runtime/test_model_fixture.h"
 
 namespace loraserve {
 namespace {
@@ -42,36 +43,23 @@ std::unique_ptr<LlamaModel> Load(std::unique_ptr<Backend> backend) {
   return model.ok() ? std::move(*model) : nullptr;
 }
 
+// tests/runtime/test_model_fixture.h's adapter on every linear module, with DoRA magnitudes
+// when asked.
 std::shared_ptr<LoraAdapter> RandomAdapter(const ModelConfig& config, const std::string& id,
                                            int rank, uint32_t seed, bool dora = false) {
-  std::mt19937 rng(seed);
+  auto adapter = testing::RandomAdapter(config, id, rank, seed,
+                                        {Module::kQ, Module::kK, Module::kV, Module::kO,
+                                         Module::kGate, Module::kUp, Module::kDown});
+  if (!dora) return adapter;
+  adapter->use_dora = true;
+  adapter->config.use_dora = true;
+  std::mt19937 rng(seed + 1);
   std::normal_distribution<float> normal(0.0f, 0.1f);
-  auto adapter = std::make_shared<LoraAdapter>();
-  adapter->id = id;
-  adapter->num_layers = config.num_layers;
-  adapter->max_rank = rank;
-  adapter->config.r = rank;
-  adapter->config.lora_alpha = 2.0 * rank;
-  adapter->use_dora = dora;
-  adapter->config.use_dora = dora;
-  adapter->modules.resize(config.num_layers);
-  for (int l = 0; l < config.num_layers; ++l) {
-    for (Module m : {Module::kQ, Module::kK, Module::kV, Module::kO, Module::kGate, Module::kUp,
-                     Module::kDown}) {
-      const ModuleDims dims = config.Dims(m);
-      LoraModuleWeights w;
-      w.rank = rank;
-      w.scaling = 2.0f;
-      w.a.resize(static_cast<size_t>(rank) * dims.in);
-      w.b.resize(static_cast<size_t>(dims.out) * rank);
-      for (float& v : w.a) v = normal(rng);
-      for (float& v : w.b) v = normal(rng);
-      if (dora) {
-        w.dora_magnitude.resize(static_cast<size_t>(dims.out));
-        for (float& v : w.dora_magnitude) v = 1.0f + 0.1f * normal(rng);
-      }
-      adapter->weight_bytes += (w.a.size() + w.b.size()) * sizeof(float);
-      adapter->modules[l][static_cast<int>(m)] = std::move(w);
+  for (auto& layer : adapter->modules) {
+    for (auto& module : layer) {
+      if (!module) continue;
+      module->dora_magnitude.resize(module->b.size() / static_cast<size_t>(module->rank));
+      for (float& v : module->dora_magnitude) v = 1.0f + normal(rng);
     }
   }
   return adapter;

@@ -23,6 +23,7 @@
 #include "kernels/cuda/attention_table_builder.h"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/rms_norm.cuh"
+#include "tests/gpu/device_buffer.h"
 #include "tests/kernels/cuda/attention_test_problem.h"
 
 namespace loraserve::kernels::cuda {
@@ -34,47 +35,7 @@ using testing::MakeAttentionProblem;
 using testing::MixedSeqShapes;
 using testing::SeqShape;
 
-#define ASSERT_CUDA(call)                                                      \
-  do {                                                                         \
-    const cudaError_t err_ = (call);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #call << ": " << cudaGetErrorString(err_); \
-  } while (false)
-
-// One device allocation, freed on scope exit.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&ptr_, bytes == 0 ? 1 : bytes) != cudaSuccess) ptr_ = nullptr;
-  }
-  template <typename T>
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size() * sizeof(T)) {
-    if (ptr_ != nullptr &&
-        cudaMemcpy(ptr_, host.data(), bytes_, cudaMemcpyHostToDevice) != cudaSuccess) {
-      ADD_FAILURE() << "upload failed";
-    }
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  template <typename T>
-  std::vector<T> Download() const {
-    std::vector<T> host(bytes_ / sizeof(T));
-    if (cudaMemcpy(host.data(), ptr_, host.size() * sizeof(T), cudaMemcpyDeviceToHost) !=
-        cudaSuccess) {
-      ADD_FAILURE() << "download failed";
-    }
-    return host;
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_;
-};
+using ::loraserve::kernels::testing::DeviceBuffer;
 
 std::vector<float> RandomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);

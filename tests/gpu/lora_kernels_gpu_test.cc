@@ -14,6 +14,7 @@
 #include "kernels/cpu/lora.h"
 #include "kernels/cuda/lora.cuh"
 #include "kernels/cuda/lora_table_builder.h"
+#include "tests/gpu/device_buffer.h"
 #include "tests/kernels/cuda/lora_test_problem.h"
 
 namespace loraserve::kernels::cuda {
@@ -24,31 +25,7 @@ using testing::MakeLoraProblem;
 using testing::MixedAdapters;
 using testing::MixedSegments;
 
-#define ASSERT_CUDA(call)                                                      \
-  do {                                                                         \
-    const cudaError_t err_ = (call);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #call << ": " << cudaGetErrorString(err_); \
-  } while (false)
-
-// One device allocation, freed on scope exit.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&ptr_, bytes == 0 ? 1 : bytes) != cudaSuccess) ptr_ = nullptr;
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_;
-};
+using ::loraserve::kernels::testing::DeviceBuffer;
 
 // A problem's pool, x and y on the device, and table buffers (pinned staging + device) sized
 // for `capacity`.

@@ -198,7 +198,8 @@ else
   step configure "$STEP_TIMEOUT" cmake --preset default -B "$BUILD_DIR" -DLORASERVE_CUDA=ON \
     ${CMAKE_ARGS:-}
   if grep -q "CUDA backend enabled" "$LOG_DIR/configure.log"; then
-    targets=(kernels_cuda_plan_test lora_kernels_gpu_test lora_gpu_bench)
+    targets=(kernels_cuda_plan_test lora_kernels_gpu_test lora_gpu_bench cuda_kernels_gpu_test
+      attention_bench cuda_backend_gpu_test loraserve-cuda cuda_decode_bench)
     # shellcheck disable=SC2206  # GPU_TARGETS is a space-separated list
     for t in ${GPU_TARGETS:-}; do
       ninja -C "$BUILD_DIR" -t query "$t" >/dev/null 2>&1 && targets+=("$t")
@@ -207,6 +208,7 @@ else
     mkdir -p "$RUN_DIR/bin"
     for t in "${targets[@]}"; do
       rel=$(ninja -C "$BUILD_DIR" -t query "$t" | awk '/^  input: phony/ { getline; print $1; exit }')
+      rel=${rel:-$t}  # a target named like its file (loraserve-cuda) has no phony edge
       [[ -x $BUILD_DIR/$rel ]] && ln -s "$PWD/$BUILD_DIR/$rel" "$RUN_DIR/bin/$t"
     done
   else

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/view_checks.h"
 #include "formats/dtype.h"
 #include "formats/half.h"
 #include "kernels/cuda/attention.cuh"
@@ -50,29 +51,6 @@ constexpr size_t kWeightAlign = 256;
 size_t AlignUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 float* F32(const Tensor& t) { return static_cast<float*>(t.data); }
-
-absl::Status CheckF32(const Tensor& t, const char* op, const char* name) {
-  if (t.data == nullptr && t.elements() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " has no data"));
-  }
-  if (t.dtype != DType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": ", name, " must be F32, got ", DTypeName(t.dtype)));
-  }
-  if (t.rows > 0 && t.ld < t.cols) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": ", name, " has ld ", t.ld, " < cols ", t.cols));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckSame(const Tensor& a, const Tensor& b, const char* op) {
-  if (a.rows != b.rows || a.cols != b.cols) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": shapes differ (", a.rows, "x", a.cols,
-                                                   " vs ", b.rows, "x", b.cols, ")"));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status Launched(cudaError_t error, const char* kernel) {
   return CudaStatus(error, absl::StrCat("launch ", kernel));
@@ -168,6 +146,33 @@ struct GraphMemory {
   cuda_backend::PinnedPtr out_host;
   size_t out_bytes = 0;
 };
+
+absl::StatusOr<GraphMemory> AllocateGraphMemory(size_t device_bytes, size_t stage_bytes,
+                                                size_t out_bytes) {
+  GraphMemory memory;
+  auto device = DeviceAlloc(device_bytes, "graph activations");
+  if (!device.ok()) return device.status();
+  auto stage_device = DeviceAlloc(stage_bytes, "graph tables");
+  if (!stage_device.ok()) return stage_device.status();
+  void* stage_host = nullptr;
+  if (auto s = CudaStatus(cudaMallocHost(&stage_host, stage_bytes), "cudaMallocHost(graph tables)");
+      !s.ok()) {
+    return s;
+  }
+  memory.stage_host.reset(stage_host);
+  void* out_host = nullptr;
+  if (auto s = CudaStatus(cudaMallocHost(&out_host, out_bytes), "cudaMallocHost(graph outputs)");
+      !s.ok()) {
+    return s;
+  }
+  memory.out_host.reset(out_host);
+  memory.device = std::move(*device);
+  memory.stage_device = std::move(*stage_device);
+  memory.device_bytes = device_bytes;
+  memory.stage_bytes = stage_bytes;
+  memory.out_bytes = out_bytes;
+  return memory;
+}
 
 struct GraphKey {
   int rows = 0;       // padded rows
@@ -288,7 +293,6 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<const Weight*> Find(WeightHandle weight) const;
   absl::StatusOr<Weight*> Find(WeightHandle weight);
-  absl::Status CheckLinear(const Tensor& x, const Weight& w, const Tensor& y) const;
   struct TableSlot {
     void* host;    // fill these bytes on the host...
     void* device;  // ...and kernels read them here
@@ -427,18 +431,13 @@ absl::Status CudaBackend::ReserveWeights(std::span<const WeightSpec> specs) {
 absl::StatusOr<WeightHandle> CudaBackend::UploadWeight(std::span<const float> values,
                                                        std::vector<int64_t> shape,
                                                        DType source_dtype) {
-  int64_t elements = 1;
-  for (int64_t d : shape) elements *= d;
-  if (elements != static_cast<int64_t>(values.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("UploadWeight: shape holds ", elements,
-                                                   " elements, got ", values.size()));
-  }
+  if (auto s = CheckElements(shape, values.size()); !s.ok()) return s;
   Weight w;
   w.info.stored_dtype = StoredDtype(options_.weight_dtype, source_dtype, shape.size());
   w.info.shape = std::move(shape);
   w.info.source_dtype = source_dtype;
-  w.elements = elements;
-  const size_t bytes = static_cast<size_t>(elements) * DTypeSize(w.info.stored_dtype);
+  w.elements = static_cast<int64_t>(values.size());
+  const size_t bytes = values.size() * DTypeSize(w.info.stored_dtype);
   if (arena_ != nullptr && arena_used_ + AlignUp(bytes, kWeightAlign) <= arena_bytes_) {
     w.storage = static_cast<char*>(arena_.get()) + arena_used_;
     arena_used_ += AlignUp(bytes, kWeightAlign);
@@ -759,17 +758,6 @@ absl::Status CudaBackend::GatherRows(const Tensor& x, std::span<const int32_t> r
                   "GatherRows");
 }
 
-absl::Status CudaBackend::CheckLinear(const Tensor& x, const Weight& w, const Tensor& y) const {
-  if (auto s = CheckF32(x, "Linear", "x"); !s.ok()) return s;
-  if (auto s = CheckF32(y, "Linear", "y"); !s.ok()) return s;
-  const auto& shape = w.info.shape;
-  if (shape.size() != 2 || shape[1] != x.cols || shape[0] != y.cols || x.rows != y.rows) {
-    return absl::InvalidArgumentError(absl::StrCat("Linear: x ", x.rows, "x", x.cols, ", y ",
-                                                   y.rows, "x", y.cols, " do not fit the weight"));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<const uint16_t*> CudaBackend::Narrow(const Tensor& x, DType dtype) {
   auto scratch = DeviceTemp(narrow_scratch_, static_cast<size_t>(x.elements()) * sizeof(uint16_t),
                             "16-bit activations");
@@ -849,7 +837,7 @@ absl::Status CudaBackend::LinearFused(const Tensor& x, std::span<const LinearTar
   for (const LinearTarget& target : targets) {
     auto w = Find(target.weight);
     if (!w.ok()) return w.status();
-    if (auto s = CheckLinear(x, **w, target.y); !s.ok()) return s;
+    if (auto s = CheckLinearViews(x, (*w)->info.shape, target.y); !s.ok()) return s;
     ws.push_back(*w);
   }
   if (targets.size() > 1 && Stacked(targets, ws)) {
@@ -907,12 +895,7 @@ absl::Status CudaBackend::LoraFused(const CudaPool& pool, const Tensor& x,
     if (refs.data() != targets[0].plan.refs.data() || refs.size() != targets[0].plan.refs.size()) {
       return absl::InvalidArgumentError("LoraApply: fused targets must share one refs table");
     }
-    for (const kernels::LoraSegment& segment : segments) {
-      if (segment.row_begin < 0 || segment.row_end > x.rows || segment.row_end > y.rows ||
-          segment.refs_begin < 0 || segment.refs_end > static_cast<int>(refs.size())) {
-        return absl::InvalidArgumentError("LoraApply: segment outside the step's rows or refs");
-      }
-    }
+    if (auto s = CheckLoraSegments(x, y, targets[t].plan); !s.ok()) return s;
     const int out_dim = static_cast<int>(y.cols);
     auto counts = kc::CountLoraTables(segments, refs, pool.total_units(), in_dim, out_dim);
     if (!counts.ok()) return counts.status();
@@ -1015,7 +998,6 @@ absl::Status CudaBackend::LoraApplyFused(const PoolStorage& pool, const Tensor& 
   std::vector<LoraTargetPlan> work;
   for (const LoraTargetPlan& target : targets) {
     if (target.plan.segments.empty() && eager) continue;
-    if (auto s = CheckF32(target.y, "LoraApply", "y"); !s.ok()) return s;
     work.push_back(target);
   }
   if (auto s = LoraFused(*device_pool, x, work); !s.ok()) return s;
@@ -1056,10 +1038,8 @@ absl::Status CudaBackend::Rope(const Tensor& x, int num_heads, int head_dim,
                                std::span<const int32_t> positions, WeightHandle inv_freq) {
   auto w = Find(inv_freq);
   if (!w.ok()) return w.status();
-  if (auto s = CheckF32(x, "Rope", "x"); !s.ok()) return s;
-  if (static_cast<int64_t>(positions.size()) != x.rows ||
-      x.cols != int64_t{num_heads} * head_dim || (*w)->elements != head_dim / 2) {
-    return absl::InvalidArgumentError("Rope: positions, heads or frequencies disagree with x");
+  if (auto s = CheckRopeViews(x, num_heads, head_dim, positions, (*w)->elements); !s.ok()) {
+    return s;
   }
   if (positions.empty()) return absl::OkStatus();
   auto device_positions = Stage(positions.data(), positions.size_bytes());
@@ -1079,13 +1059,7 @@ absl::Status CudaBackend::StoreKv(PoolStorage& pool, const kernels::KvPageLayout
   if (device_pool == nullptr) {
     return absl::InvalidArgumentError("StoreKv: the pool belongs to another backend");
   }
-  if (auto s = CheckSame(k, v, "StoreKv"); !s.ok()) return s;
-  if (k.cols != layout.kv_dim || k.ld != v.ld) {
-    return absl::InvalidArgumentError("StoreKv: k/v width differs from the KV layout");
-  }
-  if (layout.page_floats() > pool.page_units()) {
-    return absl::InvalidArgumentError("StoreKv: a KV block does not fit in one pool page");
-  }
+  if (auto s = CheckKvViews(k, v, layout, pool.page_units()); !s.ok()) return s;
   if (layer < 0 || layer >= layout.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("StoreKv: layer ", layer, " out of range"));
   }
@@ -1272,28 +1246,9 @@ absl::Status CudaBackend::BeginGraphStep(const StepShape& padded) {
       padded.lora_segment_ranks > 0 ? NextPowerOfTwo(padded.lora_segment_ranks) : 0;
   if (graph_memory_.device == nullptr) {
     // First use: room for a small model's step; a larger step grows it (and recaptures).
-    constexpr size_t kDevice = size_t{64} << 20, kStage = size_t{4} << 20, kOut = size_t{16} << 20;
-    auto device = DeviceAlloc(kDevice, "graph activations");
-    auto stage_device = DeviceAlloc(kStage, "graph tables");
-    if (!device.ok()) return device.status();
-    if (!stage_device.ok()) return stage_device.status();
-    void* stage_host = nullptr;
-    void* out_host = nullptr;
-    if (auto s = CudaStatus(cudaMallocHost(&stage_host, kStage), "cudaMallocHost(graph tables)");
-        !s.ok()) {
-      return s;
-    }
-    graph_memory_.stage_host.reset(stage_host);
-    if (auto s = CudaStatus(cudaMallocHost(&out_host, kOut), "cudaMallocHost(graph outputs)");
-        !s.ok()) {
-      return s;
-    }
-    graph_memory_.out_host.reset(out_host);
-    graph_memory_.device = std::move(*device);
-    graph_memory_.stage_device = std::move(*stage_device);
-    graph_memory_.device_bytes = kDevice;
-    graph_memory_.stage_bytes = kStage;
-    graph_memory_.out_bytes = kOut;
+    auto memory = AllocateGraphMemory(size_t{64} << 20, size_t{4} << 20, size_t{16} << 20);
+    if (!memory.ok()) return memory.status();
+    graph_memory_ = std::move(*memory);
   }
   GraphStep step;
   step.key = key;
@@ -1344,27 +1299,9 @@ absl::Status CudaBackend::EndGraphStep(bool ok) {
       const size_t stage_bytes = grow(need[1], graph_memory_.stage_bytes);
       const size_t out_bytes = grow(need[2], graph_memory_.out_bytes);
       graph_memory_ = GraphMemory{};
-      auto device = DeviceAlloc(device_bytes, "graph activations");
-      auto stage_device = DeviceAlloc(stage_bytes, "graph tables");
-      if (!device.ok()) return device.status();
-      if (!stage_device.ok()) return stage_device.status();
-      void* stage_host = nullptr;
-      void* out_host = nullptr;
-      if (auto s = CudaStatus(cudaMallocHost(&stage_host, stage_bytes), "cudaMallocHost(graph tables)");
-          !s.ok()) {
-        return s;
-      }
-      graph_memory_.stage_host.reset(stage_host);
-      if (auto s = CudaStatus(cudaMallocHost(&out_host, out_bytes), "cudaMallocHost(graph outputs)");
-          !s.ok()) {
-        return s;
-      }
-      graph_memory_.out_host.reset(out_host);
-      graph_memory_.device = std::move(*device);
-      graph_memory_.stage_device = std::move(*stage_device);
-      graph_memory_.device_bytes = device_bytes;
-      graph_memory_.stage_bytes = stage_bytes;
-      graph_memory_.out_bytes = out_bytes;
+      auto memory = AllocateGraphMemory(device_bytes, stage_bytes, out_bytes);
+      if (!memory.ok()) return memory.status();
+      graph_memory_ = std::move(*memory);
     }
     if (!launched.ok()) return launched;
     // The caller runs this step eagerly (ABORTED); the next one of the bucket captures again.
