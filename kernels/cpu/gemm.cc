@@ -37,7 +37,10 @@ constexpr int kMaxFusedParts = 4;
 // Output features per block: at most kMaxBlockOutputs, and a block count that is a multiple of
 // the thread count, so a static split is even (576 outputs on 2 threads: 10 blocks of 58, not 9
 // of 64; 192: 4 of 48, not 3 of 64).
-int BlockOutputs(int out, int threads) {
+// At most 4 rows (one row tile) nothing is reused across row tiles, so each thread takes one
+// contiguous slice: its weight stream then runs sequentially, prefetched a tile ahead.
+int BlockOutputs(int out, int threads, int rows) {
+  if (rows <= 4) return ((out + threads - 1) / threads + 15) / 16 * 16;
   const int per_thread_blocks = (out + threads * kMaxBlockOutputs - 1) / (threads * kMaxBlockOutputs);
   const int blocks = threads * per_thread_blocks;
   return (out + blocks - 1) / blocks;
@@ -57,7 +60,7 @@ void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, in
                        int threads) {
   int block_size[kMaxFusedParts], first_block[kMaxFusedParts + 1] = {0};
   for (int p = 0; p < num_parts; ++p) {
-    block_size[p] = BlockOutputs(parts[p].out, threads);
+    block_size[p] = BlockOutputs(parts[p].out, threads, rows);
     first_block[p + 1] = first_block[p] + (parts[p].out + block_size[p] - 1) / block_size[p];
   }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
@@ -67,11 +70,11 @@ void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, in
     const LinearPart& part = parts[p];
     const int begin = (b - first_block[p]) * block_size[p];
     const int count = std::min(part.out, begin + block_size[p]) - begin;
-    const lora_internal::ShrinkFn shrink = mk.shrink[static_cast<int>(part.dtype)];
-    const void* w_rows[kMaxBlockOutputs];
-    for (int n = 0; n < count; ++n) w_rows[n] = WeightRow(part.weight, part.dtype, begin + n, in);
+    const lora_internal::LinearFn linear = mk.linear[static_cast<int>(part.dtype)];
+    const void* w = WeightRow(part.weight, part.dtype, begin, in);
+    // Depth blocks at every batch size, so a row's sums do not depend on its batch.
     for (int i = 0; i < in; i += kBlockDepth) {
-      shrink(w_rows, count, x, ldx, rows, i, std::min(in, i + kBlockDepth), 1.0f,
+      linear(w, in, count, x, ldx, rows, i, std::min(in, i + kBlockDepth),
              /*accumulate=*/accumulate || i > 0, part.y + begin, part.ldy);
     }
   }

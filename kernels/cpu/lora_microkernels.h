@@ -40,10 +40,17 @@ using ShrinkFn = void (*)(const void* const* a, int nk, const float* x, int64_t 
 using ExpandFn = void (*)(const void* const* b, int nk, const float* v, int64_t ldv, int nr,
                           int j0, int j1, const float* out_scale, float* y, int64_t ldy);
 
-// One entry per LoraDtype, indexed by its value.
+// A shrink over `count` rows of one contiguous weight w [count x ldw] (ldw in elements) with
+// scale 1: y[r * ldy + n] (= or +=) dot(w[n][i0..i1), x[r * ldx + i0..i1)). Same arithmetic as
+// ShrinkFn on the same rows; knowing the rows are contiguous lets it prefetch the next tile.
+using LinearFn = void (*)(const void* w, int64_t ldw, int count, const float* x, int64_t ldx,
+                          int nr, int i0, int i1, bool accumulate, float* y, int64_t ldy);
+
+// One entry per LoraDtype, indexed by its value. `linear` is null in the portable table.
 struct MicroKernels {
   ShrinkFn shrink[kNumLoraDtypes];
   ExpandFn expand[kNumLoraDtypes];
+  LinearFn linear[kNumLoraDtypes];
 };
 
 MicroKernels PortableMicroKernels();

@@ -48,7 +48,8 @@ void Expand(const void* const* b, int nk, const float* v, int64_t ldv, int nr, i
 
 MicroKernels PortableMicroKernels() {
   return {{&Shrink<LoraDtype::kF32>, &Shrink<LoraDtype::kBF16>, &Shrink<LoraDtype::kF16>},
-          {&Expand<LoraDtype::kF32>, &Expand<LoraDtype::kBF16>, &Expand<LoraDtype::kF16>}};
+          {&Expand<LoraDtype::kF32>, &Expand<LoraDtype::kBF16>, &Expand<LoraDtype::kF16>},
+          {nullptr, nullptr, nullptr}};
 }
 
 }  // namespace loraserve::kernels::lora_internal
