@@ -7,9 +7,11 @@
 #   loraserve  the same with two adapters mixed uniformly (devil, jargon)
 #   llama.cpp  llama-bench tg64 (batch 1)
 #   loraserve  one user (batch 1), base model
+#   peft       with --peft: transformers + PEFT (loadtest/peers/peft_server.py, static batches of
+#              64, generate(adapter_names=...)), the same two-adapter mix as ours
 #
 #   tests/bench/cpu_vs_llamacpp.sh [--rounds N] [--isa auto|avx2] [--llama-bin DIR] [--out DIR]
-#                                  [-- EXTRA serve ARGS]
+#                                  [--peft] [-- EXTRA serve ARGS]
 # --isa avx2 runs our AVX2 kernels (--cpu-isa avx2); pair it with a llama.cpp built without
 # AVX-512 (loadtest/peers/install_llamacpp.sh with LLAMACPP_ISA=avx2) to measure an AVX2-only
 # CPU on an AVX-512 machine. The f16 GGUF comes from loadtest/peers/gguf_dequantize.py.
@@ -17,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 PEERS_HOME="${PEERS_HOME:-$HOME/.cache/loraserve-peers}"
-ROUNDS=3; ISA=auto; LLAMA_BIN="$PEERS_HOME/llamacpp/build/bin"; OUT=""; EXTRA=()
+ROUNDS=3; ISA=auto; LLAMA_BIN="$PEERS_HOME/llamacpp/build/bin"; OUT=""; EXTRA=(); PEFT=0
 DURATION="${DURATION:-20}"; C1_DURATION="${C1_DURATION:-10}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,6 +27,7 @@ while [ $# -gt 0 ]; do
     --isa) ISA="$2"; shift ;;
     --llama-bin) LLAMA_BIN="$2"; shift ;;
     --out) OUT="$2"; shift ;;
+    --peft) PEFT=1 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "cpu_vs_llamacpp: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -50,7 +53,14 @@ LORASERVE_STORE="$OUT/store" bash scripts/serve.sh --http-listen "127.0.0.1:$POR
   --listen "127.0.0.1:$((PORT + 1))" --metrics-listen "" --cpu-isa "$ISA" "${EXTRA[@]}" \
   > "$OUT/loraserve.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+PEFT_PG=""
+trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true
+      [ -z "$PEFT_PG" ] || bash loadtest/peers/stop_peer.sh "$PEFT_PG"' EXIT
+if [ "$PEFT" = 1 ]; then
+  # Idle between its rounds: its batcher blocks on a queue.
+  PEFT_PG=$(PEERS_ADAPTERS="$ROOT/assets/adapters/devil $ROOT/assets/adapters/jargon" \
+    bash loadtest/peers/start_peer.sh peft "$((PORT + 2))" "$OUT/peft.log")
+fi
 for _ in $(seq 1 600); do
   curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
   kill -0 $SERVER 2>/dev/null || { echo "cpu_vs_llamacpp: server died, see $OUT/loraserve.log" >&2; exit 1; }
@@ -85,6 +95,10 @@ for r in $(seq 1 "$ROUNDS"); do
       printf "%s\tloraserve_c64_base\t%s\n" "$r" "$(ours c64-base "$r" --concurrency 64 --duration "$DURATION" --base-fraction 1)" >> "$OUT/rounds.tsv"
       printf "%s\tloraserve_c64_mixed\t%s\n" "$r" "$(ours c64-mixed "$r" --concurrency 64 --duration "$DURATION" --adapters devil,jargon --popularity uniform)" >> "$OUT/rounds.tsv"
       printf "%s\tloraserve_c1_base\t%s\n" "$r" "$(ours c1-base "$r" --concurrency 1 --duration "$C1_DURATION" --base-fraction 1)" >> "$OUT/rounds.tsv"
+      if [ "$PEFT" = 1 ]; then
+        printf "%s\tpeft_c64_mixed\t%s\n" "$r" "$(ours peft-c64-mixed "$r" --url "http://127.0.0.1:$((PORT + 2))" \
+          --concurrency 64 --duration "$DURATION" --adapters devil,jargon --popularity uniform)" >> "$OUT/rounds.tsv"
+      fi
     fi
   done
   echo "round $r: $(awk -v r="$r" '$1==r {printf "%s=%s ", $2, $3}' "$OUT/rounds.tsv")" >&2
@@ -94,7 +108,8 @@ done
   echo "llama.cpp: $LLAMA_BIN ($(cat "$PEERS_HOME/llamacpp/COMMIT" 2>/dev/null || echo unknown commit)); rounds $ROUNDS"
   echo "| measure | median tok/s | rounds |"
   echo "|---|---:|---|"
-  for m in llamacpp_c64 loraserve_c64_base loraserve_c64_mixed llamacpp_tg64 loraserve_c1_base; do
+  for m in llamacpp_c64 loraserve_c64_base loraserve_c64_mixed peft_c64_mixed llamacpp_tg64 loraserve_c1_base; do
+    awk -v m="$m" '$2==m {found=1} END {exit !found}' "$OUT/rounds.tsv" || continue
     awk -v m="$m" '$2==m {print $3}' "$OUT/rounds.tsv" | sort -n |
       awk -v m="$m" '{v[NR]=$1; s=s (NR>1?", ":"") $1} END {printf "| %s | %s | %s |\n", m, (NR%2? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2), s}'
   done
