@@ -2,7 +2,8 @@
 // slice of W from memory once:
 // - On AVX2/AVX-512 CPUs, batches up to kMicroKernelMaxRows rows use the LoRA shrink
 //   micro-kernels, which compute exactly out = x W^T for a block of W rows: one W vector load
-//   feeds up to four rows, the input is walked in L1-sized depth blocks, and nothing is packed.
+//   feeds up to four rows, the input is walked in L1-sized depth blocks, nothing is packed, and
+//   the next tile of W rows is prefetched while this one is read (the batch-1 weight stream).
 //   OpenBLAS's sgemm repacks both operands on every call, which dominates at decode batch
 //   sizes, and Debian's 0.3.21 runs its SSE3 kernels on recent Xeons (docs/PERFORMANCE.md).
 // - Otherwise OpenBLAS, single-threaded inside our split: its pthread pool spins after each call
@@ -36,9 +37,9 @@ constexpr int kMaxFusedParts = 4;
 
 // Output features per block: at most kMaxBlockOutputs, and a block count that is a multiple of
 // the thread count, so a static split is even (576 outputs on 2 threads: 10 blocks of 58, not 9
-// of 64; 192: 4 of 48, not 3 of 64).
-// At most 4 rows (one row tile) nothing is reused across row tiles, so each thread takes one
-// contiguous slice: its weight stream then runs sequentially, prefetched a tile ahead.
+// of 64; 192: 4 of 48, not 3 of 64). At most 4 rows (one row tile) nothing is reused across row
+// tiles, so each thread takes one contiguous slice: its weight stream then runs sequentially,
+// prefetched a tile ahead (LinearFn), and only a slice's last tile prefetches nothing.
 int BlockOutputs(int out, int threads, int rows) {
   if (rows <= 4) return ((out + threads - 1) / threads + 15) / 16 * 16;
   const int per_thread_blocks = (out + threads * kMaxBlockOutputs - 1) / (threads * kMaxBlockOutputs);
