@@ -6,7 +6,9 @@
 #   loraserve  64 closed-loop users, 8 prompt + 32 generated tokens, base model (HTTP, greedy)
 #   loraserve  the same with two adapters mixed uniformly (devil, jargon)
 #   llama.cpp  llama-bench tg64 (batch 1)
-#   loraserve  one user (batch 1), base model
+#   loraserve  one user (batch 1), base model: generated tokens/s over the run (prefill, HTTP and
+#              the gaps between requests included), and its decode rate, 1 / median TPOT
+#              (time per output token after the first), which is what tg64 measures
 #   peft       with --peft: transformers + PEFT (loadtest/peers/peft_server.py, static batches of
 #              64, generate(adapter_names=...)), the same two-adapter mix as ours
 #
@@ -78,6 +80,9 @@ tg() {
   "$LLAMA_BIN/llama-bench" -m "$GGUF" -p 0 -n 64 -t "$THREADS" -r 3 -o csv 2>"$OUT/tg.$1.err" |
     tee "$OUT/tg.$1.csv" | python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); print(round(float(r[-1]['avg_ts']),1))"
 }
+decode_rate() {  # tokens/s of one user's decode: 1 / median TPOT of the run's requests
+  python3 -c "import json,sys; print(round(1/json.load(open(sys.argv[1]))['summary']['client_tpot_s']['p50'],1))" "$1"
+}
 ours() {  # NAME ROUND ARGS...
   local name=$1 r=$2; shift 2
   "${LT[@]}" --seed "$r" --warmup 3 --drain-timeout 10 "$@" --out "$OUT/$name.$r.json" \
@@ -95,6 +100,7 @@ for r in $(seq 1 "$ROUNDS"); do
       printf "%s\tloraserve_c64_base\t%s\n" "$r" "$(ours c64-base "$r" --concurrency 64 --duration "$DURATION" --base-fraction 1)" >> "$OUT/rounds.tsv"
       printf "%s\tloraserve_c64_mixed\t%s\n" "$r" "$(ours c64-mixed "$r" --concurrency 64 --duration "$DURATION" --adapters devil,jargon --popularity uniform)" >> "$OUT/rounds.tsv"
       printf "%s\tloraserve_c1_base\t%s\n" "$r" "$(ours c1-base "$r" --concurrency 1 --duration "$C1_DURATION" --base-fraction 1)" >> "$OUT/rounds.tsv"
+      printf "%s\tloraserve_c1_decode\t%s\n" "$r" "$(decode_rate "$OUT/c1-base.$r.json")" >> "$OUT/rounds.tsv"
       if [ "$PEFT" = 1 ]; then
         printf "%s\tpeft_c64_mixed\t%s\n" "$r" "$(ours peft-c64-mixed "$r" --url "http://127.0.0.1:$((PORT + 2))" \
           --concurrency 64 --duration "$DURATION" --adapters devil,jargon --popularity uniform)" >> "$OUT/rounds.tsv"
@@ -108,7 +114,7 @@ done
   echo "llama.cpp: $LLAMA_BIN ($(cat "$PEERS_HOME/llamacpp/COMMIT" 2>/dev/null || echo unknown commit)); rounds $ROUNDS"
   echo "| measure | median tok/s | rounds |"
   echo "|---|---:|---|"
-  for m in llamacpp_c64 loraserve_c64_base loraserve_c64_mixed peft_c64_mixed llamacpp_tg64 loraserve_c1_base; do
+  for m in llamacpp_c64 loraserve_c64_base loraserve_c64_mixed peft_c64_mixed llamacpp_tg64 loraserve_c1_base loraserve_c1_decode; do
     awk -v m="$m" '$2==m {found=1} END {exit !found}' "$OUT/rounds.tsv" || continue
     awk -v m="$m" '$2==m {print $3}' "$OUT/rounds.tsv" | sort -n |
       awk -v m="$m" '{v[NR]=$1; s=s (NR>1?", ":"") $1} END {printf "| %s | %s | %s |\n", m, (NR%2? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2), s}'

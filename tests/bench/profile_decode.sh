@@ -23,7 +23,8 @@ for batch in "${batches[@]}"; do
     "$bench" --benchmark_filter="BM_DecodeStep/batch:${batch}/" --benchmark_format=console \
     --benchmark_repetitions="$reps" >"$out/bench.$batch" 2>&1
   echo "== batch $batch: $(grep -o 'median_ms=[0-9.]*[a-z]*' "$out/bench.$batch" | head -1)"
-  perf report -q -i "$out/perf.$batch" --no-children --sort symbol 2>/dev/null |
+  # Sorted by dso too: libgomp has no symbols, and its spin-wait would otherwise count as "other".
+  perf report -q -i "$out/perf.$batch" --no-children --sort dso,symbol 2>/dev/null |
     awk '
       /%/ {
         share = $1; sub("%", "", share); name = $0;
