@@ -30,25 +30,25 @@ class CpuPool final : public PoolStorage {
   // first reaches more pages.
   CpuPool(int64_t page_units, int32_t num_pages)
       : PoolStorage(page_units, num_pages),
-        storage_(new float[static_cast<size_t>(std::max<int64_t>(1, page_units * num_pages))]()) {}
+        storage_(static_cast<size_t>(std::max<int64_t>(1, page_units * num_pages))) {}
 
   absl::Status Write(int64_t offset, std::span<const uint32_t> units) override {
     if (auto s = CheckRange(offset, static_cast<int64_t>(units.size())); !s.ok()) return s;
-    std::memcpy(storage_.get() + offset, units.data(), units.size() * sizeof(uint32_t));
+    std::memcpy(storage_.data() + offset, units.data(), units.size() * sizeof(uint32_t));
     return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<uint32_t>> Read(int64_t offset, int64_t count) const override {
     if (auto s = CheckRange(offset, count); !s.ok()) return s;
     std::vector<uint32_t> out(static_cast<size_t>(count));
-    std::memcpy(out.data(), storage_.get() + offset, out.size() * sizeof(uint32_t));
+    std::memcpy(out.data(), storage_.data() + offset, out.size() * sizeof(uint32_t));
     return out;
   }
 
-  float* data() const { return storage_.get(); }
+  float* data() const { return const_cast<float*>(storage_.data()); }
 
  private:
-  std::unique_ptr<float[]> storage_;
+  HostVector<float> storage_;  // host_allocator.h: cache-line aligned, huge pages
 };
 
 absl::StatusOr<float*> PoolData(const PoolStorage& pool, const char* op) {
@@ -140,6 +140,43 @@ absl::StatusOr<CpuBackend::Weight*> CpuBackend::Find(WeightHandle weight) {
   return const_cast<Weight*>(*found);
 }
 
+namespace {
+
+constexpr size_t kHalvesPerLine = host_memory::kCacheLine / sizeof(uint16_t);
+
+size_t RoundToLine(size_t halves) {
+  return (halves + kHalvesPerLine - 1) / kHalvesPerLine * kHalvesPerLine;
+}
+
+}  // namespace
+
+absl::Status CpuBackend::ReserveWeights(std::span<const WeightSpec> specs) {
+  if (!half_arena_.empty() || !weights_.empty()) {
+    return absl::FailedPreconditionError("ReserveWeights: must come once, before any upload");
+  }
+  size_t halves = 0;
+  for (const WeightSpec& spec : specs) {
+    if (StoredDtype(options_.weight_dtype, spec.source_dtype, spec.shape.size()) == DType::kF32) {
+      continue;
+    }
+    size_t elements = 1;
+    for (int64_t d : spec.shape) elements *= static_cast<size_t>(std::max<int64_t>(d, 0));
+    halves += RoundToLine(elements);
+  }
+  half_arena_ = HostVector<uint16_t>(halves);
+  return absl::OkStatus();
+}
+
+std::span<uint16_t> CpuBackend::HalfStorage(size_t n) {
+  if (half_arena_used_ + n <= half_arena_.size()) {
+    const std::span<uint16_t> room(half_arena_.data() + half_arena_used_, n);
+    half_arena_used_ += RoundToLine(n);
+    return room;
+  }
+  half_blocks_.emplace_back(n);
+  return {half_blocks_.back().data(), n};
+}
+
 absl::StatusOr<WeightHandle> CpuBackend::UploadWeight(std::span<const float> values,
                                                       std::vector<int64_t> shape,
                                                       DType source_dtype) {
@@ -153,7 +190,7 @@ absl::StatusOr<WeightHandle> CpuBackend::UploadWeight(std::span<const float> val
   } else {
     // Exact when the file held this dtype (the values are its widening); rounded to nearest
     // even otherwise.
-    w.half.resize(values.size());
+    w.half = HalfStorage(values.size());
     const bool bf16 = w.info.stored_dtype == DType::kBF16;
     for (size_t i = 0; i < values.size(); ++i) {
       w.half[i] = bf16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
@@ -169,8 +206,8 @@ absl::StatusOr<WeightInfo> CpuBackend::Info(WeightHandle weight) const {
   return (*w)->info;
 }
 
-std::vector<float> CpuBackend::Widen(const Weight& w) const {
-  std::vector<float> out(w.half.size());
+HostVector<float> CpuBackend::Widen(const Weight& w) const {
+  HostVector<float> out(w.half.size());
   ToFloat(w.info.stored_dtype, reinterpret_cast<const uint8_t*>(w.half.data()), out.size(),
           out.data());
   return out;
@@ -189,14 +226,20 @@ kernels::LoraDtype CpuBackend::LiveDtype(const Weight& w) const {
 absl::StatusOr<std::vector<float>> CpuBackend::ReadWeight(WeightHandle weight) const {
   auto w = Find(weight);
   if (!w.ok()) return w.status();
-  return (*w)->live_is_f32() ? (*w)->values : Widen(**w);
+  const HostVector<float> widened = (*w)->live_is_f32() ? HostVector<float>{} : Widen(**w);
+  const HostVector<float>& live = (*w)->live_is_f32() ? (*w)->values : widened;
+  return std::vector<float>(live.begin(), live.end());
 }
 
 absl::StatusOr<std::vector<float>> CpuBackend::ReadPristineWeight(WeightHandle weight) const {
   auto w = Find(weight);
   if (!w.ok()) return w.status();
-  if (!(*w)->half.empty()) return Widen(**w);
-  return (*w)->info.merged ? (*w)->pristine : (*w)->values;
+  if (!(*w)->half.empty()) {
+    const HostVector<float> widened = Widen(**w);
+    return std::vector<float>(widened.begin(), widened.end());
+  }
+  const HostVector<float>& pristine = (*w)->info.merged ? (*w)->pristine : (*w)->values;
+  return std::vector<float>(pristine.begin(), pristine.end());
 }
 
 absl::Status CpuBackend::MergeLora(WeightHandle weight, const LoraModuleWeights& module,
@@ -241,7 +284,7 @@ absl::Status CpuBackend::RestoreWeight(WeightHandle weight) {
   Weight& w = **found;
   if (!w.info.merged) return absl::OkStatus();
   if (!w.half.empty()) {
-    std::vector<float>().swap(w.values);  // back to the untouched 16-bit storage
+    HostVector<float>().swap(w.values);  // back to the untouched 16-bit storage
   } else {
     w.values = std::move(w.pristine);
     w.pristine.clear();
@@ -260,9 +303,10 @@ absl::StatusOr<std::unique_ptr<PoolStorage>> CpuBackend::CreatePool(int64_t page
 
 absl::StatusOr<Buffer> CpuBackend::Allocate(int64_t rows, int64_t cols) {
   if (rows < 0 || cols < 0) return absl::InvalidArgumentError("Allocate: negative shape");
-  std::shared_ptr<float[]> storage(new float[static_cast<size_t>(std::max<int64_t>(1, rows * cols))]());
-  Tensor t{storage.get(), DType::kF32, rows, cols, cols};
-  return Buffer(t, std::shared_ptr<void>(storage, storage.get()));
+  auto storage =
+      std::make_shared<HostVector<float>>(static_cast<size_t>(std::max<int64_t>(1, rows * cols)));
+  Tensor t{storage->data(), DType::kF32, rows, cols, cols};
+  return Buffer(t, std::shared_ptr<void>(storage, storage->data()));
 }
 
 absl::StatusOr<Tensor> CpuBackend::ViewHost(float* host, int64_t rows, int64_t cols) {

