@@ -4,16 +4,19 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
-#include <vector>
 
 #include "formats/half.h"
 #include "kernels/cpu/gemm.h"
+#include "runtime/backend/host_allocator.h"
 
 namespace loraserve::kernels {
 namespace {
 
+using ::loraserve::HostVector;
+
 // Args: rows, in, out, micro (1: default threshold, 0: OpenBLAS only), dtype (0 fp32, 1 bf16,
-// 2 fp16: the weight's storage), isa (0 widest, 1 AVX2 only).
+// 2 fp16: the weight's storage), isa (0 widest, 1 AVX2 only), misaligned (0: buffers as the CPU
+// backend allocates them, on a cache line; 1: 16 bytes past one, where malloc puts large blocks).
 void BM_Linear(benchmark::State& state) {
   const int rows = static_cast<int>(state.range(0));
   const int in = static_cast<int>(state.range(1));
@@ -24,30 +27,34 @@ void BM_Linear(benchmark::State& state) {
   const auto dtype = static_cast<LoraDtype>(state.range(4));
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(rows) * in), w(static_cast<size_t>(out) * in),
-      y(static_cast<size_t>(rows) * out);
-  for (float& v : x) v = uniform(rng);
-  for (float& v : w) v = uniform(rng);
-  std::vector<uint16_t> bits(w.size());
-  for (size_t i = 0; i < w.size(); ++i) {
+  const size_t skew = state.range(6) != 0 ? 16 : 0;  // bytes
+  HostVector<float> x_buf(static_cast<size_t>(rows) * in + 16),
+      w_buf(static_cast<size_t>(out) * in + 16), y_buf(static_cast<size_t>(rows) * out + 16);
+  HostVector<uint16_t> bits_buf(static_cast<size_t>(out) * in + 32);
+  float* x = x_buf.data() + skew / sizeof(float);
+  float* w = w_buf.data() + skew / sizeof(float);
+  float* y = y_buf.data() + skew / sizeof(float);
+  uint16_t* bits = bits_buf.data() + skew / sizeof(uint16_t);
+  for (int64_t i = 0; i < int64_t{rows} * in; ++i) x[i] = uniform(rng);
+  for (int64_t i = 0; i < int64_t{out} * in; ++i) {
+    w[i] = uniform(rng);
     bits[i] = dtype == LoraDtype::kF16 ? FloatToF16(w[i]) : FloatToBf16(w[i]);
   }
-  const void* stored = dtype == LoraDtype::kF32 ? static_cast<const void*>(w.data()) : bits.data();
+  const void* stored = dtype == LoraDtype::kF32 ? static_cast<const void*>(w) : bits;
   for (auto _ : state) {
-    detail::LinearForward(x.data(), in, stored, dtype, rows, in, out, y.data(), out, false,
-                          options);
-    benchmark::DoNotOptimize(y.data());
+    detail::LinearForward(x, in, stored, dtype, rows, in, out, y, out, false, options);
+    benchmark::DoNotOptimize(y);
   }
   state.counters["GFLOPs"] = benchmark::Counter(2.0 * rows * in * out,
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 // The bench model's MLP up projection (768 -> 2048) and the SmolLM2 one (576 -> 1536).
 BENCHMARK(BM_Linear)
-    ->ArgNames({"rows", "in", "out", "micro", "dtype", "isa"})
-    ->ArgsProduct({{1, 4, 16, 64, 128, 256, 512}, {768}, {2048}, {1, 0}, {0}, {0}})
-    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1, 0}, {0}, {0}})
-    // 16-bit weights and the AVX2 tiles on SmolLM2's shape.
-    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1}, {0, 1, 2}, {0, 1}})
+    ->ArgNames({"rows", "in", "out", "micro", "dtype", "isa", "misaligned"})
+    ->ArgsProduct({{1, 4, 16, 64, 128, 256, 512}, {768}, {2048}, {1, 0}, {0}, {0}, {0}})
+    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1, 0}, {0}, {0}, {0}})
+    // 16-bit weights and the AVX2 tiles on SmolLM2's shape, aligned and as malloc placed them.
+    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1}, {0, 1, 2}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
