@@ -16,10 +16,11 @@ command -v perf >/dev/null || { echo "profile_decode: perf is not installed (apt
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for batch in "${batches[@]}"; do
-  # Sampling starts after the model load and KV prefill (-D); repetitions keep the steady state
-  # long enough to dominate the samples.
-  reps=$(( batch >= 32 ? 4 : 40 ))
-  LORASERVE_BENCH_MODEL="$model" perf record -q -F 999 -D 3000 -o "$out/perf.$batch" -- \
+  # Sampling starts after the model load, the first touch of the pool and weight arena (the
+  # kernel zeroing their huge pages showed as a third of a batch-1 profile started at 3 s) and
+  # the KV prefill (-D); repetitions keep the steady state long enough to dominate the samples.
+  reps=$(( batch >= 32 ? 10 : 80 ))
+  LORASERVE_BENCH_MODEL="$model" perf record -q -F 999 -D 9000 -o "$out/perf.$batch" -- \
     "$bench" --benchmark_filter="BM_DecodeStep/batch:${batch}/" --benchmark_format=console \
     --benchmark_repetitions="$reps" >"$out/bench.$batch" 2>&1
   echo "== batch $batch: $(grep -o 'median_ms=[0-9.]*[a-z]*' "$out/bench.$batch" | head -1)"
