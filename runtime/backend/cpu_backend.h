@@ -36,6 +36,9 @@ class CpuBackend final : public Backend {
  public:
   CpuBackend() = default;
   explicit CpuBackend(CpuBackendOptions options) : options_(options) {}
+  // Weights hold spans into half_arena_: a copy would point into the original's memory.
+  CpuBackend(const CpuBackend&) = delete;
+  CpuBackend& operator=(const CpuBackend&) = delete;
   std::string_view name() const override { return "cpu"; }
 
   // Sizes one huge-page arena for every 16-bit matrix (host_allocator.h), where UploadWeight
