@@ -206,8 +206,9 @@ absl::StatusOr<WeightInfo> CpuBackend::Info(WeightHandle weight) const {
   return (*w)->info;
 }
 
-HostVector<float> CpuBackend::Widen(const Weight& w) const {
-  HostVector<float> out(w.half.size());
+template <class Vector>
+Vector CpuBackend::Widen(const Weight& w) const {
+  Vector out(w.half.size());
   ToFloat(w.info.stored_dtype, reinterpret_cast<const uint8_t*>(w.half.data()), out.size(),
           out.data());
   return out;
@@ -226,18 +227,14 @@ kernels::LoraDtype CpuBackend::LiveDtype(const Weight& w) const {
 absl::StatusOr<std::vector<float>> CpuBackend::ReadWeight(WeightHandle weight) const {
   auto w = Find(weight);
   if (!w.ok()) return w.status();
-  const HostVector<float> widened = (*w)->live_is_f32() ? HostVector<float>{} : Widen(**w);
-  const HostVector<float>& live = (*w)->live_is_f32() ? (*w)->values : widened;
-  return std::vector<float>(live.begin(), live.end());
+  if (!(*w)->live_is_f32()) return Widen<std::vector<float>>(**w);
+  return std::vector<float>((*w)->values.begin(), (*w)->values.end());
 }
 
 absl::StatusOr<std::vector<float>> CpuBackend::ReadPristineWeight(WeightHandle weight) const {
   auto w = Find(weight);
   if (!w.ok()) return w.status();
-  if (!(*w)->half.empty()) {
-    const HostVector<float> widened = Widen(**w);
-    return std::vector<float>(widened.begin(), widened.end());
-  }
+  if (!(*w)->half.empty()) return Widen<std::vector<float>>(**w);
   const HostVector<float>& pristine = (*w)->info.merged ? (*w)->pristine : (*w)->values;
   return std::vector<float>(pristine.begin(), pristine.end());
 }
@@ -257,7 +254,7 @@ absl::Status CpuBackend::MergeLora(WeightHandle weight, const LoraModuleWeights&
     return absl::InvalidArgumentError("MergeLora: dora_scale must have one entry per row");
   }
   if (!w.half.empty()) {
-    w.values = Widen(w);  // the 16-bit storage stays untouched: it is the pristine copy
+    w.values = Widen<HostVector<float>>(w);  // the 16-bit storage stays untouched: it is the pristine copy
   } else if (w.info.merged) {
     w.values = w.pristine;
   } else {

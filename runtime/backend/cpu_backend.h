@@ -103,7 +103,9 @@ class CpuBackend final : public Backend {
   // The live weights as the kernels read them.
   const void* LiveData(const Weight& w) const;
   kernels::LoraDtype LiveDtype(const Weight& w) const;
-  HostVector<float> Widen(const Weight& w) const;  // the 16-bit storage as fp32
+  // The 16-bit storage as fp32: a HostVector for a merge's live copy, a std::vector for reads.
+  template <class Vector>
+  Vector Widen(const Weight& w) const;
   // Room for n 16-bit elements: the arena's next cache line, else a block of its own.
   std::span<uint16_t> HalfStorage(size_t n);
 

@@ -2,6 +2,8 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+
 namespace loraserve::host_memory {
 
 void* Allocate(std::size_t bytes) {

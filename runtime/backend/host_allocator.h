@@ -8,7 +8,6 @@
 #pragma once
 
 #include <cstddef>
-#include <algorithm>
 #include <cstdlib>
 #include <new>
 #include <vector>
