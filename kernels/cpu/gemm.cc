@@ -19,6 +19,7 @@
 
 #include "formats/half.h"
 
+#include "kernels/cpu/bf16_pairs.h"
 #include "kernels/cpu/lora.h"
 #include "kernels/cpu/lora_microkernels.h"
 
@@ -71,7 +72,9 @@ void MicroKernelLinear(const lora_internal::MicroKernels& mk, const float* x, in
     const LinearPart& part = parts[p];
     const int begin = (b - first_block[p]) * block_size[p];
     const int count = std::min(part.out, begin + block_size[p]) - begin;
-    const lora_internal::LinearFn linear = mk.linear[static_cast<int>(part.dtype)];
+    const bool paired = part.dtype == LoraDtype::kBF16 && part.bf16_pair_lanes != 0;
+    const lora_internal::LinearFn linear = paired ? mk.linear_bf16_paired
+                                               : mk.linear[static_cast<int>(part.dtype)];
     const void* w = WeightRow(part.weight, part.dtype, begin, in);
     // Depth blocks at every batch size, so a row's sums do not depend on its batch.
     for (int i = 0; i < in; i += kBlockDepth) {
@@ -93,8 +96,9 @@ void PinOpenBlasToOneThread() {
 // AVX2): each thread widens blocks of its W rows into an L2-sized fp32 scratch and runs sgemm
 // on them. A large batch reuses every widened block across all its rows, so the widening is
 // a small share of the work there.
-void WidenedBlasLinear(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
-                       int in, int out, float* y, int64_t ldy, bool accumulate, int threads) {
+void WidenedBlasLinear(const float* x, int64_t ldx, const void* weight, LoraDtype dtype,
+                       int pair_lanes, int rows, int in, int out, float* y, int64_t ldy,
+                       bool accumulate, int threads) {
   PinOpenBlasToOneThread();
   const float beta = accumulate ? 1.0f : 0.0f;
   const int block = std::max(1, std::min(out, static_cast<int>((256 << 10) / (4 * int64_t{in}))));
@@ -108,7 +112,12 @@ void WidenedBlasLinear(const float* x, int64_t ldx, const void* weight, LoraDtyp
       const int count = std::min(out, begin + block) - begin;
       const uint16_t* bits = static_cast<const uint16_t*>(WeightRow(weight, dtype, begin, in));
       const int64_t n = static_cast<int64_t>(count) * in;
-      if (dtype == LoraDtype::kBF16) {
+      if (pair_lanes != 0) {
+        for (int o = 0; o < count; ++o) {
+          WidenPairedBf16Row(bits + int64_t{o} * in, in, pair_lanes, 0, in,
+                             widened.data() + int64_t{o} * in);
+        }
+      } else if (dtype == LoraDtype::kBF16) {
         for (int64_t i = 0; i < n; ++i) widened[i] = Bf16ToFloat(bits[i]);
       } else {
         for (int64_t i = 0; i < n; ++i) widened[i] = F16ToFloat(bits[i]);
@@ -123,21 +132,39 @@ void WidenedBlasLinear(const float* x, int64_t ldx, const void* weight, LoraDtyp
 
 namespace detail {
 
+int Bf16PairLanes(const LinearOptions& options) {
+  const lora_internal::MicroKernels* mk =
+      lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2);
+  return mk == nullptr ? 0 : mk->bf16_pair_lanes;
+}
+
 void LinearForward(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
                    int in, int out, float* y, int64_t ldy, bool accumulate,
                    const LinearOptions& options) {
+  LinearForward(x, ldx, rows, in, LinearPart{weight, dtype, out, y, ldy}, accumulate, options);
+}
+
+void LinearForward(const float* x, int64_t ldx, int rows, int in, const LinearPart& part,
+                   bool accumulate, const LinearOptions& options) {
+  const void* weight = part.weight;
+  const LoraDtype dtype = part.dtype;
+  const int out = part.out;
+  float* y = part.y;
+  const int64_t ldy = part.ldy;
+  const int pair_lanes = dtype == LoraDtype::kBF16 ? part.bf16_pair_lanes : 0;
   const int64_t work = static_cast<int64_t>(rows) * in * out;
   const int threads = work < kParallelMinWork ? 1 : std::min(omp_get_max_threads(), out / 16 + 1);
   if (rows <= options.micro_kernel_max_rows) {
-    if (const lora_internal::MicroKernels* mk =
-            lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2)) {
-      const LinearPart part{weight, dtype, out, y, ldy};
+    const lora_internal::MicroKernels* mk =
+        lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2);
+    if (mk != nullptr && (pair_lanes == 0 || pair_lanes == mk->bf16_pair_lanes)) {
       MicroKernelLinear(*mk, x, ldx, rows, in, &part, 1, accumulate, threads);
       return;
     }
   }
   if (dtype != LoraDtype::kF32) {
-    WidenedBlasLinear(x, ldx, weight, dtype, rows, in, out, y, ldy, accumulate, threads);
+    WidenedBlasLinear(x, ldx, weight, dtype, pair_lanes, rows, in, out, y, ldy, accumulate,
+                      threads);
     return;
   }
   PinOpenBlasToOneThread();
@@ -173,10 +200,16 @@ void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const Lin
   int64_t total_out = 0;
   for (int p = 0; p < num_parts; ++p) total_out += parts[p].out;
   const int64_t work = static_cast<int64_t>(rows) * in * total_out;
-  if (mk == nullptr || num_parts == 1 || num_parts > kMaxFusedParts || work < kParallelMinWork) {
+  bool layouts_match = true;
+  for (int p = 0; p < num_parts && mk != nullptr; ++p) {
+    layouts_match &= parts[p].bf16_pair_lanes == 0 ||
+                     (parts[p].dtype == LoraDtype::kBF16 &&
+                      parts[p].bf16_pair_lanes == mk->bf16_pair_lanes);
+  }
+  if (mk == nullptr || !layouts_match || num_parts == 1 || num_parts > kMaxFusedParts ||
+      work < kParallelMinWork) {
     for (int p = 0; p < num_parts; ++p) {
-      LinearForward(x, ldx, parts[p].weight, parts[p].dtype, rows, in, parts[p].out, parts[p].y,
-                    parts[p].ldy, false, options);
+      LinearForward(x, ldx, rows, in, parts[p], /*accumulate=*/false, options);
     }
     return;
   }

@@ -29,6 +29,10 @@ struct LinearPart {
   int out;
   float* y;
   int64_t ldy;
+  // Nonzero: a bf16 weight in bf16_pairs.h's paired layout with this many lanes, which must be
+  // detail::Bf16PairLanes of the options it is run with (then the micro-kernels read it as it
+  // is; otherwise, or on the OpenBLAS path, it is widened back to natural order first).
+  int bf16_pair_lanes = 0;
 };
 
 // Every part from the same x [rows x in] in one parallel region (q/k/v, gate/up): one fork/join
@@ -49,6 +53,14 @@ struct LinearOptions {
 void LinearForward(const float* x, int64_t ldx, const void* weight, LoraDtype dtype, int rows,
                    int in, int out, float* y, int64_t ldy, bool accumulate,
                    const LinearOptions& options);
+
+// One part (any layout) against x [rows x in].
+void LinearForward(const float* x, int64_t ldx, int rows, int in, const LinearPart& part,
+                   bool accumulate, const LinearOptions& options);
+
+// The lanes of the paired layout the micro-kernels chosen by `options` read bf16 weights in
+// (bf16_pairs.h), or 0 when they read natural bf16: the layout a backend should store them in.
+int Bf16PairLanes(const LinearOptions& options);
 
 void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const LinearPart* parts,
                         int num_parts, const LinearOptions& options);

@@ -51,6 +51,10 @@ struct MicroKernels {
   ShrinkFn shrink[kNumLoraDtypes];
   ExpandFn expand[kNumLoraDtypes];
   LinearFn linear[kNumLoraDtypes];
+  // The linear kernel for bf16 weights in bf16_pairs.h's layout with bf16_pair_lanes lanes, on
+  // ISAs where that layout pays (null and 0 elsewhere: their bf16 weights stay natural).
+  LinearFn linear_bf16_paired = nullptr;
+  int bf16_pair_lanes = 0;
 };
 
 MicroKernels PortableMicroKernels();

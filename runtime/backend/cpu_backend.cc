@@ -11,6 +11,7 @@
 #include "formats/dtype.h"
 #include "formats/half.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/bf16_pairs.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/lora.h"
 #include "kernels/cpu/paged_attention.h"
@@ -195,6 +196,18 @@ absl::StatusOr<WeightHandle> CpuBackend::UploadWeight(std::span<const float> val
     for (size_t i = 0; i < values.size(); ++i) {
       w.half[i] = bf16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
     }
+    if (bf16) {
+      w.pair_lanes = kernels::detail::Bf16PairLanes(LinearOptionsFor(options_.isa));
+      if (w.pair_lanes != 0) {
+        const int64_t rows = w.info.shape[0], cols = w.info.shape[1];
+        std::vector<uint16_t> row(static_cast<size_t>(cols));
+        for (int64_t r = 0; r < rows; ++r) {
+          uint16_t* stored = w.half.data() + r * cols;
+          std::copy(stored, stored + cols, row.begin());
+          kernels::PairBf16Rows(row.data(), 1, cols, w.pair_lanes, stored);
+        }
+      }
+    }
   }
   weights_.push_back(std::move(w));
   return WeightHandle{static_cast<int32_t>(weights_.size() - 1)};
@@ -209,9 +222,22 @@ absl::StatusOr<WeightInfo> CpuBackend::Info(WeightHandle weight) const {
 template <class Vector>
 Vector CpuBackend::Widen(const Weight& w) const {
   Vector out(w.half.size());
+  if (w.pair_lanes != 0) {
+    const int64_t rows = w.info.shape[0], cols = w.info.shape[1];
+    for (int64_t r = 0; r < rows; ++r) {
+      kernels::WidenPairedBf16Row(w.half.data() + r * cols, cols, w.pair_lanes, 0, cols,
+                                  out.data() + r * cols);
+    }
+    return out;
+  }
   ToFloat(w.info.stored_dtype, reinterpret_cast<const uint8_t*>(w.half.data()), out.size(),
           out.data());
   return out;
+}
+
+kernels::LinearPart CpuBackend::LivePart(const Weight& w, const Tensor& y) const {
+  return {LiveData(w), LiveDtype(w), static_cast<int>(w.info.shape[0]), F32(y), y.ld,
+          w.live_is_f32() ? 0 : w.pair_lanes};
 }
 
 const void* CpuBackend::LiveData(const Weight& w) const {
@@ -341,6 +367,9 @@ absl::Status CpuBackend::Embed(WeightHandle table, std::span<const int32_t> ids,
     float* row = F32(out) + t * out.ld;
     if (table_w.live_is_f32()) {
       std::memcpy(row, &table_w.values[first], sizeof(float) * hidden);
+    } else if (table_w.pair_lanes != 0) {
+      kernels::WidenPairedBf16Row(table_w.half.data() + first, hidden, table_w.pair_lanes, 0,
+                                  hidden, row);
     } else {
       ToFloat(table_w.info.stored_dtype,
               reinterpret_cast<const uint8_t*>(table_w.half.data() + first), hidden, row);
@@ -367,12 +396,9 @@ absl::Status CpuBackend::Linear(const Tensor& x, WeightHandle weight, const Tens
   auto w = Find(weight);
   if (!w.ok()) return w.status();
   if (auto s = CheckLinearViews(x, (*w)->info.shape, y); !s.ok()) return s;
-  const auto& shape = (*w)->info.shape;
-  kernels::detail::LinearForward(F32(x), x.ld, LiveData(**w),
-                                 LiveDtype(**w),
-                                 static_cast<int>(x.rows), static_cast<int>(shape[1]),
-                                 static_cast<int>(shape[0]), F32(y), y.ld, /*accumulate=*/false,
-                                 LinearOptionsFor(options_.isa));
+  kernels::detail::LinearForward(F32(x), x.ld, static_cast<int>(x.rows),
+                                 static_cast<int>((*w)->info.shape[1]), LivePart(**w, y),
+                                 /*accumulate=*/false, LinearOptionsFor(options_.isa));
   return absl::OkStatus();
 }
 
@@ -383,8 +409,7 @@ absl::Status CpuBackend::LinearFused(const Tensor& x, std::span<const LinearTarg
     auto w = Find(target.weight);
     if (!w.ok()) return w.status();
     if (auto s = CheckLinearViews(x, (*w)->info.shape, target.y); !s.ok()) return s;
-    parts.push_back({LiveData(**w), LiveDtype(**w),
-                     static_cast<int>((*w)->info.shape[0]), F32(target.y), target.y.ld});
+    parts.push_back(LivePart(**w, target.y));
   }
   kernels::detail::LinearForwardFused(F32(x), x.ld, static_cast<int>(x.rows),
                                       static_cast<int>(x.cols), parts.data(),

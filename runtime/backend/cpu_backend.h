@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/backend/backend.h"
+#include "kernels/cpu/gemm.h"
 #include "runtime/backend/host_allocator.h"
 
 namespace loraserve {
@@ -95,6 +96,9 @@ class CpuBackend final : public Backend {
     // The 16-bit storage (bf16 or fp16 bits) of a 16-bit weight, in half_arena_ or one of
     // half_blocks_; never changed by a merge, so it is also the pristine copy.
     std::span<uint16_t> half;
+    // Nonzero: `half` holds bf16 rows in kernels/cpu/bf16_pairs.h's paired layout with this many
+    // lanes, the one this backend's linear micro-kernels read (AVX-512: 16).
+    int pair_lanes = 0;
     HostVector<float> pristine;  // an fp32-stored weight's values as loaded, while merged
     bool live_is_f32() const { return !values.empty() || half.empty(); }
   };
@@ -103,6 +107,8 @@ class CpuBackend final : public Backend {
   // The live weights as the kernels read them.
   const void* LiveData(const Weight& w) const;
   kernels::LoraDtype LiveDtype(const Weight& w) const;
+  // One linear part reading w's live values into y.
+  kernels::LinearPart LivePart(const Weight& w, const Tensor& y) const;
   // The 16-bit storage as fp32: a HostVector for a merge's live copy, a std::vector for reads.
   template <class Vector>
   Vector Widen(const Weight& w) const;

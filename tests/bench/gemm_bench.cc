@@ -4,8 +4,10 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <vector>
 
 #include "formats/half.h"
+#include "kernels/cpu/bf16_pairs.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/backend/host_allocator.h"
 
@@ -15,7 +17,8 @@ namespace {
 using ::loraserve::HostVector;
 
 // Args: rows, in, out, micro (1: default threshold, 0: OpenBLAS only), dtype (0 fp32, 1 bf16,
-// 2 fp16: the weight's storage), isa (0 widest, 1 AVX2 only), misaligned (0: buffers as the CPU
+// 2 fp16: the weight's storage; 3: bf16 in the paired layout the ISA's kernels read,
+// bf16_pairs.h, as the CPU backend stores it), isa (0 widest, 1 AVX2 only), misaligned (0: buffers as the CPU
 // backend allocates them, on a cache line; 1: 16 bytes past one, where malloc puts large blocks).
 void BM_Linear(benchmark::State& state) {
   const int rows = static_cast<int>(state.range(0));
@@ -24,7 +27,9 @@ void BM_Linear(benchmark::State& state) {
   const detail::LinearOptions options{
       .micro_kernel_max_rows = state.range(3) != 0 ? 1 << 20 : 0,
       .allow_avx512 = state.range(5) == 0};
-  const auto dtype = static_cast<LoraDtype>(state.range(4));
+  const bool paired = state.range(4) == 3;
+  const auto dtype = paired ? LoraDtype::kBF16 : static_cast<LoraDtype>(state.range(4));
+  const int pair_lanes = paired ? detail::Bf16PairLanes(options) : 0;
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const size_t skew = state.range(6) != 0 ? 16 : 0;  // bytes
@@ -40,9 +45,14 @@ void BM_Linear(benchmark::State& state) {
     w[i] = uniform(rng);
     bits[i] = dtype == LoraDtype::kF16 ? FloatToF16(w[i]) : FloatToBf16(w[i]);
   }
+  if (paired) {
+    std::vector<uint16_t> natural(bits, bits + int64_t{out} * in);
+    PairBf16Rows(natural.data(), out, in, pair_lanes, bits);
+  }
   const void* stored = dtype == LoraDtype::kF32 ? static_cast<const void*>(w) : bits;
+  const LinearPart part{stored, dtype, out, y, out, pair_lanes};
   for (auto _ : state) {
-    detail::LinearForward(x, in, stored, dtype, rows, in, out, y, out, false, options);
+    detail::LinearForward(x, in, rows, in, part, false, options);
     benchmark::DoNotOptimize(y);
   }
   state.counters["GFLOPs"] = benchmark::Counter(2.0 * rows * in * out,
@@ -54,7 +64,7 @@ BENCHMARK(BM_Linear)
     ->ArgsProduct({{1, 4, 16, 64, 128, 256, 512}, {768}, {2048}, {1, 0}, {0}, {0}, {0}})
     ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1, 0}, {0}, {0}, {0}})
     // 16-bit weights and the AVX2 tiles on SmolLM2's shape, aligned and as malloc placed them.
-    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1}, {0, 1, 2}, {0, 1}, {0, 1}})
+    ->ArgsProduct({{1, 16, 64}, {576}, {1536}, {1}, {0, 1, 2, 3}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

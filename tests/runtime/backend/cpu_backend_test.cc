@@ -72,6 +72,37 @@ TEST_P(CpuBackendMergeTest, MergeThenRestoreIsBitExact) {
   EXPECT_TRUE(backend.RestoreWeight(*handle).ok());  // nothing merged: a no-op
 }
 
+// Rows long enough for the paired bf16 layout the AVX-512 kernels read (bf16_pairs.h): a merge
+// widens them in natural order, and a restore computes exactly what the weight did before.
+TEST(CpuBackendTest, MergeAndRestoreOfAWideBf16WeightKeepTheNaturalOrder) {
+  const int out = 8, in = 70;
+  std::vector<float> w(out * in), x(2 * in);
+  for (int i = 0; i < out * in; ++i) w[i] = Bf16ToFloat(FloatToBf16(std::sin(0.37f * i)));
+  for (int i = 0; i < 2 * in; ++i) x[i] = std::cos(0.11f * i);
+  CpuBackend backend;
+  auto handle = backend.UploadWeight(w, {out, in}, DType::kBF16);
+  ASSERT_TRUE(handle.ok());
+  std::vector<float> before(2 * out), after(2 * out);
+  auto xv = backend.ViewHost(x.data(), 2, in);
+  ASSERT_TRUE(backend.Linear(*xv, *handle, *backend.ViewHost(before.data(), 2, out)).ok());
+  LoraModuleWeights module;
+  module.rank = 1;
+  module.scaling = 1.0f;
+  for (int i = 0; i < in; ++i) module.a.push_back(0.01f * i);
+  for (int o = 0; o < out; ++o) module.b.push_back(o + 1.0f);
+  ASSERT_TRUE(backend.MergeLora(*handle, module, {}).ok());
+  const std::vector<float> merged = *backend.ReadWeight(*handle);
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) {
+      ASSERT_FLOAT_EQ(merged[o * in + i], w[o * in + i] + module.b[o] * module.a[i]) << o << "," << i;
+    }
+  }
+  ASSERT_TRUE(backend.RestoreWeight(*handle).ok());
+  ASSERT_TRUE(backend.Linear(*xv, *handle, *backend.ViewHost(after.data(), 2, out)).ok());
+  EXPECT_EQ(after, before);
+  EXPECT_EQ(*backend.ReadWeight(*handle), w);
+}
+
 INSTANTIATE_TEST_SUITE_P(WeightDtypes, CpuBackendMergeTest,
                          testing::Values(WeightDtype::kAuto, WeightDtype::kF32),
                          [](const auto& info) {
@@ -102,6 +133,10 @@ TEST(CpuBackendTest, WeightDtypeChoosesStorageAndKeepsResultsExact) {
   std::vector<float> rows(2 * in);
   ASSERT_TRUE(as_file.Embed(*h16, ids, *as_file.ViewHost(rows.data(), 2, in)).ok());
   EXPECT_TRUE(std::equal(rows.begin(), rows.begin() + in, w.begin() + 7 * in));
+  EXPECT_TRUE(std::equal(rows.begin() + in, rows.end(), w.begin()));
+  // Read back in natural order, whatever layout the kernels keep it in (bf16_pairs.h).
+  EXPECT_EQ(*as_file.ReadWeight(*h16), w);
+  EXPECT_EQ(*as_file.ReadPristineWeight(*h16), w);
 
   CpuBackend to_f16(CpuBackendOptions{.weight_dtype = WeightDtype::kF16});
   const std::vector<float> wide = {0.1f, 1.0f / 3.0f, -2.5f, 1000.1f};
