@@ -109,6 +109,33 @@ TEST(LinearForward16BitTest, Bf16StorageIsBitIdenticalToItsFp32Widening) {
   EXPECT_EQ(from_f32, from_bf16);
 }
 
+// A row's output is the same bits whether its weight row shares a tile with others (whose sums
+// are reduced four at a time) or is computed alone, and whichever rows of x share its row tile:
+// the engine relies on a request's logits not depending on its batch.
+TEST(LinearForwardTest, OutputsDoNotDependOnTheirTile) {
+  const int in = 1100, out = 24, rows = 13;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> x(rows * in), w(static_cast<size_t>(out) * in);
+  for (float& v : x) v = uniform(rng);
+  for (float& v : w) v = uniform(rng);
+  for (const detail::LinearOptions& options :
+       {detail::LinearOptions{}, detail::LinearOptions{.allow_avx512 = false}}) {
+    std::vector<float> all(rows * out);
+    detail::LinearForward(x.data(), in, w.data(), LoraDtype::kF32, rows, in, out, all.data(), out,
+                          false, options);
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < out; ++o) {
+        float alone = 0;
+        detail::LinearForward(x.data() + r * in, in, w.data() + o * in, LoraDtype::kF32, 1, in, 1,
+                              &alone, 1, false, options);
+        ASSERT_EQ(all[r * out + o], alone) << "row " << r << " output " << o << " avx512 "
+                                           << options.allow_avx512;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Paths, LinearForwardTest, testing::ValuesIn(kVariants),
                          [](const testing::TestParamInfo<Variant>& info) {
                            return std::string(info.param.name);
