@@ -2,8 +2,9 @@
 // slice of W from memory once:
 // - On AVX2/AVX-512 CPUs, batches up to kMicroKernelMaxRows rows use the LoRA shrink
 //   micro-kernels, which compute exactly out = x W^T for a block of W rows: one W vector load
-//   feeds up to four rows, the input is walked in L1-sized depth blocks, nothing is packed, and
-//   the next tile of W rows is prefetched while this one is read (the batch-1 weight stream).
+//   feeds up to four rows (six on AVX-512, which reads bf16 in bf16_pairs.h's layout), the
+//   input is walked in L1-sized depth blocks, nothing is packed, and the next tile of W rows is
+//   prefetched while this one is read (the batch-1 weight stream).
 //   OpenBLAS's sgemm repacks both operands on every call, which dominates at decode batch
 //   sizes, and Debian's 0.3.21 runs its SSE3 kernels on recent Xeons (docs/PERFORMANCE.md).
 // - Otherwise OpenBLAS, single-threaded inside our split: its pthread pool spins after each call
