@@ -29,8 +29,8 @@ void PairBf16Rows(const uint16_t* in, int64_t rows, int64_t cols, int lanes, uin
   }
 }
 
-void WidenPairedBf16Row(const uint16_t* row, int64_t cols, int lanes, int64_t begin,
-                        int64_t count, float* out) {
+void WidenPairedBf16Row(const uint16_t* row, int64_t cols, int lanes, int64_t begin, int64_t count,
+                        float* out) {
   for (int64_t i = 0; i < count; ++i) {
     out[i] = Bf16ToFloat(row[PairedIndex(begin + i, cols, lanes)]);
   }

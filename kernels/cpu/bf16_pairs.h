@@ -21,7 +21,7 @@ void PairBf16Rows(const uint16_t* in, int64_t rows, int64_t cols, int lanes, uin
 // The inverse for one row slice: elements [begin, begin + count) of a paired row of `cols`
 // elements, widened to fp32 in natural order (the embedding lookup, the OpenBLAS path and reads
 // of the weight back).
-void WidenPairedBf16Row(const uint16_t* row, int64_t cols, int lanes, int64_t begin,
-                        int64_t count, float* out);
+void WidenPairedBf16Row(const uint16_t* row, int64_t cols, int lanes, int64_t begin, int64_t count,
+                        float* out);
 
 }  // namespace loraserve::kernels

@@ -83,10 +83,10 @@ void ExpectPairedMatchesNatural(const Shape& s, const detail::LinearOptions& opt
     if (lanes != detail::Bf16PairLanes(options)) reference.micro_kernel_max_rows = 0;
     detail::LinearForward(x.data(), ldx, natural.data(), LoraDtype::kBF16, s.rows, s.in, s.out,
                           want.data(), s.out, accumulate, reference);
-    detail::LinearForward(x.data(), ldx, s.rows, s.in,
-                          LinearPart{paired.data(), LoraDtype::kBF16, s.out, got.data(), s.out,
-                                     lanes},
-                          accumulate, options);
+    detail::LinearForward(
+        x.data(), ldx, s.rows, s.in,
+        LinearPart{paired.data(), LoraDtype::kBF16, s.out, got.data(), s.out, lanes}, accumulate,
+        options);
     EXPECT_EQ(got, want) << (accumulate ? "accumulate" : "overwrite");
   }
 }
@@ -121,30 +121,30 @@ TEST(Bf16PairsTest, FusedPartsMatchOneCallPerPartWithPairedWeights) {
   const detail::LinearOptions options{};
   const int own = detail::Bf16PairLanes(options);
   for (int lanes : {own, own == 16 ? 8 : 16}) {
-  SCOPED_TRACE(testing::Message() << "lanes " << lanes);
-  const int in = 576, rows = 6;
-  const int outs[3] = {96, 32, 32};
-  std::vector<std::vector<uint16_t>> paired(3);
-  std::vector<std::vector<float>> fused(3), alone(3);
-  std::vector<LinearPart> parts;
-  for (int p = 0; p < 3; ++p) {
-    const std::vector<uint16_t> natural = RandomBits(static_cast<size_t>(outs[p]) * in, p);
-    paired[p].resize(natural.size());
-    PairBf16Rows(natural.data(), outs[p], in, lanes, paired[p].data());
-    fused[p].assign(static_cast<size_t>(rows) * outs[p], 0.0f);
-    alone[p] = fused[p];
-    parts.push_back({paired[p].data(), LoraDtype::kBF16, outs[p], fused[p].data(), outs[p],
-                     lanes});
-  }
-  std::vector<float> x(rows * in);
-  for (int i = 0; i < rows * in; ++i) x[i] = std::sin(0.1f * i);
-  detail::LinearForwardFused(x.data(), in, rows, in, parts.data(), 3, options);
-  for (int p = 0; p < 3; ++p) {
-    LinearPart part = parts[p];
-    part.y = alone[p].data();
-    detail::LinearForward(x.data(), in, rows, in, part, false, options);
-    EXPECT_EQ(fused[p], alone[p]) << "part " << p;
-  }
+    SCOPED_TRACE(testing::Message() << "lanes " << lanes);
+    const int in = 576, rows = 6;
+    const int outs[3] = {96, 32, 32};
+    std::vector<std::vector<uint16_t>> paired(3);
+    std::vector<std::vector<float>> fused(3), alone(3);
+    std::vector<LinearPart> parts;
+    for (int p = 0; p < 3; ++p) {
+      const std::vector<uint16_t> natural = RandomBits(static_cast<size_t>(outs[p]) * in, p);
+      paired[p].resize(natural.size());
+      PairBf16Rows(natural.data(), outs[p], in, lanes, paired[p].data());
+      fused[p].assign(static_cast<size_t>(rows) * outs[p], 0.0f);
+      alone[p] = fused[p];
+      parts.push_back(
+          {paired[p].data(), LoraDtype::kBF16, outs[p], fused[p].data(), outs[p], lanes});
+    }
+    std::vector<float> x(rows * in);
+    for (int i = 0; i < rows * in; ++i) x[i] = std::sin(0.1f * i);
+    detail::LinearForwardFused(x.data(), in, rows, in, parts.data(), 3, options);
+    for (int p = 0; p < 3; ++p) {
+      LinearPart part = parts[p];
+      part.y = alone[p].data();
+      detail::LinearForward(x.data(), in, rows, in, part, false, options);
+      EXPECT_EQ(fused[p], alone[p]) << "part " << p;
+    }
   }
 }
 

@@ -94,7 +94,8 @@ TEST(CpuBackendTest, MergeAndRestoreOfAWideBf16WeightKeepTheNaturalOrder) {
   const std::vector<float> merged = *backend.ReadWeight(*handle);
   for (int o = 0; o < out; ++o) {
     for (int i = 0; i < in; ++i) {
-      ASSERT_FLOAT_EQ(merged[o * in + i], w[o * in + i] + module.b[o] * module.a[i]) << o << "," << i;
+      ASSERT_FLOAT_EQ(merged[o * in + i], w[o * in + i] + module.b[o] * module.a[i])
+          << o << "," << i;
     }
   }
   ASSERT_TRUE(backend.RestoreWeight(*handle).ok());
