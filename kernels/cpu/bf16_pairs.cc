@@ -31,9 +31,22 @@ void PairBf16Rows(const uint16_t* in, int64_t rows, int64_t cols, int lanes, uin
 
 void WidenPairedBf16Row(const uint16_t* row, int64_t cols, int lanes, int64_t begin, int64_t count,
                         float* out) {
-  for (int64_t i = 0; i < count; ++i) {
-    out[i] = Bf16ToFloat(row[PairedIndex(begin + i, cols, lanes)]);
+  if (lanes == 0 || begin != 0 || count != cols) {
+    for (int64_t i = 0; i < count; ++i) {
+      out[i] = Bf16ToFloat(row[PairedIndex(begin + i, cols, lanes)]);
+    }
+    return;
   }
+  // A whole row (the OpenBLAS path widens every row of a block): block by block, no index math
+  // per element.
+  const int64_t block = 2 * int64_t{lanes}, whole = cols / block * block;
+  for (int64_t b = 0; b < whole; b += block) {
+    for (int j = 0; j < lanes; ++j) {
+      out[b + j] = Bf16ToFloat(row[b + 2 * j]);
+      out[b + lanes + j] = Bf16ToFloat(row[b + 2 * j + 1]);
+    }
+  }
+  for (int64_t i = whole; i < cols; ++i) out[i] = Bf16ToFloat(row[i]);
 }
 
 }  // namespace loraserve::kernels

@@ -129,6 +129,13 @@ void WidenedBlasLinear(const float* x, int64_t ldx, const void* weight, LoraDtyp
   }
 }
 
+// Whether mk's linear kernels read part's weight as it is stored: natural storage always, a
+// paired bf16 weight only in the pairing mk reads.
+bool KernelsReadLayout(const lora_internal::MicroKernels& mk, const LinearPart& part) {
+  return part.bf16_pair_lanes == 0 ||
+         (part.dtype == LoraDtype::kBF16 && part.bf16_pair_lanes == mk.bf16_pair_lanes);
+}
+
 }  // namespace
 
 namespace detail {
@@ -158,7 +165,7 @@ void LinearForward(const float* x, int64_t ldx, int rows, int in, const LinearPa
   if (rows <= options.micro_kernel_max_rows) {
     const lora_internal::MicroKernels* mk =
         lora_internal::SimdMicroKernels(options.allow_avx512, options.allow_avx2);
-    if (mk != nullptr && (pair_lanes == 0 || pair_lanes == mk->bf16_pair_lanes)) {
+    if (mk != nullptr && (pair_lanes == 0 || KernelsReadLayout(*mk, part))) {
       MicroKernelLinear(*mk, x, ldx, rows, in, &part, 1, accumulate, threads);
       return;
     }
@@ -203,9 +210,7 @@ void LinearForwardFused(const float* x, int64_t ldx, int rows, int in, const Lin
   const int64_t work = static_cast<int64_t>(rows) * in * total_out;
   bool layouts_match = true;
   for (int p = 0; p < num_parts && mk != nullptr; ++p) {
-    layouts_match &= parts[p].bf16_pair_lanes == 0 ||
-                     (parts[p].dtype == LoraDtype::kBF16 &&
-                      parts[p].bf16_pair_lanes == mk->bf16_pair_lanes);
+    layouts_match &= KernelsReadLayout(*mk, parts[p]);
   }
   if (mk == nullptr || !layouts_match || num_parts == 1 || num_parts > kMaxFusedParts ||
       work < kParallelMinWork) {
